@@ -84,6 +84,7 @@ CREATE TABLE customer_sources (
     source            text NOT NULL CHECK (source IN ('shopify', 'klaviyo', 'manual')),
     external_id       text NOT NULL,
     source_data       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    profile           jsonb NOT NULL DEFAULT '{}'::jsonb,
     content_hash      text,
     source_updated_at timestamptz,
     sync_status       text NOT NULL DEFAULT 'synced'
@@ -96,6 +97,7 @@ CREATE TABLE customer_sources (
 );
 COMMENT ON TABLE customer_sources IS 'Every source record linked to the customer it resolved to.';
 COMMENT ON COLUMN customer_sources.source_data IS 'The source record as last received (REST shape for Shopify, JSON:API for Klaviyo).';
+COMMENT ON COLUMN customer_sources.profile IS 'The record mapped to our field names (normalised email/phone, consent, tags); survivorship reads it.';
 COMMENT ON COLUMN customer_sources.content_hash IS 'md5 of source_data; an unchanged record is skipped on re-pull.';
 COMMENT ON COLUMN customer_sources.source_updated_at IS 'updated_at of the record in its source; older records never overwrite newer.';
 COMMENT ON COLUMN customer_sources.deleted_at IS 'When the source reported the record deleted (reconcile or webhook).';
@@ -356,3 +358,31 @@ CREATE INDEX quarantined_records_open_idx ON quarantined_records (created_at) WH
 CREATE UNIQUE INDEX quarantined_records_open_key
     ON quarantined_records (origin, source, record_kind, external_id, md5(record::text))
     NULLS NOT DISTINCT WHERE resolved_at IS NULL;
+
+-- ------------------------------------------------------ ingestion state
+CREATE TABLE sync_state (
+    stream       text PRIMARY KEY,
+    cursor_value timestamptz,
+    details      jsonb NOT NULL DEFAULT '{}'::jsonb,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sync_state IS 'Incremental cursor per source stream; advanced only after the data up to it is loaded.';
+CREATE TRIGGER sync_state_set_updated_at BEFORE UPDATE ON sync_state
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+CREATE UNLOGGED TABLE reconcile_seen (
+    run_id      text NOT NULL,
+    source      text NOT NULL,
+    external_id text NOT NULL,
+    PRIMARY KEY (run_id, source, external_id)
+);
+COMMENT ON TABLE reconcile_seen IS 'Scratch: ids seen by a full pull, to soft-delete what disappeared at the end of the run.';
+
+CREATE TABLE redaction_tombstones (
+    identity_hash text PRIMARY KEY,
+    kind          text NOT NULL CHECK (kind IN ('email', 'phone', 'shopify_id', 'klaviyo_id')),
+    customer_id   uuid,
+    redacted_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE redaction_tombstones IS
+    'sha256 of identities erased under GDPR: a later pull of the same person is refused, not resurrected.';
