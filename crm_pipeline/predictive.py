@@ -36,6 +36,8 @@ HEURISTIC_DEFAULT_GAP_DAYS = 365.0
 NEXT_ORDER_MAX_DAYS = 3 * 365
 #: Month length used for LTV, as in `lifetimes.customer_lifetime_value(freq="D")`.
 DAYS_PER_MONTH = 30.0
+#: Beyond this share of customers the BG/NBD closed forms cannot evaluate, distrust the fit.
+MAX_UNSCORABLE_SHARE = 0.01
 #: Probability threshold that defines predicted_next_order_date.
 NEXT_ORDER_PROBABILITY = 0.5
 
@@ -561,6 +563,9 @@ def summary_data_from_transactions(
 # --------------------------------------------------------------------------------------------
 # pipeline scoring
 
+RFM_COLUMNS = ["frequency", "recency", "T", "monetary_value"]
+# Inputs beyond this are data errors (a trillion days or dollars); keeps products finite.
+_MAX_INPUT_VALUE = 1e12
 SCORE_COLUMNS = [
     "customer_id",
     "churn_probability",
@@ -635,26 +640,29 @@ def score_customers(
     heuristic = _heuristic_scores(
         x, tx, big_t, active, horizon_days, ltv_months, monthly_discount_rate, spend
     )
+    method = np.full(len(clean), "heuristic")
+    scores = heuristic
     if bgf is not None:
-        scores = _bg_nbd_scores(
+        model_scores = _bg_nbd_scores(
             bgf, x, tx, big_t, horizon_days, ltv_months, monthly_discount_rate, spend
         )
-        # any row the closed forms could not evaluate falls back individually
-        bad = ~np.all(
-            np.isfinite(np.stack([scores["churn"], scores["purchases"], scores["ltv"]])), axis=0
-        )
-        bad |= np.isnan(scores["next_days"])
-        for key in scores:
-            scores[key] = np.where(bad, heuristic[key], scores[key])
-        method = np.where(bad, "heuristic", "bg_nbd")
-        metadata["n_rows_heuristic"] = int(bad.sum())
-        if bad.any():
-            logger.warning("BG/NBD could not score %d customers; used heuristics", bad.sum())
-    else:
-        scores = heuristic
-        method = np.full(len(clean), "heuristic")
-        metadata["n_rows_heuristic"] = int(len(clean))
+        finite = np.stack([model_scores[k] for k in ("churn", "purchases", "ltv")])
+        bad = ~np.all(np.isfinite(finite), axis=0) | np.isnan(model_scores["next_days"])
+        if bad.mean() > MAX_UNSCORABLE_SHARE:
+            # parameters that break the closed forms for many customers are degenerate
+            metadata.update(
+                method="heuristic",
+                fallback_reason=f"BG/NBD predictions not finite for {int(bad.sum())} customers "
+                f"(degenerate parameters {bgf.params_})",
+            )
+        else:
+            scores = {k: np.where(bad, heuristic[k], model_scores[k]) for k in model_scores}
+            method = np.where(bad, "heuristic", "bg_nbd")
+            if bad.any():
+                logger.warning("BG/NBD could not score %d customers; used heuristics", bad.sum())
+    if metadata["method"] == "heuristic":
         logger.info("Scoring with heuristics: %s", metadata["fallback_reason"])
+    metadata["n_rows_heuristic"] = int((method == "heuristic").sum())
 
     # zero-order customers have no relationship to churn from and no purchase clock to run
     churn = np.where(zero_orders, 1.0, np.clip(scores["churn"], 0.0, 1.0))
@@ -689,7 +697,7 @@ def _clean_summary(summary: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int
     if missing:
         raise InvalidSummaryError(f"summary is missing columns {missing}")
     clean = pd.DataFrame({"customer_id": summary["customer_id"].to_numpy()})
-    for column in ["frequency", "recency", "T", "monetary_value"]:
+    for column in RFM_COLUMNS:
         values = summary[column] if column in summary.columns else pd.Series(0.0, summary.index)
         clean[column] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
@@ -697,23 +705,20 @@ def _clean_summary(summary: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int
     if "n_orders" in summary.columns:
         n_orders = pd.to_numeric(summary["n_orders"], errors="coerce").fillna(0).to_numpy()
         zero_orders |= n_orders <= 0
-    clean.loc[zero_orders, ["frequency", "recency", "T", "monetary_value"]] = 0.0
+    clean.loc[zero_orders, RFM_COLUMNS] = 0.0
 
-    before = clean[["frequency", "recency", "T", "monetary_value"]].to_numpy().copy()
-    finite_max = np.finfo(float).max / 1e6
-    for column in ["frequency", "recency", "T", "monetary_value"]:
-        clean[column] = np.clip(
-            np.nan_to_num(clean[column].to_numpy(), nan=0.0, posinf=0.0, neginf=0.0),
-            0.0,
-            finite_max,
-        )
+    raw = clean[RFM_COLUMNS].to_numpy().copy()
+    for column in RFM_COLUMNS:
+        values = np.nan_to_num(clean[column].to_numpy(), nan=0.0, posinf=0.0, neginf=0.0)
+        clean[column] = np.clip(values, 0.0, _MAX_INPUT_VALUE)
     clean["frequency"] = np.round(clean["frequency"])
     clean["recency"] = np.minimum(clean["recency"], clean["T"])
-    clean.loc[clean["frequency"] == 0, ["recency", "monetary_value"]] = 0.0
-    after = clean[["frequency", "recency", "T", "monetary_value"]].to_numpy()
-    # one-time buyers' recency/monetary are zeroed by definition, not a repair worth reporting
-    changed = ~np.isclose(before, after, equal_nan=False)[:, [0, 2]].all(axis=1)
-    changed |= (clean["frequency"].to_numpy() > 0) & ~np.isclose(before[:, 1], after[:, 1])
+    one_time = clean["frequency"].to_numpy() == 0
+    # a one-time buyer's recency and repeat spend are 0 by definition: not worth reporting
+    clean.loc[one_time, ["recency", "monetary_value"]] = 0.0
+    raw[one_time, 1] = 0.0
+    raw[one_time, 3] = 0.0
+    changed = ~np.all(raw == clean[RFM_COLUMNS].to_numpy(), axis=1)
     n_repaired = int((changed & ~zero_orders).sum())
     if n_repaired:
         logger.warning("Repaired %d summary rows outside the model's domain", n_repaired)
