@@ -1,0 +1,704 @@
+"""Shopify Admin GraphQL client: bulk and incremental pulls of customers and orders, webhooks.
+
+Everything is fetched through the official `shopify` SDK's session and GraphQL endpoint and
+handed out in the REST resource shape (numeric ids, snake_case, `tags` as "a, b", money as
+strings), the shape of `customers.jsonl`/`orders.jsonl` and of Shopify's webhook payloads, so one
+mapping downstream serves API pulls, webhooks and files alike.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import shopify
+
+from crm_pipeline.sources.errors import (
+    BadRequest,
+    BulkOperationFailed,
+    RateLimited,
+    RetriableSourceError,
+    SourceError,
+    Timeout,
+)
+from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+
+log = logging.getLogger(__name__)
+
+# the SDK keeps the active session in class and thread-local state: switch it under a lock
+_SESSION_LOCK = threading.Lock()
+
+_TRANSPORT_ERRORS = (
+    urllib.error.URLError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Queries (operation names are what the sandbox recognises)
+# ---------------------------------------------------------------------------------------------
+
+_ADDRESS = """id firstName lastName company address1 address2 city province provinceCode
+  country countryCodeV2 zip phone name latitude longitude"""
+
+_CUSTOMER = f"""
+  id email firstName lastName phone state tags note verifiedEmail taxExempt
+  emailMarketingConsent {{ marketingState marketingOptInLevel consentUpdatedAt }}
+  smsMarketingConsent {{
+    marketingState marketingOptInLevel consentUpdatedAt consentCollectedFrom
+  }}
+  addresses {{ {_ADDRESS} }}
+  defaultAddress {{ {_ADDRESS} }}
+  createdAt updatedAt numberOfOrders amountSpent {{ amount currencyCode }}
+"""
+
+_ORDER = """
+  id name email createdAt updatedAt processedAt cancelledAt cancelReason tags
+  customer { id }
+  displayFinancialStatus displayFulfillmentStatus currencyCode
+  totalPriceSet { shopMoney { amount currencyCode } }
+"""
+
+_LINE_ITEM = """
+  id title vendor quantity sku
+  product { id productType }
+  originalUnitPriceSet { shopMoney { amount currencyCode } }
+"""
+
+_REFUND = "id createdAt note totalRefundedSet { shopMoney { amount currencyCode } }"
+_REFUND_LINE_ITEM = "lineItem { id } quantity"
+
+CUSTOMERS_QUERY = f"""
+query CustomersUpdatedSince($first: Int!, $after: String, $query: String) {{
+  customers(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{
+    edges {{ cursor node {{ {_CUSTOMER} }} }}
+    pageInfo {{ hasNextPage endCursor }}
+  }}
+}}"""
+
+ORDERS_QUERY = f"""
+query OrdersUpdatedSince($first: Int!, $after: String, $query: String, $lineItemsFirst: Int!) {{
+  orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{
+    edges {{ cursor node {{
+      {_ORDER}
+      lineItems(first: $lineItemsFirst) {{
+        nodes {{ {_LINE_ITEM} }}
+        pageInfo {{ hasNextPage endCursor }}
+      }}
+      refunds {{ {_REFUND} refundLineItems(first: 50) {{ nodes {{ {_REFUND_LINE_ITEM} }} }} }}
+    }} }}
+    pageInfo {{ hasNextPage endCursor }}
+  }}
+}}"""
+
+ORDER_LINE_ITEMS_QUERY = f"""
+query OrderLineItems($id: ID!, $first: Int!, $after: String) {{
+  node(id: $id) {{
+    ... on Order {{
+      id
+      lineItems(first: $first, after: $after) {{
+        nodes {{ {_LINE_ITEM} }}
+        pageInfo {{ hasNextPage endCursor }}
+      }}
+    }}
+  }}
+}}"""
+
+# bulk queries: nested connections use edges/node and come back as child lines
+BULK_CUSTOMERS = f"{{ customers{{filter}} {{ edges {{ node {{ {_CUSTOMER} }} }} }} }}"
+BULK_ORDERS = f"""{{ orders{{filter}} {{ edges {{ node {{
+  {_ORDER}
+  lineItems {{ edges {{ node {{ {_LINE_ITEM} }} }} }}
+  refunds {{ {_REFUND} refundLineItems {{ edges {{ node {{ {_REFUND_LINE_ITEM} }} }} }} }}
+}} }} }} }}"""
+
+BULK_RUN = """
+mutation BulkRunQuery($query: String!) {
+  bulkOperationRunQuery(query: $query) {
+    bulkOperation { id status }
+    userErrors { field message }
+  }
+}"""
+
+_BULK_FIELDS = """id status errorCode createdAt completedAt objectCount rootObjectCount
+  fileSize url partialDataUrl"""
+
+BULK_NODE = f"""
+query BulkOperationNode($id: ID!) {{
+  node(id: $id) {{ ... on BulkOperation {{ {_BULK_FIELDS} }} }}
+}}"""
+
+CURRENT_BULK = f"""
+query CurrentBulkOperation {{
+  currentBulkOperation(type: QUERY) {{ {_BULK_FIELDS} }}
+}}"""
+
+WEBHOOKS_QUERY = """
+query WebhookSubscriptions($first: Int!, $after: String) {
+  webhookSubscriptions(first: $first, after: $after) {
+    edges { cursor node {
+      id topic format
+      endpoint { __typename ... on WebhookHttpEndpoint { callbackUrl } }
+    } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+WEBHOOK_CREATE = """
+mutation WebhookSubscriptionCreate(
+  $topic: WebhookSubscriptionTopic!, $webhookSubscription: WebhookSubscriptionInput!
+) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: $webhookSubscription) {
+    webhookSubscription { id topic format }
+    userErrors { field message }
+  }
+}"""
+
+_TERMINAL_BULK = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
+
+# ---------------------------------------------------------------------------------------------
+# GraphQL node -> REST resource shape
+# ---------------------------------------------------------------------------------------------
+
+
+def gid_to_id(gid: str | None) -> int | None:
+    """`gid://shopify/Customer/123?model_name=X` -> 123."""
+    if not gid:
+        return None
+    return int(str(gid).rsplit("/", 1)[-1].split("?", 1)[0])
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if isinstance(value, str) else value
+
+
+_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _snake(key: str) -> str:
+    return _SNAKE.sub("_", key).lower()
+
+
+def _address_to_rest(
+    node: dict | None, customer_id: int | None, default_id: int | None
+) -> dict | None:
+    if not node:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "id":
+            out["id"] = gid_to_id(value)
+            out["customer_id"] = customer_id
+        elif key == "countryCodeV2":
+            out["country_code"] = value
+        else:
+            out[_snake(key)] = value
+    out["default"] = out.get("id") is not None and out.get("id") == default_id
+    return out
+
+
+def _consent_to_rest(node: dict | None) -> dict | None:
+    if not node:
+        return None
+    out = {
+        "state": _lower(node.get("marketingState")),
+        "opt_in_level": _lower(node.get("marketingOptInLevel")),
+        "consent_updated_at": node.get("consentUpdatedAt"),
+    }
+    if "consentCollectedFrom" in node:
+        out["consent_collected_from"] = node.get("consentCollectedFrom")
+    return out
+
+
+def customer_to_rest(node: dict) -> dict:
+    """A GraphQL `Customer` node -> the REST customer (customers/create webhook shape)."""
+    cid = gid_to_id(node["id"])
+    default = node.get("defaultAddress") or None
+    default_id = gid_to_id(default.get("id")) if default else None
+    spent = node.get("amountSpent") or {}
+    tags = node.get("tags") or []
+    return {
+        "id": cid,
+        "admin_graphql_api_id": node["id"],
+        "email": node.get("email"),
+        "first_name": node.get("firstName"),
+        "last_name": node.get("lastName"),
+        "phone": node.get("phone"),
+        "state": _lower(node.get("state")),
+        "tags": ", ".join(tags) if isinstance(tags, list) else tags,
+        "note": node.get("note"),
+        "verified_email": node.get("verifiedEmail"),
+        "tax_exempt": node.get("taxExempt"),
+        "email_marketing_consent": _consent_to_rest(node.get("emailMarketingConsent")),
+        "sms_marketing_consent": _consent_to_rest(node.get("smsMarketingConsent")),
+        "addresses": [_address_to_rest(a, cid, default_id) for a in node.get("addresses") or []],
+        "default_address": _address_to_rest(default, cid, default_id),
+        "created_at": node.get("createdAt"),
+        "updated_at": node.get("updatedAt"),
+        "orders_count": int(node.get("numberOfOrders") or 0),
+        "total_spent": spent.get("amount"),
+        "currency": spent.get("currencyCode"),
+    }
+
+
+_FULFILLMENT = {"UNFULFILLED": None, "FULFILLED": "fulfilled", "PARTIALLY_FULFILLED": "partial"}
+
+
+def _shop_money(node: dict | None) -> dict:
+    return ((node or {}).get("shopMoney")) or {}
+
+
+def _nodes(conn: Any) -> list[dict]:
+    """Children in any shape we receive: a list (bulk), `{nodes}` or `{edges{node}}`."""
+    if conn is None:
+        return []
+    if isinstance(conn, list):
+        return conn
+    if "nodes" in conn:
+        return conn["nodes"] or []
+    return [e["node"] for e in conn.get("edges") or []]
+
+
+def _line_item_to_rest(node: dict) -> dict:
+    product = node.get("product") or {}
+    return {
+        "id": gid_to_id(node.get("id")),
+        "admin_graphql_api_id": node.get("id"),
+        "product_id": gid_to_id(product.get("id")),
+        "title": node.get("title"),
+        "vendor": node.get("vendor"),
+        "product_type": product.get("productType"),
+        "quantity": node.get("quantity"),
+        "sku": node.get("sku"),
+        "price": _shop_money(node.get("originalUnitPriceSet")).get("amount"),
+    }
+
+
+def _refund_to_rest(node: dict) -> dict:
+    amount = _shop_money(node.get("totalRefundedSet")).get("amount")
+    transactions = [{"amount": amount, "kind": "refund"}] if amount not in (None, "0.0") else []
+    return {
+        "id": gid_to_id(node.get("id")),
+        "admin_graphql_api_id": node.get("id"),
+        "created_at": node.get("createdAt"),
+        "note": node.get("note"),
+        # GraphQL gives the refunded total; one refund transaction carries it
+        "transactions": transactions,
+        "refund_line_items": [
+            {
+                "line_item_id": gid_to_id((rli.get("lineItem") or {}).get("id")),
+                "quantity": rli.get("quantity"),
+            }
+            for rli in _nodes(node.get("refundLineItems"))
+        ],
+    }
+
+
+def order_to_rest(node: dict) -> dict:
+    """A GraphQL `Order` node (children attached) -> the REST order (orders/create shape)."""
+    total = _shop_money(node.get("totalPriceSet"))
+    customer = node.get("customer") or None
+    fulfillment = node.get("displayFulfillmentStatus")
+    tags = node.get("tags") or []
+    return {
+        "id": gid_to_id(node["id"]),
+        "admin_graphql_api_id": node["id"],
+        "name": node.get("name"),
+        "customer": {"id": gid_to_id(customer["id"])} if customer else None,
+        "email": node.get("email"),
+        "created_at": node.get("createdAt"),
+        "updated_at": node.get("updatedAt"),
+        "processed_at": node.get("processedAt"),
+        "cancelled_at": node.get("cancelledAt"),
+        "cancel_reason": _lower(node.get("cancelReason")),
+        "financial_status": _lower(node.get("displayFinancialStatus")),
+        "fulfillment_status": _FULFILLMENT.get(fulfillment, _lower(fulfillment)),
+        "total_price": total.get("amount"),
+        "currency": node.get("currencyCode") or total.get("currencyCode"),
+        "tags": ", ".join(tags) if isinstance(tags, list) else tags,
+        "line_items": [_line_item_to_rest(li) for li in _nodes(node.get("lineItems"))],
+        "refunds": [_refund_to_rest(r) for r in node.get("refunds") or []],
+    }
+
+
+def webhook_topic(topic: str) -> str:
+    """`customers/create` (REST/webhook header form) or `CUSTOMERS_CREATE` -> the GraphQL enum."""
+    return topic.strip().replace("/", "_").upper()
+
+
+def _search_since(since: datetime) -> str:
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return f"updated_at:>='{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+
+
+# ---------------------------------------------------------------------------------------------
+# Client
+# ---------------------------------------------------------------------------------------------
+
+
+class _GraphQL(shopify.GraphQL):
+    """The SDK's GraphQL endpoint, with a socket timeout and without printing error bodies.
+
+    `shopify.GraphQL.execute` calls `urlopen` with no timeout (a hung connection would block a
+    run forever) and prints failed response bodies to stdout; the request itself is unchanged.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def execute(
+        self, query: str, variables: dict | None = None, operation_name: str | None = None
+    ) -> str:
+        headers = self.merge_headers(
+            {"Accept": "application/json", "Content-Type": "application/json"}, self.headers
+        )
+        data = {"query": query, "variables": variables, "operationName": operation_name}
+        req = urllib.request.Request(self.endpoint, json.dumps(data).encode("utf-8"), headers)
+        with urllib.request.urlopen(req, timeout=self.timeout) as response:
+            return response.read().decode("utf-8")
+
+
+class ShopifyClient:
+    """Pulls customers and orders from one shop (or the sandbox, when `api_url` is set)."""
+
+    def __init__(
+        self,
+        shop: str | None,
+        access_token: str,
+        api_version: str = "2024-10",
+        api_url: str | None = None,
+        timeout: float = 30,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        page_size: int = 100,
+        orders_page_size: int = 8,
+        line_items_page_size: int = 50,
+        bulk_poll_max: float = 10.0,
+        bulk_timeout: float = 6 * 3600,
+    ) -> None:
+        self.session = shopify.Session(shop or "sandbox", api_version, access_token)
+        self.api_version = api_version
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.timeout = timeout
+        self.policy = retry_policy
+        self.page_size = page_size
+        self.orders_page_size = orders_page_size
+        self.line_items_page_size = line_items_page_size
+        self.bulk_poll_max = bulk_poll_max
+        self.bulk_timeout = bulk_timeout
+        # last throttleStatus seen, to pace requests before the bucket runs dry
+        self._bucket: tuple[float, float, float] | None = None  # (available, restore, at)
+        self._bucket_lock = threading.Lock()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _endpoint(self) -> _GraphQL:
+        with _SESSION_LOCK:
+            shopify.ShopifyResource.activate_session(self.session)
+            if self.api_url:
+                shopify.ShopifyResource.set_site(f"{self.api_url}/admin/api/{self.api_version}")
+            return _GraphQL(self.timeout)
+
+    def _pace(self, cost: int) -> None:
+        with self._bucket_lock:
+            if self._bucket is None:
+                return
+            available, restore, at = self._bucket
+        now = time.monotonic()
+        available += (now - at) * restore
+        if available < cost and restore > 0:
+            time.sleep((cost - available) / restore)
+
+    def _note_cost(self, payload: dict) -> dict | None:
+        cost = (payload.get("extensions") or {}).get("cost") or None
+        status = (cost or {}).get("throttleStatus")
+        if status:
+            with self._bucket_lock:
+                self._bucket = (
+                    float(status.get("currentlyAvailable", 0)),
+                    float(status.get("restoreRate", 50)),
+                    time.monotonic(),
+                )
+        return cost
+
+    def execute(
+        self, query: str, variables: dict | None, operation_name: str, *, cost: int = 10
+    ) -> dict:
+        """Run one GraphQL operation with the retry policy; returns `data`."""
+
+        def attempt() -> dict:
+            self._pace(cost)
+            endpoint = self._endpoint()
+            try:
+                raw = endpoint.execute(query, variables, operation_name)
+            except urllib.error.HTTPError as exc:
+                body = exc.read()[:500].decode("utf-8", "replace")
+                err = error_for_status(
+                    exc.code, f"Shopify HTTP {exc.code}: {body}", exc.headers.get("Retry-After")
+                )
+                raise (err or SourceError(body, status=exc.code)) from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise Timeout(f"Shopify request failed: {exc!r}") from exc
+            try:
+                payload = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise RetriableSourceError(f"Shopify sent invalid JSON: {raw[:200]!r}") from exc
+            cost_info = self._note_cost(payload)
+            errors = payload.get("errors")
+            if errors:
+                codes = {(e.get("extensions") or {}).get("code") for e in errors}
+                if "THROTTLED" in codes:
+                    status = (cost_info or {}).get("throttleStatus") or {}
+                    requested = (cost_info or {}).get("requestedQueryCost") or cost
+                    restore = float(status.get("restoreRate") or 50)
+                    missing = requested - float(status.get("currentlyAvailable") or 0)
+                    raise RateLimited(
+                        "Shopify GraphQL throttled", retry_after=max(0.0, missing / restore)
+                    )
+                if "INTERNAL_SERVER_ERROR" in codes:
+                    raise RetriableSourceError(f"Shopify GraphQL error: {errors}")
+                raise BadRequest(f"Shopify GraphQL {operation_name} failed: {errors}")
+            return payload.get("data") or {}
+
+        return self.policy.call(attempt)
+
+    # -- paginated incremental pulls -----------------------------------------------------------
+
+    def _paginate(
+        self, query: str, operation: str, root: str, variables: dict, cost: int
+    ) -> Iterator[dict]:
+        after = None
+        while True:
+            data = self.execute(query, {**variables, "after": after}, operation, cost=cost)
+            conn = data[root]
+            for edge in conn["edges"]:
+                yield edge["node"]
+            info = conn["pageInfo"]
+            if not info["hasNextPage"]:
+                return
+            after = info["endCursor"]
+
+    def customers_updated_since(self, since: datetime) -> Iterator[dict]:
+        """Customers with updated_at >= since (Shopify's `>` is inclusive), oldest first."""
+        variables = {"first": self.page_size, "query": _search_since(since)}
+        cost = 2 + self.page_size * 4
+        for node in self._paginate(
+            CUSTOMERS_QUERY, "CustomersUpdatedSince", "customers", variables, cost
+        ):
+            yield customer_to_rest(node)
+
+    def orders_updated_since(self, since: datetime) -> Iterator[dict]:
+        """Orders with updated_at >= since, oldest first, with all their line items."""
+        variables = {
+            "first": self.orders_page_size,
+            "lineItemsFirst": self.line_items_page_size,
+            "query": _search_since(since),
+        }
+        cost = 2 + self.orders_page_size * (13 + 2 * self.line_items_page_size)
+        for node in self._paginate(ORDERS_QUERY, "OrdersUpdatedSince", "orders", variables, cost):
+            items = node.get("lineItems") or {}
+            if (items.get("pageInfo") or {}).get("hasNextPage"):
+                node["lineItems"] = {
+                    "nodes": list(_nodes(items))
+                    + list(self._more_line_items(node["id"], items["pageInfo"]["endCursor"]))
+                }
+            yield order_to_rest(node)
+
+    def _more_line_items(self, order_gid: str, after: str) -> Iterator[dict]:
+        first = 250
+        while True:
+            data = self.execute(
+                ORDER_LINE_ITEMS_QUERY,
+                {"id": order_gid, "first": first, "after": after},
+                "OrderLineItems",
+                cost=3 + first * 2,
+            )
+            conn = (data.get("node") or {}).get("lineItems") or {}
+            yield from _nodes(conn)
+            info = conn.get("pageInfo") or {}
+            if not info.get("hasNextPage"):
+                return
+            after = info["endCursor"]
+
+    # -- bulk operations -----------------------------------------------------------------------
+
+    def bulk_customers(self, since: datetime | None = None) -> Iterator[dict]:
+        """Every customer (or those updated since), through one bulk operation."""
+        for obj in self._bulk_objects(BULK_CUSTOMERS, since):
+            if "__parentId" not in obj:
+                yield customer_to_rest(obj)
+
+    def bulk_orders(self, since: datetime | None = None) -> Iterator[dict]:
+        """Every order with its line items and refunds, through one bulk operation."""
+        current: dict | None = None
+        refunds: dict[str, dict] = {}
+        for obj in self._bulk_objects(BULK_ORDERS, since):
+            parent = obj.pop("__parentId", None)
+            if parent is None:
+                if current is not None:
+                    yield order_to_rest(current)
+                current = obj
+                current["lineItems"] = []
+                refunds = {}
+                for refund in current.get("refunds") or []:
+                    refund["refundLineItems"] = []
+                    refunds[refund["id"]] = refund
+            elif current is not None and parent == current["id"]:
+                current["lineItems"].append(obj)
+            elif parent in refunds:
+                refunds[parent]["refundLineItems"].append(obj)
+            else:
+                # children always follow their parent in Shopify's format; anything else means
+                # the file is not what we asked for, and assembling it would lose data silently
+                raise BulkOperationFailed(f"bulk line with unknown parent {parent}")
+        if current is not None:
+            yield order_to_rest(current)
+
+    def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict]:
+        search = f'(query: "{_search_since(since)}")' if since else ""
+        op = self._start_bulk(template.replace("{filter}", search))
+        final = self._wait_bulk(op["id"])
+        status = final["status"]
+        if status != "COMPLETED" or final.get("partialDataUrl"):
+            raise BulkOperationFailed(
+                f"Shopify bulk operation {final['id']} ended {status}"
+                f" (errorCode={final.get('errorCode')}, objects={final.get('objectCount')})",
+                status=status,
+                error_code=final.get("errorCode"),
+            )
+        if not final.get("url"):
+            return  # no objects matched: Shopify gives no file
+        for line in self._stream_lines(final["url"]):
+            yield orjson.loads(line)
+
+    def _start_bulk(self, query: str) -> dict:
+        deadline = time.monotonic() + self.bulk_timeout
+        while True:
+            data = self.execute(BULK_RUN, {"query": query}, "BulkRunQuery")
+            result = data["bulkOperationRunQuery"]
+            errors = result.get("userErrors") or []
+            if not errors:
+                return result["bulkOperation"]
+            messages = "; ".join(e.get("message", "") for e in errors)
+            if "already in progress" not in messages or time.monotonic() > deadline:
+                raise BadRequest(f"Shopify refused the bulk query: {messages}")
+            # one bulk query per shop at a time: wait for the other one, then start ours
+            log.info("another bulk operation is running; waiting for it to finish")
+            current = self.execute(CURRENT_BULK, {}, "CurrentBulkOperation")
+            running = current.get("currentBulkOperation") or {}
+            if running.get("id"):
+                self._wait_bulk(running["id"])
+
+    def _wait_bulk(self, op_id: str) -> dict:
+        delay, started = 0.2, time.monotonic()
+        while True:
+            node = self.execute(BULK_NODE, {"id": op_id}, "BulkOperationNode").get("node") or {}
+            if node.get("status") in _TERMINAL_BULK:
+                return node
+            if time.monotonic() - started > self.bulk_timeout:
+                raise BulkOperationFailed(
+                    f"bulk operation {op_id} still {node.get('status')} after "
+                    f"{self.bulk_timeout:.0f}s",
+                    status=node.get("status"),
+                )
+            time.sleep(delay)
+            delay = min(self.bulk_poll_max, delay * 1.5)
+
+    def _stream_lines(self, url: str) -> Iterator[bytes]:
+        """The result file line by line, resuming with a Range request if the stream breaks."""
+        offset, attempt = 0, 0
+        while True:
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            try:
+                request = urllib.request.Request(url, headers=headers)
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    skip = offset if offset and response.status != 206 else 0
+                    for line in response:
+                        if skip:
+                            skip -= len(line)  # server ignored Range: drop what we have
+                            continue
+                        if not line.endswith(b"\n"):
+                            # last line without a newline: only complete if the body ended
+                            if response.read(1):
+                                raise http.client.IncompleteRead(line)
+                        offset += len(line)
+                        if line.strip():
+                            yield line
+                return
+            except urllib.error.HTTPError as exc:
+                err = error_for_status(exc.code, f"bulk result download HTTP {exc.code}")
+                if not isinstance(err, RetriableSourceError):
+                    raise (err or SourceError(str(exc))) from exc
+                failure: Exception = err
+            except _TRANSPORT_ERRORS as exc:
+                failure = Timeout(f"bulk result download broke at byte {offset}: {exc!r}")
+            attempt += 1
+            if attempt >= self.policy.max_attempts:
+                raise failure
+            wait = self.policy.wait_for(attempt, failure)
+            log.warning("%s; resuming in %.1fs", failure, wait)
+            time.sleep(wait)
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def webhook_subscriptions(self) -> list[dict]:
+        """Existing subscriptions as {id, topic, format, callback_url}."""
+        out = []
+        for node in self._paginate(
+            WEBHOOKS_QUERY, "WebhookSubscriptions", "webhookSubscriptions", {"first": 100}, 102
+        ):
+            endpoint = node.get("endpoint") or {}
+            out.append(
+                {
+                    "id": node["id"],
+                    "topic": node["topic"],
+                    "format": node.get("format"),
+                    "callback_url": endpoint.get("callbackUrl") or node.get("callbackUrl"),
+                }
+            )
+        return out
+
+    def register_webhooks(self, address: str, topics: list[str]) -> dict:
+        """Subscribe `topics` to `address`; idempotent (existing subscriptions are kept).
+
+        Returns {"created": [TOPIC...], "kept": [TOPIC...], "subscriptions": [...]}.
+        """
+        wanted = list(dict.fromkeys(webhook_topic(t) for t in topics))
+        existing = {
+            s["topic"]: s for s in self.webhook_subscriptions() if s["callback_url"] == address
+        }
+        created, kept = [], []
+        for topic in wanted:
+            if topic in existing:
+                kept.append(topic)
+                continue
+            variables = {
+                "topic": topic,
+                "webhookSubscription": {"callbackUrl": address, "format": "JSON"},
+            }
+            data = self.execute(WEBHOOK_CREATE, variables, "WebhookSubscriptionCreate")
+            result = data["webhookSubscriptionCreate"]
+            errors = result.get("userErrors") or []
+            if errors:
+                if any("already been taken" in (e.get("message") or "") for e in errors):
+                    kept.append(topic)  # created meanwhile by someone else: still idempotent
+                    continue
+                raise BadRequest(f"could not subscribe {topic} to {address}: {errors}")
+            created.append(topic)
+        subs = [s for s in self.webhook_subscriptions() if s["callback_url"] == address]
+        return {"created": created, "kept": kept, "subscriptions": subs}
