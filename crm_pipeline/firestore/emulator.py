@@ -1,0 +1,248 @@
+"""Start and stop the official Cloud Firestore emulator (a Java jar) for the demo, tests and bench.
+
+The jar ships in the `google-cloud-cli-firestore-emulator` Debian package (or
+`gcloud components install cloud-firestore-emulator`). It has no Main-Class in its manifest, so we
+run its main class with `java -cp`, as Google's own `cloud_firestore_emulator` wrapper does. It
+needs Java 17 or newer. We bind to 127.0.0.1 on a free port so parallel test sessions and the demo
+never collide, and run it in its own process group so stop() also reaps its helper threads'
+children and nothing outlives us.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+JAR_ENV = "CRM_FIRESTORE_EMULATOR_JAR"
+JAVA_ENV = "JAVA"
+DEFAULT_JAR = Path(
+    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+)
+MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
+JAVA17_CANDIDATES = (
+    Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
+    Path("/usr/lib/jvm/java-17-openjdk-arm64/bin/java"),
+)
+INSTALL_HINT = (
+    "Install the Firestore emulator: `apt-get install google-cloud-cli-firestore-emulator` "
+    "(Debian/Ubuntu with Google's apt repository) or `gcloud components install "
+    "cloud-firestore-emulator`; or point CRM_FIRESTORE_EMULATOR_JAR at "
+    "cloud-firestore-emulator.jar."
+)
+JAVA_HINT = (
+    "The Firestore emulator needs Java 17 or newer: `apt-get install openjdk-17-jre-headless`, "
+    "or set JAVA to a java binary."
+)
+
+
+class FirestoreEmulatorError(RuntimeError):
+    """The emulator is not installed, or did not start or answer in time."""
+
+
+def find_emulator_jar() -> Path:
+    """The emulator jar: CRM_FIRESTORE_EMULATOR_JAR, the Debian package path, or gcloud's SDK."""
+    candidates: list[Path] = []
+    if os.environ.get(JAR_ENV):
+        candidates.append(Path(os.environ[JAR_ENV]).expanduser())
+    candidates.append(DEFAULT_JAR)
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        sdk_root = Path(gcloud).resolve().parent.parent
+        candidates.append(
+            sdk_root / "platform" / "cloud-firestore-emulator" / "cloud-firestore-emulator.jar"
+        )
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    raise FirestoreEmulatorError(
+        f"Firestore emulator jar not found (looked in {looked}). " + INSTALL_HINT
+    )
+
+
+def _java_major(java: str) -> int | None:
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java() -> str:
+    """A Java 17+ binary: $JAVA, Debian's OpenJDK 17, then `java` on PATH."""
+    candidates = [os.environ.get(JAVA_ENV)] + [str(p) for p in JAVA17_CANDIDATES if p.exists()]
+    candidates.append(shutil.which("java"))
+    for java in candidates:
+        if java and (_java_major(java) or 0) >= 17:
+            return java
+    raise FirestoreEmulatorError(JAVA_HINT)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FirestoreEmulator:
+    """One emulator process on 127.0.0.1; `with FirestoreEmulator(dir) as host: ...`."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        port: int | None = None,
+        project: str = "crm-local",
+        start_timeout: float = 90.0,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.port = port
+        self.project = project
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, the value for FIRESTORE_EMULATOR_HOST."""
+        if self.port is None:
+            raise FirestoreEmulatorError("the emulator has not been started")
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "firestore-emulator.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> str:
+        """Launch the emulator and wait until it answers HTTP; returns the host."""
+        if self.running:
+            return self.host
+        jar = find_emulator_jar()
+        java = find_java()
+        if self.port is None:
+            self.port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            java,
+            "-Duser.language=en",  # the emulator only supports English messages
+            "-cp",
+            str(jar),
+            MAIN_CLASS,
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--project_id={self.project}",
+        ]
+        log.info("starting Firestore emulator on %s (log %s)", self.host, self.log_file)
+        handle = self.log_file.open("ab")
+        self._log_handle = handle
+        self._process = subprocess.Popen(
+            cmd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.host
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        url = f"http://{self.host}/"
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise FirestoreEmulatorError(
+                    f"Firestore emulator exited with {self._process.returncode}; "
+                    f"see {self.log_file}:\n{self._log_tail()}"
+                )
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise FirestoreEmulatorError(
+            f"Firestore emulator did not answer on {url} within {self.start_timeout:.0f}s; "
+            f"see {self.log_file}:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL after `timeout` seconds."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            log.info("stopping Firestore emulator on %s", self.host)
+            self._signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(process, signal.SIGKILL)
+                process.wait(timeout=timeout)
+        self._process = None
+        handle = self._log_handle
+        self._log_handle = None
+        if handle is not None:
+            handle.close()
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reset(self) -> None:
+        """Delete every document of the project (the emulator's own DELETE endpoint)."""
+        clear_emulator(self.host, self.project)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def clear_emulator(host: str, project: str, database: str = "(default)") -> None:
+    """Drop all documents of `project` in the emulator at `host` (tests, bench)."""
+    url = f"http://{host}/emulator/v1/projects/{project}/databases/{database}/documents"
+    response = httpx.delete(url, timeout=60.0)
+    if response.status_code != 200:
+        raise FirestoreEmulatorError(
+            f"clearing the emulator failed: HTTP {response.status_code} {response.text[:200]}"
+        )

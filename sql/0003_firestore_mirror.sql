@@ -1,0 +1,39 @@
+-- Firestore mirror bookkeeping: what each live customer's mirrored document hashes to, and retries.
+-- depends: 0002_analyst_views
+
+-- No foreign key to customers: a row must outlive a hard-deleted customer so the mirror still
+-- knows to delete that customer's document.
+CREATE TABLE firestore_mirror_state (
+    customer_id     uuid PRIMARY KEY,
+    content_hash    text,
+    address_ids     bigint[] NOT NULL DEFAULT '{}',
+    order_ids       uuid[] NOT NULL DEFAULT '{}',
+    activity_ids    bigint[] NOT NULL DEFAULT '{}',
+    mirrored_at     timestamptz,
+    status          text NOT NULL CHECK (status IN ('mirrored', 'failed')),
+    retry_count     integer NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE firestore_mirror_state IS
+    'One row per customer document in Firestore: its content hash, subdocument ids, retry state.';
+COMMENT ON COLUMN firestore_mirror_state.content_hash IS
+    'sha256 of the canonical JSON of the document and its subcollections as last written; null '
+    'when the last write failed (so the next run rewrites it).';
+COMMENT ON COLUMN firestore_mirror_state.address_ids IS
+    'Ids of the addresses/orders/activities subdocuments written, so stale ones can be deleted '
+    'without listing Firestore.';
+COMMENT ON COLUMN firestore_mirror_state.next_attempt_at IS
+    'A failed customer is retried by the first run at or after this time.';
+CREATE INDEX firestore_mirror_state_failed_idx ON firestore_mirror_state (next_attempt_at)
+    WHERE status = 'failed';
+
+-- The dashboard mirror's last written numbers, so an unchanged dashboard is not rewritten.
+CREATE TABLE firestore_dashboard_state (
+    document_path text PRIMARY KEY,
+    content_hash  text NOT NULL,
+    mirrored_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE firestore_dashboard_state IS
+    'Hash of each dashboard document (stats/current, segments/{name}) as last written.';
