@@ -1,0 +1,84 @@
+"""Builds the receiver app (`create_app`) and runs it under uvicorn (`run`, used by the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from webhook_receiver.landing import Lander
+from webhook_receiver.metrics import ReceiverMetrics
+from webhook_receiver.ratelimit import RateLimiter
+from webhook_receiver.routes import Receiver, ops_router, router
+from webhook_receiver.settings import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: WebhookSettings | None = None) -> FastAPI:
+    """The FastAPI app; settings come from the environment unless given (tests, bench)."""
+    settings = settings or WebhookSettings()
+    metrics = ReceiverMetrics()
+    lander = Lander(
+        settings.dsn(),
+        writers=settings.writer_connections,
+        batch_max=settings.batch_max,
+        batch_wait_ms=settings.batch_wait_ms,
+        timeout_seconds=settings.db_timeout_seconds,
+        on_batch=metrics.batch_size.observe,
+    )
+    receiver = Receiver(
+        settings=settings,
+        lander=lander,
+        limiter=RateLimiter(settings.rate_limit_per_source, settings.rate_limit_per_shop),
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await lander.start()
+        try:
+            yield
+        finally:
+            await lander.stop()
+
+    app = FastAPI(
+        title="crm-pipeline webhook receiver",
+        summary="Verifies webhook signatures and lands deliveries durably in webhook_events.",
+        version="1.0",
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+    app.include_router(router)
+    app.include_router(ops_router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (each worker process builds its own app and writer)."""
+    return create_app(WebhookSettings())
+
+
+def run(port: int, host: str = "127.0.0.1", workers: int = 1, demo: bool = False) -> None:
+    """Serve the receiver until interrupted; refuses to start without real secrets unless demo."""
+    import uvicorn
+
+    if demo:
+        os.environ["CRM_DEMO"] = "1"
+    settings = WebhookSettings()  # fail here, before forking workers, on bad configuration
+    if not settings.database_url:
+        # Start the embedded server once in the parent and hand its DSN to the workers.
+        os.environ["CRM_DATABASE_URL"] = settings.dsn()
+    log.info("webhook receiver on http://%s:%d (%d worker(s))", host, port, workers)
+    uvicorn.run(
+        "webhook_receiver.main:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="info",
+    )
