@@ -1,0 +1,185 @@
+"""Klaviyo client: profiles, metrics and events through the official `klaviyo_api` SDK.
+
+Records are handed out as the JSON:API dicts Klaviyo sends (the shape of `profiles.jsonl` and
+`events.jsonl`). The SDK's own retries are switched off (it retries only 429/503/504 and
+counts `max_retries` as total attempts) so `crm_pipeline.sources.http` is the one policy, and
+the next-page cursor is taken from `links.next` here because the SDK only does that for https.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import urllib3
+from klaviyo_api import KlaviyoAPI
+from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
+from openapi_client.exceptions import ApiException
+
+from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeout
+from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+
+log = logging.getLogger(__name__)
+
+# predictive analytics are slow and often 503 on big accounts: try briefly, then do without
+PREDICTIVE_POLICY = RetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
+# after this many pages in a row had to drop predictive fields, stop asking for them
+PREDICTIVE_GIVE_UP_AFTER = 3
+
+
+def next_cursor(links: dict | None) -> str | None:
+    """`page[cursor]` out of a JSON:API `links.next` URL (None on the last page)."""
+    url = (links or {}).get("next")
+    if not url:
+        return None
+    values = parse_qs(urlsplit(url).query).get("page[cursor]")
+    return values[0] if values else None
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KlaviyoClient:
+    """Reads one Klaviyo account (or the sandbox, when `api_url` is set)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_url: str | None = None,
+        timeout: float = 30,
+        *,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        predictive_policy: RetryPolicy = PREDICTIVE_POLICY,
+        page_size: int = 100,
+        events_page_size: int = 200,
+    ) -> None:
+        self.api = KlaviyoAPI(
+            api_key,
+            max_delay=1,
+            max_retries=1,  # one attempt: our policy retries
+            test_host=(api_url or "").rstrip("/"),
+            options={USE_DICTIONARY_FOR_RESPONSE_DATA: True},
+        )
+        self.timeout = float(timeout)
+        self.policy = retry_policy
+        self.predictive_policy = predictive_policy
+        self.page_size = page_size
+        self.events_page_size = events_page_size
+
+    def _call(
+        self, fn: Callable[..., Any], policy: RetryPolicy | None = None, **kwargs: Any
+    ) -> dict:
+        """One SDK call under the retry policy, with SDK errors mapped onto our tree."""
+
+        def attempt() -> dict:
+            try:
+                return fn(**kwargs, _request_timeout=self.timeout)
+            except ApiException as exc:
+                headers = exc.headers or {}
+                body = (exc.body or "")[:300] if isinstance(exc.body, str) else exc.body
+                if not exc.status:
+                    raise Timeout(f"Klaviyo request failed: {exc.reason}") from exc
+                err = error_for_status(
+                    exc.status, f"Klaviyo HTTP {exc.status}: {body}", headers.get("Retry-After")
+                )
+                raise (err or SourceError(str(exc), status=exc.status)) from exc
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+                raise Timeout(f"Klaviyo request failed: {exc!r}") from exc
+
+        return (policy or self.policy).call(attempt)
+
+    def _pages(self, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict]:
+        cursor = None
+        while True:
+            page = self._call(fn, **kwargs, page_cursor=cursor)
+            yield page
+            cursor = next_cursor(page.get("links"))
+            if not cursor:
+                return
+
+    def profiles(
+        self, updated_since: datetime | None = None, with_predictive: bool = True
+    ) -> Iterator[dict]:
+        """Profiles updated after `updated_since` (all when None), oldest update first.
+
+        With `with_predictive`, a page whose predictive request keeps failing is fetched again
+        without predictive fields: a slow model must never block the profile pull.
+        """
+        api = self.api.Profiles
+        base: dict[str, Any] = {"page_size": self.page_size, "sort": "updated"}
+        if updated_since is not None:
+            base["filter"] = f"greater-than(updated,{_iso(updated_since)})"
+        plain_fields = ["subscriptions"]
+        predictive = with_predictive
+        misses = 0
+        cursor = None
+        while True:
+            page = None
+            if predictive:
+                try:
+                    page = self._call(
+                        api.get_profiles,
+                        self.predictive_policy,
+                        **base,
+                        page_cursor=cursor,
+                        additional_fields_profile=plain_fields + ["predictive_analytics"],
+                    )
+                    misses = 0
+                except RetriableSourceError as exc:
+                    misses += 1
+                    log.warning("predictive analytics unavailable (%s); page without them", exc)
+                    if misses >= PREDICTIVE_GIVE_UP_AFTER:
+                        log.warning("giving up on predictive analytics for the rest of this pull")
+                        predictive = False
+            if page is None:
+                page = self._call(
+                    api.get_profiles,
+                    **base,
+                    page_cursor=cursor,
+                    additional_fields_profile=plain_fields,
+                )
+            yield from page.get("data") or []
+            cursor = next_cursor(page.get("links"))
+            if not cursor:
+                return
+
+    def metrics(self) -> dict[str, str]:
+        """Metric id -> name ("Opened Email", "Placed Order", ...)."""
+        out: dict[str, str] = {}
+        for page in self._pages(self.api.Metrics.get_metrics):
+            for metric in page.get("data") or []:
+                out[metric["id"]] = (metric.get("attributes") or {}).get("name")
+        return out
+
+    def events(
+        self, since: datetime | None = None, metric_names: set[str] | None = None
+    ) -> Iterator[dict]:
+        """Events after `since`, optionally only some metrics, each with `metric_name` added.
+
+        Klaviyo filters one metric id per request, so a metric subset is one pull per metric.
+        """
+        names = self.metrics()
+        time_filter = f"greater-than(datetime,{_iso(since)})" if since else None
+        if metric_names is None:
+            filters = [time_filter]
+        else:
+            ids = sorted(mid for mid, name in names.items() if name in metric_names)
+            filters = [
+                ",".join(filter(None, [time_filter, f'equals(metric_id,"{mid}")'])) for mid in ids
+            ]
+        for filt in filters:
+            kwargs: dict[str, Any] = {"page_size": self.events_page_size, "sort": "datetime"}
+            if filt:
+                kwargs["filter"] = filt
+            for page in self._pages(self.api.Events.get_events, **kwargs):
+                for event in page.get("data") or []:
+                    rel = ((event.get("relationships") or {}).get("metric") or {}).get("data")
+                    metric_id = (rel or {}).get("id")
+                    event.setdefault("attributes", {})["metric_name"] = names.get(metric_id)
+                    yield event
