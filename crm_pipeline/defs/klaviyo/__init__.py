@@ -1,0 +1,1 @@
+"""Klaviyo domain: the resource that hands assets a configured `KlaviyoClient`."""

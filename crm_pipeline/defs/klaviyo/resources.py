@@ -1,0 +1,30 @@
+"""The Klaviyo resource: configuration bound from `KLAVIYO_*` env vars, a client per use."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from crm_pipeline.sources.klaviyo import KlaviyoClient
+
+
+class KlaviyoResource(dg.ConfigurableResource):
+    """Private-key access to one Klaviyo account, or to the sandbox when `api_url` is set."""
+
+    api_key: str | None = None
+    api_url: str | None = None
+    timeout: float = 30.0
+
+    def get_client(self) -> KlaviyoClient:
+        """A client for this account; fails with what to set when the key is missing."""
+        if self.api_key:
+            return KlaviyoClient(self.api_key, api_url=self.api_url, timeout=self.timeout)
+        if self.api_url:
+            # the sandbox only checks that a key is present
+            return KlaviyoClient("pk_sandbox", api_url=self.api_url, timeout=self.timeout)
+        raise dg.Failure(
+            description=(
+                "Klaviyo is not configured: set KLAVIYO_API_KEY to a private API key with "
+                "profiles:read, events:read and metrics:read scopes, or KLAVIYO_API_URL to a "
+                "sandbox started with `crm-pipeline sandbox serve`."
+            )
+        )

@@ -1,0 +1,1 @@
+"""Shopify domain: the resource that hands assets a configured `ShopifyClient`."""
