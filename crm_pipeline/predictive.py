@@ -669,18 +669,17 @@ def score_customers(
     purchases = np.where(zero_orders, 0.0, np.clip(scores["purchases"], 0.0, horizon_days))
     ltv = np.where(zero_orders, 0.0, np.clip(np.nan_to_num(scores["ltv"], posinf=0.0), 0.0, None))
     next_days = np.where(zero_orders, np.inf, scores["next_days"])
-    next_days = np.where(next_days <= NEXT_ORDER_MAX_DAYS, next_days, np.nan)
+    has_date = next_days <= NEXT_ORDER_MAX_DAYS
+    offsets = np.ceil(np.where(has_date, next_days, 0.0)).astype("int64")
+    next_date = (np.datetime64(as_of, "D") + offsets.astype("timedelta64[D]")).astype(object)
+    next_date[~has_date] = None
 
-    as_of_ts = pd.Timestamp(as_of)
-    next_date = as_of_ts + pd.to_timedelta(np.ceil(next_days), unit="D")
     result = pd.DataFrame(
         {
             "customer_id": clean["customer_id"].to_numpy(),
             "churn_probability": churn,
             "predicted_purchases_90d": purchases,
-            "predicted_next_order_date": pd.Series(next_date)
-            .dt.date.where(~np.isnan(next_days), None)
-            .to_numpy(),
+            "predicted_next_order_date": next_date,
             "predicted_ltv": ltv,
             "scoring_method": method,
         },
