@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SOURCES = ("shopify", "klaviyo", "manual")
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -60,6 +61,11 @@ class ReceiverMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        # Zero series for every source from the start, so rates and alerts have a baseline.
+        for source in SOURCES:
+            self.received.labels(source)
+            self.duplicates.labels(source)
+            self.landing_seconds.labels(source)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process (or of all, in multiprocess mode)."""

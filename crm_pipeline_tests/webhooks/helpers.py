@@ -1,0 +1,74 @@
+"""Signed requests for the receiver tests: the three senders' schemes with known test secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from webhook_receiver.signatures import sign_base64, sign_klaviyo
+
+SHOPIFY_SECRET = "test-shopify-secret-0123456789"
+KLAVIYO_SECRET = "test-klaviyo-secret-0123456789"
+ADMIN_SECRET = "test-admin-secret-0123456789"
+SECRET_ENV = {
+    "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_SECRET,
+    "KLAVIYO_WEBHOOK_SECRET": KLAVIYO_SECRET,
+    "ADMIN_WEBHOOK_SECRET": ADMIN_SECRET,
+}
+
+
+def shopify_request(
+    payload: Any = None,
+    *,
+    webhook_id: str | None = None,
+    topic: str = "customers/update",
+    shop: str = "test-shop.myshopify.com",
+    secret: str = SHOPIFY_SECRET,
+    body: bytes | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a correctly signed Shopify delivery."""
+    if body is None:
+        body = json.dumps(payload if payload is not None else {"id": 42, "email": "x@y.z"}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Hmac-Sha256": sign_base64(body, secret.encode()),
+        "X-Shopify-Webhook-Id": webhook_id or str(uuid.uuid4()),
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Triggered-At": "2024-10-01T12:00:00.123456789Z",
+    }
+    return body, headers
+
+
+def klaviyo_request(
+    payload: Any,
+    *,
+    webhook_id: str | None = None,
+    timestamp: float | None = None,
+    secret: str = KLAVIYO_SECRET,
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    headers = {
+        "Content-Type": "application/json",
+        "Klaviyo-Signature": sign_klaviyo(body, stamp, secret.encode()),
+        "Klaviyo-Timestamp": stamp,
+        "Klaviyo-Webhook-Id": webhook_id or str(uuid.uuid4()),
+    }
+    return body, headers
+
+
+def admin_request(
+    payload: Any, *, action_id: str | None = None, action: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Crm-Hmac-Sha256": sign_base64(body, ADMIN_SECRET.encode()),
+        "X-Crm-Action-Id": action_id or str(uuid.uuid4()),
+    }
+    if action:
+        headers["X-Crm-Action"] = action
+    return body, headers
