@@ -102,6 +102,8 @@ COMMENT ON COLUMN customer_sources.content_hash IS 'md5 of source_data; an uncha
 COMMENT ON COLUMN customer_sources.source_updated_at IS 'updated_at of the record in its source; older records never overwrite newer.';
 COMMENT ON COLUMN customer_sources.deleted_at IS 'When the source reported the record deleted (reconcile or webhook).';
 CREATE INDEX customer_sources_customer_idx ON customer_sources (customer_id);
+CREATE INDEX customer_sources_klaviyo_link_idx ON customer_sources ((profile ->> 'link_shopify_id'))
+    WHERE source = 'klaviyo';
 CREATE TRIGGER customer_sources_set_updated_at BEFORE UPDATE ON customer_sources
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 
@@ -111,6 +113,7 @@ CREATE TABLE customer_addresses (
     customer_id   uuid NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
     source        text NOT NULL CHECK (source IN ('shopify', 'klaviyo', 'manual')),
     external_id   text NOT NULL,
+    source_external_id text,
     address_type  text NOT NULL DEFAULT 'both' CHECK (address_type IN ('shipping', 'billing', 'both')),
     is_default    boolean NOT NULL DEFAULT false,
     first_name    text,
@@ -134,9 +137,9 @@ CREATE TABLE customer_addresses (
 );
 COMMENT ON TABLE customer_addresses IS 'Postal addresses per customer; Shopify addresses by id, Klaviyo location keyed by profile id.';
 COMMENT ON COLUMN customer_addresses.external_id IS 'Shopify address id, or the Klaviyo profile id for its location.';
+COMMENT ON COLUMN customer_addresses.source_external_id IS 'The source record (customer_sources.external_id) that carries this address.';
 CREATE INDEX customer_addresses_customer_idx ON customer_addresses (customer_id);
-CREATE UNIQUE INDEX customer_addresses_one_default
-    ON customer_addresses (customer_id, source) WHERE is_default;
+CREATE INDEX customer_addresses_owner_idx ON customer_addresses (source, source_external_id);
 CREATE TRIGGER customer_addresses_set_updated_at BEFORE UPDATE ON customer_addresses
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 

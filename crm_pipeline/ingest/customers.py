@@ -1,0 +1,498 @@
+"""Load customer source records: validate, quarantine, resolve identity, merge, apply survivorship.
+
+Each chunk is one transaction, so a run that dies halfway leaves whole chunks behind and a re-run
+converges: unchanged records (same content hash) and stale ones (older `updated_at`) are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.ingest.identity import Candidate, resolve
+from crm_pipeline.ingest.quarantine import quarantine
+from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.mapping.records import CustomerRecord, content_hash
+from crm_pipeline.schemas.records import customer_schema
+from crm_pipeline.schemas.validate import validate_frame
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 20_000
+
+_SOURCE_PRIORITY = "CASE s.source WHEN 'manual' THEN 0 WHEN 'shopify' THEN 1 ELSE 2 END"
+
+
+def identity_hash(kind: str, value: str) -> str:
+    """Hash stored for erased identities (GDPR tombstones): proves erasure, reveals nothing."""
+    return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+_MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def clamp_ts(value: datetime | None) -> datetime | None:
+    """pandas holds nanosecond timestamps up to 2262; far-future values only need to fail checks."""
+    if value is None:
+        return None
+    return min(value, _MAX_TS) if value.year > 1700 else _MAX_TS.replace(year=1700)
+
+
+def _validation_frame(records: list[CustomerRecord]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "external_id": pd.Series([r.external_id for r in records], dtype=object),
+            "email": pd.Series([r.email for r in records], dtype=object),
+            "source_updated_at": pd.to_datetime(
+                [clamp_ts(r.source_updated_at) for r in records], utc=True
+            ),
+            "created_at": pd.to_datetime([clamp_ts(r.created_at) for r in records], utc=True),
+        }
+    )
+
+
+class CustomerLoader:
+    """Loads CustomerRecords of any source; one instance per run and origin."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        origin: str,
+        origin_detail: str | None = None,
+        run_id: str | None = None,
+        reconcile_run_id: str | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        self.engine = engine
+        self.origin = origin
+        self.origin_detail = origin_detail
+        self.run_id = run_id
+        self.reconcile_run_id = reconcile_run_id
+        self.dry_run = dry_run
+        self.schema = customer_schema(now or datetime.now(UTC))
+        self.report = LoadReport(kind="customers")
+
+    def load(self, records: Iterable[CustomerRecord], chunk_size: int = CHUNK_SIZE) -> LoadReport:
+        for chunk in chunked(records, chunk_size):
+            with self.engine.begin() as conn:
+                self._load_chunk(conn, chunk)
+                if self.dry_run:
+                    conn.rollback()
+        return self.report
+
+    # ------------------------------------------------------------------ one chunk
+    def _load_chunk(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:
+        report = self.report
+        report.received += len(chunk)
+        failures = validate_frame(self.schema, _validation_frame(chunk))
+        rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        for _, _, reasons in rejected:
+            report.quarantined.update(reasons)
+        quarantine(
+            conn,
+            origin=self.origin,
+            source=chunk[0].source,
+            record_kind="customer",
+            rows=rejected,
+            origin_detail=self.origin_detail,
+            run_id=self.run_id,
+        )
+        if self.reconcile_run_id:
+            self._mark_seen(conn, chunk)
+
+        # newest record per (source, external_id) within the chunk
+        latest: dict[tuple[str, str], CustomerRecord] = {}
+        for i, record in enumerate(chunk):
+            if i in failures:
+                continue
+            key = (record.source, record.external_id)
+            held = latest.get(key)
+            if held is None or (record.source_updated_at or datetime.min.replace(tzinfo=UTC)) >= (
+                held.source_updated_at or datetime.min.replace(tzinfo=UTC)
+            ):
+                latest[key] = record
+        records = self._drop_redacted(conn, list(latest.values()))
+        if not records:
+            return
+
+        existing = self._existing_links(conn, records)
+        writes: list[tuple[CustomerRecord, str, str, bool]] = []  # record, customer, hash, new
+        new_records: list[CustomerRecord] = []
+        for record in records:
+            digest = content_hash(record.raw)
+            link = existing.get((record.source, record.external_id))
+            if link is None:
+                new_records.append(record)
+                continue
+            customer_id, old_hash, old_updated, deleted, redacted = link
+            if redacted or deleted:
+                report.skipped_redacted += int(bool(redacted))
+                report.unchanged += int(not redacted)
+                continue
+            stale = old_updated is not None and record.source_updated_at < old_updated
+            if old_hash == digest or stale:
+                report.unchanged += 1
+                continue
+            writes.append((record, customer_id, digest, False))
+            report.updated += 1
+
+        if new_records:
+            candidates = [
+                Candidate(r.source, r.external_id, r.email, r.phone_normalized, r.link_shopify_id)
+                for r in new_records
+            ]
+            customer_ids, created = resolve(conn, candidates)
+            self._insert_customers(conn, created)
+            for record, customer_id in zip(new_records, customer_ids, strict=True):
+                writes.append((record, customer_id, content_hash(record.raw), True))
+            report.inserted += len(created)
+            report.linked += len(new_records) - len(created)
+
+        if writes:
+            self._write_sources(conn, writes)
+            touched = {customer_id for _, customer_id, _, _ in writes}
+            apply_survivorship(conn, touched)
+            report.touched_customer_ids |= touched
+
+    # ------------------------------------------------------------------ helpers
+    def _mark_seen(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:
+        ids = {(r.source, r.external_id) for r in chunk if r.external_id}
+        create_temp_table(conn, "stage_seen", "source text, external_id text")
+        copy_rows(conn, "stage_seen", ("source", "external_id"), ids)
+        conn.execute(
+            sa.text(
+                "INSERT INTO reconcile_seen (run_id, source, external_id) "
+                "SELECT :run, source, external_id FROM stage_seen ON CONFLICT DO NOTHING"
+            ),
+            {"run": self.reconcile_run_id},
+        )
+        conn.exec_driver_sql("DROP TABLE stage_seen")
+
+    def _drop_redacted(
+        self, conn: sa.Connection, records: list[CustomerRecord]
+    ) -> list[CustomerRecord]:
+        hashes: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            keys = [identity_hash(f"{r.source}_id", r.external_id)]
+            if r.email:
+                keys.append(identity_hash("email", r.email))
+            if r.phone_normalized:
+                keys.append(identity_hash("phone", r.phone_normalized))
+            for key in keys:
+                hashes.setdefault(key, []).append(i)
+        found = conn.execute(
+            sa.text("SELECT identity_hash FROM redaction_tombstones WHERE identity_hash = ANY(:h)"),
+            {"h": list(hashes)},
+        ).scalars().all()
+        if not found:
+            return records
+        blocked = {i for h in found for i in hashes[h]}
+        self.report.skipped_redacted += len(blocked)
+        return [r for i, r in enumerate(records) if i not in blocked]
+
+    def _existing_links(
+        self, conn: sa.Connection, records: list[CustomerRecord]
+    ) -> dict[tuple[str, str], tuple[str, str | None, datetime | None, bool, bool]]:
+        source = records[0].source
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.source, s.external_id, s.customer_id::text AS customer_id, s.content_hash, "
+                "s.source_updated_at, s.deleted_at IS NOT NULL AS deleted, "
+                "c.redacted_at IS NOT NULL AS redacted "
+                "FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
+                "WHERE s.source = :source AND s.external_id = ANY(:ids)"
+            ),
+            {"source": source, "ids": [r.external_id for r in records]},
+        )
+        return {
+            (r.source, r.external_id): (
+                r.customer_id, r.content_hash, r.source_updated_at, r.deleted, r.redacted
+            )
+            for r in rows
+        }
+
+    def _insert_customers(self, conn: sa.Connection, created: set[str]) -> None:
+        if not created:
+            return
+        copy_rows(conn, "customers", ("id",), ((cid,) for cid in sorted(created)))
+
+    def _write_sources(
+        self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
+    ) -> None:
+        create_temp_table(
+            conn,
+            "stage_sources",
+            "customer_id uuid, source text, external_id text, source_data jsonb, profile jsonb, "
+            "content_hash text, source_updated_at timestamptz, addresses jsonb",
+        )
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for record, customer_id, digest, _ in writes:
+                yield (
+                    customer_id,
+                    record.source,
+                    record.external_id,
+                    orjson.dumps(record.raw, default=str).decode(),
+                    orjson.dumps(record.profile(), default=str).decode(),
+                    digest,
+                    record.source_updated_at,
+                    orjson.dumps([_address_dict(a) for a in record.addresses]).decode(),
+                )
+
+        copy_rows(
+            conn,
+            "stage_sources",
+            ("customer_id", "source", "external_id", "source_data", "profile", "content_hash",
+             "source_updated_at", "addresses"),
+            rows(),
+        )
+        conn.exec_driver_sql(
+            """
+            INSERT INTO customer_sources AS s
+                (customer_id, source, external_id, source_data, profile, content_hash,
+                 source_updated_at, sync_status, last_synced_at)
+            SELECT customer_id, source, external_id, source_data, profile, content_hash,
+                   source_updated_at, 'synced', now()
+            FROM stage_sources
+            ON CONFLICT (source, external_id) DO UPDATE SET
+                source_data = excluded.source_data,
+                profile = excluded.profile,
+                content_hash = excluded.content_hash,
+                source_updated_at = excluded.source_updated_at,
+                sync_status = 'synced',
+                last_synced_at = now()
+            WHERE s.source_updated_at IS NULL OR excluded.source_updated_at >= s.source_updated_at
+            """
+        )
+        # addresses: the record's current set replaces what it carried before
+        conn.exec_driver_sql(
+            """
+            DELETE FROM customer_addresses a USING stage_sources st
+            WHERE a.source = st.source AND a.source_external_id = st.external_id
+            """
+        )
+        conn.exec_driver_sql(
+            """
+            INSERT INTO customer_addresses AS a
+                (customer_id, source, external_id, source_external_id, address_type, is_default,
+                 first_name, last_name, company, address1, address2, city, province, province_code,
+                 country, country_code, zip, phone, latitude, longitude, timezone)
+            SELECT st.customer_id, st.source, x.external_id, st.external_id, 'both',
+                   coalesce(x.is_default, false), x.first_name, x.last_name, x.company, x.address1,
+                   x.address2, x.city, x.province, x.province_code, x.country,
+                   CASE WHEN x.country_code ~ '^[A-Z]{2}$' THEN x.country_code END, x.zip, x.phone,
+                   CASE WHEN x.latitude BETWEEN -90 AND 90 THEN x.latitude END,
+                   CASE WHEN x.longitude BETWEEN -180 AND 180 THEN x.longitude END, x.timezone
+            FROM stage_sources st,
+                 jsonb_to_recordset(st.addresses) AS x(
+                     external_id text, is_default boolean, first_name text, last_name text,
+                     company text, address1 text, address2 text, city text, province text,
+                     province_code text, country text, country_code text, zip text, phone text,
+                     latitude double precision, longitude double precision, timezone text)
+            ON CONFLICT (source, external_id) DO UPDATE SET
+                customer_id = excluded.customer_id,
+                source_external_id = excluded.source_external_id,
+                is_default = excluded.is_default,
+                first_name = excluded.first_name, last_name = excluded.last_name,
+                company = excluded.company, address1 = excluded.address1,
+                address2 = excluded.address2, city = excluded.city, province = excluded.province,
+                province_code = excluded.province_code, country = excluded.country,
+                country_code = excluded.country_code, zip = excluded.zip, phone = excluded.phone,
+                latitude = excluded.latitude, longitude = excluded.longitude,
+                timezone = excluded.timezone
+            """
+        )
+        conn.exec_driver_sql("DROP TABLE stage_sources")
+
+
+def _address_dict(address: Any) -> dict[str, Any]:
+    return {name: getattr(address, name) for name in address.__slots__}
+
+
+# Survivorship (docs/identity-resolution.md): for contact fields the best source wins
+# (manual > shopify > klaviyo), newest updated_at within a source; consent follows the newest
+# consent change; tags are the union of source tags and staff tags; staff-owned fields
+# (internal_notes, manual_tags, a manual status) are never touched here.
+SURVIVORSHIP_SQL = f"""
+WITH src AS (
+    SELECT s.customer_id, s.source, s.profile AS p, s.source_updated_at,
+           {_SOURCE_PRIORITY} AS prio
+    FROM customer_sources s
+    WHERE s.customer_id = ANY(CAST(:ids AS uuid[])) AND s.deleted_at IS NULL
+), pick AS (
+    SELECT customer_id,
+        (array_agg(p->>'email' ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'email' IS NOT NULL))[1] AS email,
+        (array_agg(p->>'phone' ORDER BY (p->>'phone_normalized' IS NULL), prio,
+                   source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'phone' IS NOT NULL))[1] AS phone,
+        (array_agg(p->>'phone_normalized' ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'phone_normalized' IS NOT NULL))[1] AS phone_normalized,
+        (array_agg(p->>'first_name' ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'first_name' IS NOT NULL))[1] AS first_name,
+        (array_agg(p->>'last_name' ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'last_name' IS NOT NULL))[1] AS last_name,
+        (array_agg(p->>'note' ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'note' IS NOT NULL))[1] AS note,
+        (array_agg((p->>'accepts_email_marketing')::boolean
+                   ORDER BY (p->>'email_consent_at') DESC NULLS LAST, prio,
+                            source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'accepts_email_marketing' IS NOT NULL))[1] AS accepts_email,
+        (array_agg((p->>'accepts_sms_marketing')::boolean
+                   ORDER BY prio, source_updated_at DESC NULLS LAST)
+            FILTER (WHERE p->>'accepts_sms_marketing' IS NOT NULL))[1] AS accepts_sms,
+        (array_agg(p->>'state' ORDER BY source_updated_at DESC NULLS LAST)
+            FILTER (WHERE source = 'shopify'))[1] AS shopify_state,
+        (array_agg(p->>'customer_type' ORDER BY source_updated_at DESC NULLS LAST)
+            FILTER (WHERE source = 'manual' AND p->>'customer_type' IS NOT NULL))[1]
+            AS manual_type,
+        bool_or(source = 'shopify') AS has_shopify,
+        min((p->>'created_at')::timestamptz) AS created_at,
+        max(source_updated_at) AS source_updated_at
+    FROM src GROUP BY customer_id
+), tags AS (
+    SELECT customer_id, array_agg(DISTINCT t ORDER BY t) AS tags
+    FROM src, jsonb_array_elements_text(coalesce(p->'tags', '[]'::jsonb)) AS t
+    GROUP BY customer_id
+), attrs AS (
+    SELECT customer_id, jsonb_object_agg(k, v) AS attrs
+    FROM (
+        SELECT DISTINCT ON (customer_id, k) customer_id, k, v
+        FROM src, jsonb_each(coalesce(p->'attributes', '{{}}'::jsonb)) AS e(k, v)
+        ORDER BY customer_id, k, source_updated_at DESC NULLS LAST
+    ) newest
+    GROUP BY customer_id
+), computed AS (
+    SELECT c.id,
+        CASE WHEN pick.email IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM customers o
+                 WHERE o.email_lowercase = lower(btrim(pick.email)) AND o.id <> c.id
+                   AND o.deleted_at IS NULL)
+             THEN c.email ELSE pick.email END AS email,
+        pick.phone, pick.phone_normalized, pick.first_name, pick.last_name, pick.note,
+        coalesce(pick.accepts_email, false) AS accepts_email,
+        coalesce(pick.accepts_sms, false) AS accepts_sms,
+        ARRAY(SELECT DISTINCT x FROM unnest(coalesce(tags.tags, '{{}}') || c.manual_tags) AS x
+              ORDER BY x) AS tags,
+        (c.custom_attributes - 'shopify' - 'klaviyo') || coalesce(attrs.attrs, '{{}}')
+            AS custom_attributes,
+        CASE WHEN c.status_set_by = 'manual' THEN c.status
+             WHEN pick.shopify_state = 'invited' THEN 'pending'
+             WHEN c.status IN ('vip', 'inactive') THEN c.status
+             ELSE 'active' END AS status,
+        coalesce(pick.manual_type,
+                 CASE WHEN 'wholesale' = ANY(coalesce(tags.tags, '{{}}')) THEN 'wholesale'
+                      WHEN 'affiliate' = ANY(coalesce(tags.tags, '{{}}')) THEN 'affiliate'
+                      WHEN pick.shopify_state = 'enabled' THEN 'registered'
+                      ELSE 'guest' END) AS customer_type,
+        least(coalesce(pick.created_at, c.created_at), c.created_at) AS created_at,
+        greatest(pick.source_updated_at, c.source_updated_at) AS source_updated_at
+    FROM customers c
+    JOIN pick ON pick.customer_id = c.id
+    LEFT JOIN tags ON tags.customer_id = c.id
+    LEFT JOIN attrs ON attrs.customer_id = c.id
+    WHERE c.redacted_at IS NULL
+)
+UPDATE customers c SET
+    email = n.email, phone = n.phone, phone_normalized = n.phone_normalized,
+    first_name = n.first_name, last_name = n.last_name, notes = n.note,
+    accepts_email_marketing = n.accepts_email, accepts_sms_marketing = n.accepts_sms,
+    tags = n.tags, custom_attributes = n.custom_attributes, status = n.status,
+    customer_type = n.customer_type, created_at = n.created_at,
+    source_updated_at = n.source_updated_at
+FROM computed n
+WHERE c.id = n.id
+  AND (c.email, c.phone, c.phone_normalized, c.first_name, c.last_name, c.notes,
+       c.accepts_email_marketing, c.accepts_sms_marketing, c.tags, c.custom_attributes,
+       c.status, c.customer_type, c.created_at, c.source_updated_at)
+      IS DISTINCT FROM
+      (n.email, n.phone, n.phone_normalized, n.first_name, n.last_name, n.note, n.accepts_email,
+       n.accepts_sms, n.tags, n.custom_attributes, n.status, n.customer_type, n.created_at,
+       n.source_updated_at)
+"""
+
+
+def apply_survivorship(conn: sa.Connection, customer_ids: Iterable[str]) -> int:
+    """Recompute the profile fields of these customers from their live source records."""
+    ids = sorted({str(i) for i in customer_ids})
+    if not ids:
+        return 0
+    return conn.execute(sa.text(SURVIVORSHIP_SQL), {"ids": ids}).rowcount
+
+
+def reconcile_deletions(engine: sa.Engine, source: str, run_id: str, min_seen_ratio: float = 0.5
+                        ) -> dict[str, int]:
+    """After a complete full pull: soft-delete source records (and customers) not seen in it.
+
+    Refuses when the pull saw far fewer records than are live: an empty or truncated answer must
+    not wipe the customer base.
+    """
+    with engine.begin() as conn:
+        seen = conn.execute(
+            sa.text("SELECT count(*) FROM reconcile_seen WHERE run_id = :run AND source = :source"),
+            {"run": run_id, "source": source},
+        ).scalar_one()
+        live = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM customer_sources WHERE source = :source AND deleted_at IS NULL"
+            ),
+            {"source": source},
+        ).scalar_one()
+        if live and seen < live * min_seen_ratio:
+            raise ReconcileRefused(
+                f"full pull of {source} saw {seen} records but {live} are live; refusing to "
+                "soft-delete the rest (check the source, then re-run)"
+            )
+        gone = conn.execute(
+            sa.text(
+                """
+                UPDATE customer_sources s SET deleted_at = now(), sync_status = 'deleted'
+                WHERE s.source = :source AND s.deleted_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM reconcile_seen r
+                                  WHERE r.run_id = :run AND r.source = s.source
+                                    AND r.external_id = s.external_id)
+                RETURNING customer_id
+                """
+            ),
+            {"source": source, "run": run_id},
+        ).scalars().all()
+        deleted = 0
+        if gone:
+            keep_sources = ["shopify", "manual"] if source == "shopify" else [
+                "shopify", "manual", "klaviyo"]
+            deleted = conn.execute(
+                sa.text(
+                    """
+                    UPDATE customers c SET deleted_at = now()
+                    WHERE c.id = ANY(CAST(:ids AS uuid[])) AND c.deleted_at IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM customer_sources s
+                                      WHERE s.customer_id = c.id AND s.deleted_at IS NULL
+                                        AND s.source = ANY(:keep))
+                    """
+                ),
+                {"ids": [str(g) for g in set(gone)], "keep": keep_sources},
+            ).rowcount
+            apply_survivorship(conn, {str(g) for g in gone})
+        conn.execute(sa.text("DELETE FROM reconcile_seen WHERE run_id = :run"), {"run": run_id})
+    return {"sources_deleted": len(gone), "customers_deleted": deleted}
+
+
+class ReconcileRefused(RuntimeError):
+    """A full pull looked incomplete; deletions were not applied."""

@@ -1,0 +1,53 @@
+"""Keep every rejected record whole, with all its reasons (never silently dropped)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from crm_pipeline.db.copy import copy_rows, create_temp_table
+
+ORIGINS = ("import file", "webhook", "api pull")
+
+
+def quarantine(
+    conn: sa.Connection,
+    *,
+    origin: str,
+    source: str | None,
+    record_kind: str,
+    rows: Sequence[tuple[str | None, dict[str, Any], list[str]]],
+    origin_detail: str | None = None,
+    run_id: str | None = None,
+) -> int:
+    """Insert (external_id, record, reasons) rows; an identical open entry is not duplicated."""
+    if not rows:
+        return 0
+    assert origin in ORIGINS, origin
+    create_temp_table(
+        conn, "stage_quarantine", "external_id text, record jsonb, reasons text[]"
+    )
+    copy_rows(
+        conn,
+        "stage_quarantine",
+        ("external_id", "record", "reasons"),
+        ((ext, orjson.dumps(rec, default=str).decode(), reasons) for ext, rec, reasons in rows),
+    )
+    result = conn.execute(
+        sa.text(
+            """
+            INSERT INTO quarantined_records
+                (origin, source, record_kind, external_id, origin_detail, run_id, record, reasons)
+            SELECT :origin, :source, :kind, external_id, :detail, :run_id, record, reasons
+            FROM stage_quarantine
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {"origin": origin, "source": source, "kind": record_kind, "detail": origin_detail,
+         "run_id": run_id},
+    )
+    conn.exec_driver_sql("DROP TABLE stage_quarantine")
+    return result.rowcount

@@ -1,0 +1,125 @@
+"""Klaviyo JSON:API shapes: profiles and events (as pulled, in webhooks and in the store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_pipeline.mapping.records import ActivityRecord, AddressRecord, CustomerRecord
+from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp
+
+# Klaviyo metric name -> our activity_type (CONTRACT.md section 3).
+METRIC_ACTIVITY = {
+    "Opened Email": "email_open",
+    "Clicked Email": "email_click",
+    "Viewed Product": "product_view",
+    "Added to Cart": "add_to_cart",
+    "Active on Site": "active_on_site",
+    "Placed Order": "purchase",
+    "Started Checkout": "checkout_started",
+    "Unsubscribed": "email_unsubscribe",
+    "Clicked SMS": "sms_click",
+    "Viewed Page": "page_view",
+}
+
+
+def _consent(subs: dict[str, Any], channel: str) -> tuple[bool | None, Any]:
+    marketing = ((subs or {}).get(channel) or {}).get("marketing") or {}
+    consent = marketing.get("consent")
+    if not consent:
+        return None, None
+    return consent == "SUBSCRIBED", parse_timestamp(marketing.get("consent_timestamp"))
+
+
+def map_profile(raw: dict[str, Any]) -> CustomerRecord:
+    attrs = raw.get("attributes") or {}
+    location = attrs.get("location") or {}
+    country = location.get("country")
+    region = country if isinstance(country, str) and len(country) == 2 else None
+    accepts_email, email_consent_at = _consent(attrs.get("subscriptions"), "email")
+    accepts_sms, _ = _consent(attrs.get("subscriptions"), "sms")
+    klaviyo_attrs: dict[str, Any] = {}
+    if attrs.get("properties"):
+        klaviyo_attrs["properties"] = attrs["properties"]
+    if attrs.get("predictive_analytics"):
+        klaviyo_attrs["predictive_analytics"] = attrs["predictive_analytics"]
+    for key in ("organization", "title"):
+        if attrs.get(key):
+            klaviyo_attrs[key] = attrs[key]
+    external_id = raw.get("id")
+    addresses = []
+    if any(location.get(k) for k in ("address1", "city", "zip", "country")):
+        addresses.append(
+            AddressRecord(
+                external_id=str(external_id),
+                is_default=True,
+                address1=location.get("address1"),
+                address2=location.get("address2"),
+                city=location.get("city"),
+                province=location.get("region"),
+                country=country if not region else None,
+                country_code=region.upper() if region else None,
+                zip=location.get("zip"),
+                latitude=_float(location.get("latitude")),
+                longitude=_float(location.get("longitude")),
+                timezone=location.get("timezone"),
+            )
+        )
+    link = attrs.get("external_id")
+    return CustomerRecord(
+        source="klaviyo",
+        external_id=str(external_id) if external_id else None,
+        source_updated_at=parse_timestamp(attrs.get("updated")),
+        raw_email=attrs.get("email"),
+        email=normalize_email(attrs.get("email")),
+        phone=attrs.get("phone_number"),
+        phone_normalized=normalize_phone(attrs.get("phone_number"), region),
+        first_name=attrs.get("first_name") or None,
+        last_name=attrs.get("last_name") or None,
+        accepts_email_marketing=accepts_email,
+        email_consent_at=email_consent_at,
+        accepts_sms_marketing=accepts_sms,
+        created_at=parse_timestamp(attrs.get("created")),
+        link_shopify_id=str(link).rsplit("/", 1)[-1] if link else None,
+        attributes={"klaviyo": klaviyo_attrs} if klaviyo_attrs else {},
+        addresses=addresses,
+        raw=raw,
+    )
+
+
+def map_event(raw: dict[str, Any], metric_names: dict[str, str]) -> ActivityRecord:
+    attrs = raw.get("attributes") or {}
+    rel = raw.get("relationships") or {}
+    profile_id = ((rel.get("profile") or {}).get("data") or {}).get("id")
+    metric_id = ((rel.get("metric") or {}).get("data") or {}).get("id")
+    metric = attrs.get("metric_name") or metric_names.get(metric_id or "")
+    props = attrs.get("event_properties") or {}
+    occurred = parse_timestamp(attrs.get("datetime"))
+    if occurred is None and attrs.get("timestamp") is not None:
+        from datetime import UTC, datetime
+
+        occurred = datetime.fromtimestamp(int(attrs["timestamp"]), tz=UTC)
+    activity = METRIC_ACTIVITY.get(metric or "")
+    if activity is None and metric:
+        activity = "other"
+    return ActivityRecord(
+        source="klaviyo",
+        external_id=str(raw["id"]) if raw.get("id") else None,
+        profile_external_id=profile_id,
+        activity_type=activity,
+        occurred_at=occurred,
+        session_id=props.get("$session_id") or props.get("session_id"),
+        utm_source=props.get("utm_source") or props.get("$utm_source"),
+        utm_medium=props.get("utm_medium") or props.get("$utm_medium"),
+        utm_campaign=props.get("utm_campaign") or props.get("Campaign Name"),
+        ip_address=props.get("$ip") or props.get("ip_address"),
+        user_agent=props.get("$user_agent") or props.get("user_agent"),
+        properties={"metric": metric, **props},
+        raw=raw,
+    )
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
