@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any, Literal
 
@@ -103,7 +103,7 @@ def _compress(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray,
 
 
 def _minimize_log_params(
-    objective: Any, start: np.ndarray, n_params: int
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray]], start: np.ndarray, n_params: int
 ) -> optimize.OptimizeResult:
     """L-BFGS-B on log-parameters: keeps parameters positive without constraints."""
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * n_params
@@ -629,7 +629,7 @@ def score_customers(
     else:
         try:
             bgf = BetaGeoModel().fit(x[active], tx[active], big_t[active])
-        except (ModelFitError, InvalidSummaryError, FloatingPointError) as error:
+        except (PredictiveModelError, ValueError, ArithmeticError) as error:
             metadata["fallback_reason"] = f"BG/NBD fit failed: {error}"
         else:
             metadata.update(method="bg_nbd", params=bgf.params_, log_likelihood=bgf.log_likelihood_)
@@ -739,7 +739,7 @@ def _predict_spend(
                 meta.update(spend_method="gamma_gamma", spend_params=ggf.params_)
                 return np.clip(spend, 0.0, None), meta
             meta["spend_fallback_reason"] = "Gamma-Gamma produced non-finite spend"
-        except (ModelFitError, InvalidSummaryError) as error:
+        except (PredictiveModelError, ValueError, ArithmeticError) as error:
             meta["spend_fallback_reason"] = f"Gamma-Gamma fit failed: {error}"
     else:
         meta["spend_fallback_reason"] = (
