@@ -1,0 +1,129 @@
+"""ShopifyClient through the real SDK against the sandbox over a tiny store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from crm_pipeline.sandbox.server import SandboxServer
+from crm_pipeline.sources.errors import AuthError, BulkOperationFailed
+from crm_pipeline.sources.shopify import ShopifyClient
+from crm_pipeline_tests.sources.helpers import FAST_POLICY, assert_matches
+
+
+def _client(server: SandboxServer, **kwargs) -> ShopifyClient:
+    return ShopifyClient(None, "shpat_test", api_url=server.url, retry_policy=FAST_POLICY, **kwargs)
+
+
+def _by_id(rows: list[dict]) -> dict[int, dict]:
+    return {r["id"]: r for r in rows}
+
+
+def test_bulk_customers_round_trip(sandbox: SandboxServer, tiny_store) -> None:
+    _, rows = tiny_store
+    pulled = list(_client(sandbox).bulk_customers())
+    assert len(pulled) == len(rows["customers"])  # the deleted customer is absent
+    got = _by_id(pulled)
+    for expected in rows["customers"]:
+        assert_matches(expected, got[expected["id"]], f"customer {expected['id']}")
+
+
+def test_bulk_orders_round_trip_with_children(sandbox: SandboxServer, tiny_store) -> None:
+    _, rows = tiny_store
+    pulled = list(_client(sandbox).bulk_orders())
+    got = _by_id(pulled)
+    assert got.keys() == {o["id"] for o in rows["orders"]}
+    for expected in rows["orders"]:
+        assert_matches(expected, got[expected["id"]], f"order {expected['id']}")
+    assert any(o["refunds"] for o in pulled)
+    assert max(len(o["line_items"]) for o in pulled) == 60
+
+
+def test_bulk_result_is_real_jsonl_with_parent_ids(sandbox: SandboxServer) -> None:
+    client = _client(sandbox)
+    lines = []
+    op = client._start_bulk("{ orders { edges { node { id } } } }")
+    final = client._wait_bulk(op["id"])
+    assert final["status"] == "COMPLETED"
+    for raw in client._stream_lines(final["url"]):
+        lines.append(orjson.loads(raw))
+    roots = [x for x in lines if "__parentId" not in x]
+    children = [x for x in lines if "__parentId" in x]
+    assert int(final["rootObjectCount"]) == len(roots)
+    assert int(final["objectCount"]) == len(lines)
+    assert all(c["id"].startswith("gid://shopify/LineItem/") for c in children if "id" in c)
+    assert all(isinstance(r["refunds"], list) for r in roots)
+
+
+def test_incremental_is_inclusive_and_crosses_pages(sandbox: SandboxServer, tiny_store) -> None:
+    _, rows = tiny_store
+    customers = sorted(rows["customers"], key=lambda c: datetime.fromisoformat(c["updated_at"]))
+    since = datetime.fromisoformat(customers[20]["updated_at"])
+    before = sandbox.state.counters.get("shopify_requests", 0)
+    pulled = list(_client(sandbox, page_size=4).customers_updated_since(since))
+    # Shopify's updated_at:> is inclusive: the record at `since` comes back too
+    assert [c["id"] for c in pulled] == [c["id"] for c in customers[20:]]
+    assert sandbox.state.counters["shopify_requests"] - before >= 5
+
+    orders = list(_client(sandbox, orders_page_size=3).orders_updated_since(since))
+    expected = {o["id"] for o in rows["orders"] if datetime.fromisoformat(o["updated_at"]) >= since}
+    assert {o["id"] for o in orders} == expected
+    for order in orders:
+        source = next(o for o in rows["orders"] if o["id"] == order["id"])
+        assert_matches(source, order)  # incl. the order with 60 line items (> 1 page)
+
+
+def test_faults_throttling_and_429s_still_return_everything(tiny_store) -> None:
+    root, rows = tiny_store
+    with SandboxServer(
+        root, fault_rate=0.2, rate_limit_429=0.1, seed=11, bulk_seconds=0.05
+    ) as server:
+        server.state.bucket = 0  # start with an empty cost bucket: the first call is THROTTLED
+        client = _client(server, page_size=5, orders_page_size=4)
+        assert {c["id"] for c in client.bulk_customers()} == {c["id"] for c in rows["customers"]}
+        assert {o["id"] for o in client.bulk_orders()} == {o["id"] for o in rows["orders"]}
+        epoch = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+        incremental = [c["id"] for c in client.customers_updated_since(epoch)]
+        assert sorted(incremental) == sorted(c["id"] for c in rows["customers"])
+        orders = [o["id"] for o in client.orders_updated_since(epoch)]
+        assert sorted(orders) == sorted(o["id"] for o in rows["orders"])
+        counters = server.state.counters
+        assert counters.get("injected_5xx", 0) > 0
+        assert counters.get("injected_429", 0) > 0
+        assert counters.get("shopify_throttled", 0) > 0
+
+
+def test_failed_bulk_operation_raises(tiny_store) -> None:
+    root, _ = tiny_store
+    with SandboxServer(root, bulk_fail_rate=1.0, bulk_seconds=0.05) as server:
+        with pytest.raises(BulkOperationFailed) as info:
+            list(_client(server).bulk_customers())
+        assert info.value.bulk_status == "FAILED"
+        assert info.value.error_code == "INTERNAL_SERVER_ERROR"
+
+
+def test_missing_token_is_an_auth_error(sandbox: SandboxServer) -> None:
+    client = ShopifyClient(None, "", api_url=sandbox.url, retry_policy=FAST_POLICY)
+    with pytest.raises(AuthError):
+        list(client.customers_updated_since(datetime.fromisoformat("2024-01-01T00:00:00+00:00")))
+
+
+def test_register_webhooks_is_idempotent(sandbox: SandboxServer) -> None:
+    client = _client(sandbox)
+    address = "https://crm.example.com/webhooks/shopify"
+    topics = ["customers/create", "customers/update", "ORDERS_CREATE"]
+    first = client.register_webhooks(address, topics)
+    assert first["created"] == ["CUSTOMERS_CREATE", "CUSTOMERS_UPDATE", "ORDERS_CREATE"]
+    second = client.register_webhooks(address, topics + ["customers/delete"])
+    assert second["created"] == ["CUSTOMERS_DELETE"]
+    assert second["kept"] == ["CUSTOMERS_CREATE", "CUSTOMERS_UPDATE", "ORDERS_CREATE"]
+    assert len(second["subscriptions"]) == 4
+
+
+def test_store_path_fixture_is_contract_shaped(tiny_store) -> None:
+    root, _ = tiny_store
+    for name in ("shopify/customers.jsonl", "shopify/orders.jsonl", "klaviyo/profiles.jsonl"):
+        assert (Path(root) / name).exists()
