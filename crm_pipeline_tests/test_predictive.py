@@ -376,3 +376,24 @@ def test_score_customers_handles_an_empty_base() -> None:
     assert list(scores.columns) == SCORE_COLUMNS
     assert scores.empty
     assert metadata["method"] == "heuristic"
+
+
+def test_heuristic_regular_buyer_who_just_ordered() -> None:
+    """Buying every `gap` days and just bought: h/gap purchases, even odds after gap*ln 2."""
+    gap, n_gaps = 30.0, 4
+    summary = pd.DataFrame(
+        {
+            "customer_id": range(5),
+            "frequency": float(n_gaps),
+            "recency": gap * n_gaps,
+            "T": gap * n_gaps,
+            "monetary_value": 40.0,
+        }
+    )
+    as_of = date(2025, 1, 1)
+    scores, metadata = score_customers(summary, as_of=as_of, horizon_days=90)
+    assert metadata["method"] == "heuristic"
+    assert scores["churn_probability"].to_numpy() == pytest.approx(0.0)
+    assert scores["predicted_purchases_90d"].to_numpy() == pytest.approx(90 / gap)
+    expected_date = as_of + timedelta(days=int(np.ceil(gap * np.log(2))))
+    assert (scores["predicted_next_order_date"] == expected_date).all()
