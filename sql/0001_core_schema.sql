@@ -163,6 +163,7 @@ CREATE TABLE orders (
     total_price        numeric(14, 2) NOT NULL DEFAULT 0 CHECK (total_price >= 0),
     total_refunded     numeric(14, 2) NOT NULL DEFAULT 0 CHECK (total_refunded >= 0),
     currency           text,
+    content_hash       text,
     UNIQUE (source, external_id)
 );
 COMMENT ON TABLE orders IS 'Orders from Shopify (and manual records); customer_id is null for guest orders without a match.';

@@ -103,6 +103,7 @@ class CustomerLoader:
         report.received += len(chunk)
         failures = validate_frame(self.schema, _validation_frame(chunk))
         rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        report.quarantined_records += len(rejected)
         for _, _, reasons in rejected:
             report.quarantined.update(reasons)
         quarantine(

@@ -19,12 +19,14 @@ class LoadReport:
     linked: int = 0
     skipped_redacted: int = 0
     unmatched: int = 0
+    quarantined_records: int = 0
     quarantined: Counter = field(default_factory=Counter)
     touched_customer_ids: set = field(default_factory=set)
 
     @property
     def quarantined_total(self) -> int:
-        return sum(self.quarantined.values())
+        """Records quarantined (one record may carry several reasons)."""
+        return self.quarantined_records
 
     @property
     def quarantine_rate(self) -> float:
@@ -32,7 +34,7 @@ class LoadReport:
 
     def merge(self, other: LoadReport) -> None:
         for name in ("received", "inserted", "updated", "unchanged", "linked", "skipped_redacted",
-                     "unmatched"):
+                     "unmatched", "quarantined_records"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.quarantined.update(other.quarantined)
         self.touched_customer_ids |= other.touched_customer_ids

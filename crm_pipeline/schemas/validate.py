@@ -19,14 +19,14 @@ def validate_frame(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> dict[int,
     except SchemaErrors as exc:
         cases = exc.failure_cases
     reasons: dict[int, set[str]] = defaultdict(set)
-    for column, check, index in zip(
-        cases["column"], cases["check"], cases["index"], strict=True
+    for context, column, check, index in zip(
+        cases["schema_context"], cases["column"], cases["check"], cases["index"], strict=True
     ):
         if index is None or pd.isna(index):
             continue
         name = str(check)
         if name.startswith("not_nullable"):
             name = "missing"
-        dataframe_level = column is None or pd.isna(column) or column == "order_record"
+        dataframe_level = context == "DataFrameSchema"
         reasons[int(index)].add(name if dataframe_level else f"{column}: {name}")
     return {i: sorted(r) for i, r in reasons.items()}

@@ -81,7 +81,8 @@ def test_reload_is_idempotent_and_only_newer_wins(clean_db):
 def test_invalid_records_are_quarantined_with_every_reason(clean_db):
     report = load(clean_db, [shopify(1, "not-an-email", "2999-01-01T00:00:00Z"),
                              shopify(2, "ok@x.io")], map_customer)
-    assert report.quarantined_total == 2  # two reasons, one record
+    assert report.quarantined_total == 1
+    assert sum(report.quarantined.values()) == 2  # one record, two reasons
     with clean_db.connect() as conn:
         row = conn.execute(sa.text(
             "SELECT origin, external_id, reasons, record->>'email' AS email "
@@ -118,3 +119,52 @@ def test_full_reconcile_soft_deletes_what_disappeared(clean_db):
     # a stale pull of the deleted customer does not resurrect it
     load(clean_db, [shopify(4, "c4@x.io", "2026-01-01T00:00:00Z")], map_customer)
     assert count(clean_db, "SELECT count(*) FROM customers WHERE deleted_at IS NULL") == 3
+
+
+def test_orders_link_validate_and_reload_idempotently(clean_db):
+    from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
+    from crm_pipeline.mapping.shopify import map_order
+
+    def order(oid, cid, total="100.00", refund=None, updated="2025-02-01T00:00:00Z"):
+        return {"id": oid, "customer": {"id": cid} if cid else None, "email": None,
+                "created_at": "2025-01-15T00:00:00Z", "updated_at": updated,
+                "financial_status": "paid", "total_price": total, "currency": "USD",
+                "line_items": [{"id": oid * 10, "product_id": 5, "title": "Tee", "vendor": "Acme",
+                                "product_type": "Shirts", "quantity": 2, "price": "50.00"}],
+                "refunds": [{"transactions": [{"amount": refund, "kind": "refund"}],
+                             "refund_line_items": [{"line_item_id": oid * 10, "quantity": 1}]}]
+                if refund else []}
+
+    rows = [order(1, 7), order(2, 8), order(3, 7, refund="500.00"), order(4, 7, total="-1")]
+    report = OrderLoader(clean_db, origin="api pull").load(map_order(r) for r in rows)
+    assert report.inserted == 2 and report.quarantined_total == 2
+    assert count(clean_db, "SELECT count(*) FROM orders WHERE customer_id IS NULL") == 2
+    load(clean_db, [shopify(7, "seven@x.io")], map_customer)
+    assert link_orphan_orders(clean_db) == 1
+    again = OrderLoader(clean_db, origin="api pull").load(map_order(r) for r in rows)
+    assert again.unchanged == 2 and again.inserted == 0
+    assert count(clean_db, "SELECT count(*) FROM order_line_items") == 2
+    assert count(clean_db, "SELECT count(*) FROM quarantined_records") == 2
+
+
+def test_activities_are_idempotent_and_unknown_profiles_quarantined(clean_db):
+    from crm_pipeline.ingest.activities import ActivityLoader
+    from crm_pipeline.mapping.klaviyo import map_event
+
+    load(clean_db, [klaviyo("K1", "k@x.io")], map_profile)
+    metrics = {"M1": "Opened Email"}
+
+    def event(eid, pid):
+        return {"type": "event", "id": eid,
+                "attributes": {"datetime": "2025-03-01T10:00:00+00:00", "event_properties": {}},
+                "relationships": {"profile": {"data": {"id": pid}},
+                                  "metric": {"data": {"id": "M1"}}}}
+
+    events = [event("E1", "K1"), event("E2", "K1"), event("E3", "K9")]
+    first = ActivityLoader(clean_db, origin="api pull").load(map_event(e, metrics) for e in events)
+    assert (first.inserted, first.quarantined_total) == (2, 1)
+    second = ActivityLoader(clean_db, origin="api pull").load(map_event(e, metrics) for e in events)
+    assert second.inserted == 0 and second.unchanged == 2
+    assert count(clean_db, "SELECT count(*) FROM customer_activities "
+                           "WHERE activity_type = 'email_open'") == 2
+    assert count(clean_db, "SELECT count(*) FROM customers WHERE last_active_at IS NOT NULL") == 1

@@ -1,0 +1,120 @@
+"""Load engagement events into customer_activities (idempotent on source + external id)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.ingest.customers import CHUNK_SIZE, chunked, clamp_ts
+from crm_pipeline.ingest.orders import bump_last_active
+from crm_pipeline.ingest.quarantine import quarantine
+from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.mapping.records import ActivityRecord
+from crm_pipeline.schemas.records import activity_schema
+from crm_pipeline.schemas.validate import validate_frame
+
+
+def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "external_id": pd.Series([r.external_id for r in records], dtype=object),
+            "profile_external_id": pd.Series([r.profile_external_id for r in records],
+                                             dtype=object),
+            "activity_type": pd.Series([r.activity_type for r in records], dtype=object),
+            "occurred_at": pd.to_datetime([clamp_ts(r.occurred_at) for r in records], utc=True),
+        }
+    )
+
+
+class ActivityLoader:
+    def __init__(self, engine: sa.Engine, *, origin: str, origin_detail: str | None = None,
+                 run_id: str | None = None, now: datetime | None = None) -> None:
+        self.engine = engine
+        self.origin = origin
+        self.origin_detail = origin_detail
+        self.run_id = run_id
+        self.schema = activity_schema(now or datetime.now(UTC))
+        self.report = LoadReport(kind="activities")
+
+    def load(self, records: Iterable[ActivityRecord], chunk_size: int = CHUNK_SIZE * 2
+             ) -> LoadReport:
+        for chunk in chunked(records, chunk_size):
+            with self.engine.begin() as conn:
+                self._load_chunk(conn, chunk)
+        return self.report
+
+    def _load_chunk(self, conn: sa.Connection, chunk: list[ActivityRecord]) -> None:
+        report = self.report
+        report.received += len(chunk)
+        source = chunk[0].source
+        failures = validate_frame(self.schema, _frame(chunk))
+        valid = [r for i, r in enumerate(chunk) if i not in failures]
+        owners = {
+            row.external_id: row.customer_id
+            for row in conn.execute(
+                sa.text("SELECT external_id, customer_id::text AS customer_id "
+                        "FROM customer_sources WHERE source = :source AND external_id = ANY(:ids)"),
+                {"source": source, "ids": sorted({r.profile_external_id for r in valid})},
+            )
+        }
+        rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        rows: list[tuple[Any, ...]] = []
+        for r in valid:
+            customer_id = owners.get(r.profile_external_id)
+            if customer_id is None:
+                rejected.append((r.external_id, r.raw, ["profile_external_id: unknown_profile"]))
+                continue
+            rows.append((customer_id, r))
+        report.quarantined_records += len(rejected)
+        for _, _, reasons in rejected:
+            report.quarantined.update(reasons)
+        quarantine(conn, origin=self.origin, source=source, record_kind="activity", rows=rejected,
+                   origin_detail=self.origin_detail, run_id=self.run_id)
+        if not rows:
+            return
+        create_temp_table(
+            conn, "stage_activities",
+            "customer_id uuid, activity_type text, occurred_at timestamptz, session_id text, "
+            "utm_source text, utm_medium text, utm_campaign text, ip_address text, "
+            "user_agent text, properties jsonb, source text, external_id text",
+        )
+
+        def gen() -> Iterator[tuple[Any, ...]]:
+            for customer_id, r in rows:
+                yield (customer_id, r.activity_type, r.occurred_at, r.session_id, r.utm_source,
+                       r.utm_medium, r.utm_campaign, r.ip_address, r.user_agent,
+                       orjson.dumps(r.properties, default=str).decode(), r.source, r.external_id)
+
+        copy_rows(conn, "stage_activities",
+                  ("customer_id", "activity_type", "occurred_at", "session_id", "utm_source",
+                   "utm_medium", "utm_campaign", "ip_address", "user_agent", "properties",
+                   "source", "external_id"), gen())
+        inserted = conn.execute(sa.text(
+            """
+            WITH ins AS (
+                INSERT INTO customer_activities
+                    (customer_id, activity_type, occurred_at, session_id, utm_source, utm_medium,
+                     utm_campaign, ip_address, user_agent, properties, source, external_id)
+                SELECT DISTINCT ON (source, external_id) customer_id, activity_type, occurred_at,
+                       session_id, utm_source, utm_medium, utm_campaign, ip_address, user_agent,
+                       properties, source, external_id
+                FROM stage_activities ORDER BY source, external_id
+                ON CONFLICT (source, external_id) DO NOTHING
+                RETURNING customer_id, occurred_at
+            )
+            SELECT customer_id::text, max(occurred_at), count(*) FROM ins GROUP BY customer_id
+            """
+        )).all()
+        conn.exec_driver_sql("DROP TABLE stage_activities")
+        n_new = sum(t[2] for t in inserted)
+        report.inserted += n_new
+        report.unchanged += len(rows) - n_new
+        if inserted:
+            bump_last_active(conn, {(t[0], t[1]) for t in inserted})
+            report.touched_customer_ids |= {t[0] for t in inserted}
