@@ -29,11 +29,23 @@ COMMENT ON COLUMN firestore_mirror_state.next_attempt_at IS
 CREATE INDEX firestore_mirror_state_failed_idx ON firestore_mirror_state (next_attempt_at)
     WHERE status = 'failed';
 
--- The dashboard mirror's last written numbers, so an unchanged dashboard is not rewritten.
-CREATE TABLE firestore_dashboard_state (
-    document_path text PRIMARY KEY,
-    content_hash  text NOT NULL,
-    mirrored_at   timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE firestore_dashboard_state IS
-    'Hash of each dashboard document (stats/current, segments/{name}) as last written.';
+-- Value formats of the Firestore documents (docs/firestore-mirror.md), as SQL so a batch of
+-- documents is built set-based in one query. Plain SQL functions: the planner inlines them.
+CREATE OR REPLACE FUNCTION mirror_ts(ts timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+COMMENT ON FUNCTION mirror_ts(timestamptz) IS
+    'Canonical UTC text of a timestamp for the mirror (becomes a Firestore timestamp).';
+
+CREATE OR REPLACE FUNCTION mirror_money(amount numeric) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN amount IS NULL OR amount IN ('NaN', 'Infinity', '-Infinity') THEN NULL
+            ELSE round(amount, 2)::text END;
+COMMENT ON FUNCTION mirror_money(numeric) IS
+    'Money as a string with exactly 2 decimals (no binary floating point); NaN becomes null.';
+
+CREATE OR REPLACE FUNCTION mirror_float(x numeric) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN x IS NULL OR x IN ('NaN', 'Infinity', '-Infinity') THEN NULL
+            ELSE x::double precision END;
+COMMENT ON FUNCTION mirror_float(numeric) IS 'A score or rate as a double; NaN and infinities become null.';

@@ -1,0 +1,949 @@
+"""Keep the admin app's Firestore read model in step with PostgreSQL, incrementally by content.
+
+A run walks live customers in keyset batches, builds their documents in SQL
+(crm_pipeline.firestore.documents), and writes only those whose content hash differs from the one
+recorded in `firestore_mirror_state`. Customers soft-deleted, merged or redacted lose their
+document and subcollections. State and `customer_sync_logs` rows are committed per batch, so a
+crashed first sync resumes cheaply: already-mirrored customers hash equal and are skipped.
+
+Writes go through Firestore's non-atomic BatchWrite RPC (500 writes per request, several requests
+in parallel), which reports a status per write, so one bad document never fails its neighbours.
+Failed customers are retried with backoff inside the run, then left `status='failed'` with a
+`next_attempt_at` for a later run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
+from google.rpc import code_pb2
+
+from crm_pipeline.firestore.documents import (
+    ACTIVITIES,
+    ADDRESSES,
+    CUSTOMERS,
+    LIVE_CONDITION,
+    ORDERS,
+    SEGMENTS,
+    SUBCOLLECTIONS,
+    CustomerDocument,
+    fetch_customer_batch,
+    fetch_customer_documents,
+    fetch_dashboard_documents,
+    firestore_content_hash,
+)
+
+log = logging.getLogger(__name__)
+
+Operation = Literal["upsert", "delete", "redact", "repair"]
+# Decides, per customer id and attempt number (1-based), whether to make that write fail.
+FailWrite = Callable[[str, int], bool]
+
+MAX_BATCH_WRITES = 500  # Firestore's limit per commit / BatchWrite request
+# A precondition no document can meet: used to make injected failures real server rejections.
+_IMPOSSIBLE_UPDATE_TIME = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+# A data error: retrying the same write cannot succeed.
+_PERMANENT_CODES = frozenset({code_pb2.INVALID_ARGUMENT})
+
+
+class MirrorError(RuntimeError):
+    """The mirror could not run (database or Firestore unreachable as a whole)."""
+
+
+@dataclass
+class MirrorSettings:
+    """Tuning knobs of a mirror run; the defaults suit a 1M-customer first sync."""
+
+    batch_size: int = 5000
+    threads: int = 4
+    max_attempts: int = 3
+    backoff_seconds: float = 0.25
+    retry_delay: timedelta = timedelta(minutes=1)
+    max_retry_delay: timedelta = timedelta(hours=1)
+
+
+@dataclass
+class MirrorSummary:
+    """What a run did; customers are counted once each, documents include subdocuments."""
+
+    run_id: str
+    considered: int = 0
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    deferred: int = 0
+    retried: int = 0
+    documents_written: int = 0
+    seconds: float = 0.0
+    failed_ids: list[str] = field(default_factory=list)
+
+    @property
+    def docs_per_s(self) -> float:
+        """Firestore document writes (including subcollections and deletes) per second."""
+        return self.documents_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def customers_per_s(self) -> float:
+        return (self.written + self.deleted) / self.seconds if self.seconds > 0 else 0.0
+
+    def as_metadata(self) -> dict[str, float | int]:
+        return {
+            "considered": self.considered,
+            "written": self.written,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "deferred": self.deferred,
+            "documents_written": self.documents_written,
+            "docs_per_s": round(self.docs_per_s, 1),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+# ----------------------------------------------------------------------------- writing
+@dataclass
+class _Write:
+    kind: Literal["set", "delete"]
+    path: tuple[str, ...]
+    data: dict[str, Any] | None = None
+    is_root: bool = False
+
+
+@dataclass
+class CustomerWrite:
+    """All Firestore writes for one customer; they succeed or fail together for bookkeeping."""
+
+    customer_id: str
+    operation: Operation
+    writes: list[_Write]
+    document: CustomerDocument | None = None
+
+
+@dataclass
+class WriteOutcome:
+    ok: bool
+    attempts: int
+    error: str | None = None
+
+
+def customer_upsert(
+    document: CustomerDocument,
+    stale: dict[str, Collection[str]] | None = None,
+    operation: Operation = "upsert",
+) -> CustomerWrite:
+    """Set the document and its subdocuments; delete subdocuments no longer in it."""
+    root = (CUSTOMERS, document.customer_id)
+    data = dict(document.data)
+    data["mirrored_at"] = firestore.SERVER_TIMESTAMP
+    writes = [_Write("set", root, data, is_root=True)]
+    for name, docs in document.subcollections().items():
+        writes.extend(_Write("set", (*root, name, sub_id), sub) for sub_id, sub in docs.items())
+        for sub_id in (stale or {}).get(name, ()):
+            if sub_id not in docs:
+                writes.append(_Write("delete", (*root, name, sub_id)))
+    return CustomerWrite(document.customer_id, operation, writes, document)
+
+
+def customer_delete(
+    customer_id: str, subdocuments: dict[str, Collection[str]], operation: Operation = "delete"
+) -> CustomerWrite:
+    """Delete the document and the given subdocuments (Firestore never cascades)."""
+    root = (CUSTOMERS, customer_id)
+    writes = [_Write("delete", root, is_root=True)]
+    for name, ids in subdocuments.items():
+        writes.extend(_Write("delete", (*root, name, sub_id)) for sub_id in ids)
+    return CustomerWrite(customer_id, operation, writes)
+
+
+class FirestoreWriter:
+    """Writes CustomerWrites in BatchWrite requests of up to 500, several in parallel, with retry.
+
+    `fail_write` injects failures for tests and drills: the chosen customer's root write is sent
+    with a precondition the server always rejects, so the failure travels the real client path.
+    """
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        threads: int = 4,
+        max_attempts: int = 3,
+        backoff_seconds: float = 0.25,
+        fail_write: FailWrite | None = None,
+    ) -> None:
+        self.client = client
+        self.threads = max(1, threads)
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_seconds = backoff_seconds
+        self.fail_write = fail_write
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="firestore-write")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """Run read calls (listing subcollections) on the writer's threads."""
+        return list(self._pool.map(fn, items))
+
+    def __enter__(self) -> FirestoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, items: Sequence[CustomerWrite]) -> dict[str, WriteOutcome]:
+        """Write everything, retrying failed customers; returns an outcome per customer id."""
+        outcomes: dict[str, WriteOutcome] = {}
+        pending = list(items)
+        attempt = 0
+        while pending:
+            attempt += 1
+            if attempt > 1:
+                delay = self.backoff_seconds * 2 ** (attempt - 2)
+                time.sleep(delay * (0.5 + random.random()))
+            errors = self._write_once(pending, attempt)
+            retry: list[CustomerWrite] = []
+            for item in pending:
+                error = errors.get(item.customer_id)
+                if error is None:
+                    outcomes[item.customer_id] = WriteOutcome(True, attempt)
+                    continue
+                permanent = error[0] in _PERMANENT_CODES
+                outcomes[item.customer_id] = WriteOutcome(False, attempt, error[1])
+                if not permanent and attempt < self.max_attempts:
+                    retry.append(item)
+            pending = retry
+        return outcomes
+
+    def _write_once(
+        self, items: Sequence[CustomerWrite], attempt: int
+    ) -> dict[str, tuple[int, str]]:
+        chunks = list(_chunk(items, MAX_BATCH_WRITES))
+        errors: dict[str, tuple[int, str]] = {}
+        for chunk_errors in self._pool.map(lambda c: self._commit(c, attempt), chunks):
+            errors.update(chunk_errors)
+        return errors
+
+    def _commit(self, chunk: Sequence[CustomerWrite], attempt: int) -> dict[str, tuple[int, str]]:
+        batch = BulkWriteBatch(self.client)
+        owners: list[str] = []
+        for item in chunk:
+            inject = self.fail_write is not None and self.fail_write(item.customer_id, attempt)
+            for write in item.writes:
+                ref = self.client.document(*write.path)
+                if inject and write.is_root:
+                    option = self.client.write_option(last_update_time=_IMPOSSIBLE_UPDATE_TIME)
+                    if write.kind == "set":
+                        batch.update(ref, write.data or {}, option=option)
+                    else:
+                        batch.delete(ref, option=option)
+                elif write.kind == "set":
+                    batch.set(ref, write.data or {})
+                else:
+                    batch.delete(ref)
+                owners.append(item.customer_id)
+        try:
+            response = batch.commit()
+        except gexc.GoogleAPICallError as exc:
+            code = exc.grpc_status_code.value[0] if exc.grpc_status_code else code_pb2.UNKNOWN
+            message = f"{type(exc).__name__}: {exc.message}"
+            return {item.customer_id: (code, message) for item in chunk}
+        errors: dict[str, tuple[int, str]] = {}
+        for owner, status in zip(owners, response.status, strict=True):
+            if status.code != code_pb2.OK and owner not in errors:
+                errors[owner] = (
+                    status.code,
+                    f"{code_pb2.Code.Name(status.code)}: {status.message}",
+                )
+        return errors
+
+
+def _chunk(items: Sequence[CustomerWrite], limit: int) -> Iterator[list[CustomerWrite]]:
+    """Group whole customers into requests of at most `limit` writes."""
+    chunk: list[CustomerWrite] = []
+    size = 0
+    for item in items:
+        n = len(item.writes)
+        if chunk and size + n > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
+
+
+# ------------------------------------------------------------------------------- state
+@dataclass
+class _State:
+    content_hash: str | None
+    status: str
+    retry_count: int
+    next_attempt_at: datetime | None
+    subdocuments: dict[str, list[str]]
+
+
+_LOAD_STATE = sa.text(
+    """
+    SELECT customer_id::text, content_hash, status, retry_count, next_attempt_at,
+           address_ids::text[], order_ids::text[], activity_ids::text[]
+    FROM firestore_mirror_state WHERE customer_id = ANY(CAST(:ids AS uuid[]))
+    """
+)
+_UPSERT_STATE = sa.text(
+    """
+    INSERT INTO firestore_mirror_state AS s (
+        customer_id, content_hash, address_ids, order_ids, activity_ids, mirrored_at, status,
+        retry_count, last_error, next_attempt_at, updated_at)
+    SELECT u.customer_id, u.content_hash,
+           CAST(u.address_ids AS bigint[]), CAST(u.order_ids AS uuid[]),
+           CAST(u.activity_ids AS bigint[]),
+           CASE WHEN u.status = 'mirrored' THEN now() END, u.status, u.retry_count, u.last_error,
+           now() + make_interval(secs => u.delay_s), now()
+    FROM unnest(CAST(:customer_id AS uuid[]), CAST(:content_hash AS text[]),
+                CAST(:address_ids AS text[]), CAST(:order_ids AS text[]),
+                CAST(:activity_ids AS text[]), CAST(:status AS text[]),
+                CAST(:retry_count AS int[]), CAST(:last_error AS text[]),
+                CAST(:delay_s AS float8[]))
+         AS u(customer_id, content_hash, address_ids, order_ids, activity_ids, status,
+              retry_count, last_error, delay_s)
+    ON CONFLICT (customer_id) DO UPDATE SET
+        content_hash = excluded.content_hash,
+        address_ids = excluded.address_ids,
+        order_ids = excluded.order_ids,
+        activity_ids = excluded.activity_ids,
+        mirrored_at = coalesce(excluded.mirrored_at, s.mirrored_at),
+        status = excluded.status,
+        retry_count = excluded.retry_count,
+        last_error = excluded.last_error,
+        next_attempt_at = CASE WHEN excluded.status = 'failed' THEN excluded.next_attempt_at END,
+        updated_at = now()
+    """
+)
+_DELETE_STATE = sa.text(
+    "DELETE FROM firestore_mirror_state WHERE customer_id = ANY(CAST(:ids AS uuid[]))"
+)
+_INSERT_LOGS = sa.text(
+    """
+    INSERT INTO customer_sync_logs (customer_id, run_id, operation, postgres_status,
+                                    firestore_status, error_message, retry_count, data_snapshot)
+    SELECT u.customer_id, :run_id, u.operation, 'success', u.firestore_status, u.error_message,
+           u.retry_count, CAST(u.data_snapshot AS jsonb)
+    FROM unnest(CAST(:customer_id AS uuid[]), CAST(:operation AS text[]),
+                CAST(:firestore_status AS text[]), CAST(:error_message AS text[]),
+                CAST(:retry_count AS int[]), CAST(:data_snapshot AS text[]))
+         AS u(customer_id, operation, firestore_status, error_message, retry_count, data_snapshot)
+    """
+)
+_DEAD_CUSTOMERS = sa.text(
+    """
+    SELECT s.customer_id::text,
+           CASE WHEN c.redacted_at IS NOT NULL THEN 'redact' ELSE 'delete' END,
+           s.status, s.retry_count, s.next_attempt_at,
+           s.address_ids::text[], s.order_ids::text[], s.activity_ids::text[]
+    FROM firestore_mirror_state s
+    LEFT JOIN customers c ON c.id = s.customer_id
+    WHERE (c.id IS NULL OR NOT ("""
+    + LIVE_CONDITION
+    + """))
+      AND s.customer_id > CAST(:after AS uuid)
+    ORDER BY s.customer_id
+    LIMIT :limit
+    """
+)
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _pg_array(values: Iterable[str]) -> str:
+    """A text[] literal of ids (ids are digits or uuids: no quoting needed)."""
+    return "{" + ",".join(values) + "}"
+
+
+def _load_state(conn: sa.Connection, ids: Sequence[str]) -> dict[str, _State]:
+    states: dict[str, _State] = {}
+    for row in conn.execute(_LOAD_STATE, {"ids": list(ids)}):
+        states[row[0]] = _State(
+            content_hash=row[1],
+            status=row[2],
+            retry_count=row[3],
+            next_attempt_at=row[4],
+            subdocuments={ADDRESSES: row[5] or [], ORDERS: row[6] or [], ACTIVITIES: row[7] or []},
+        )
+    return states
+
+
+@dataclass
+class _Bookkeeping:
+    """State and log rows of one batch, written in one transaction."""
+
+    upserts: dict[str, list[Any]] = field(
+        default_factory=lambda: {
+            k: []
+            for k in (
+                "customer_id",
+                "content_hash",
+                "address_ids",
+                "order_ids",
+                "activity_ids",
+                "status",
+                "retry_count",
+                "last_error",
+                "delay_s",
+            )
+        }
+    )
+    removed: list[str] = field(default_factory=list)
+    logs: dict[str, list[Any]] = field(
+        default_factory=lambda: {
+            k: []
+            for k in (
+                "customer_id",
+                "operation",
+                "firestore_status",
+                "error_message",
+                "retry_count",
+                "data_snapshot",
+            )
+        }
+    )
+
+    def state(
+        self,
+        customer_id: str,
+        content_hash: str | None,
+        subdocuments: dict[str, Collection[str]],
+        status: str,
+        retry_count: int = 0,
+        last_error: str | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        u = self.upserts
+        u["customer_id"].append(customer_id)
+        u["content_hash"].append(content_hash)
+        u["address_ids"].append(_pg_array(subdocuments.get(ADDRESSES, ())))
+        u["order_ids"].append(_pg_array(subdocuments.get(ORDERS, ())))
+        u["activity_ids"].append(_pg_array(subdocuments.get(ACTIVITIES, ())))
+        u["status"].append(status)
+        u["retry_count"].append(retry_count)
+        u["last_error"].append(last_error)
+        u["delay_s"].append(delay_s)
+
+    def log(
+        self,
+        customer_id: str,
+        operation: Operation,
+        outcome: WriteOutcome,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        g = self.logs
+        g["customer_id"].append(customer_id)
+        g["operation"].append(operation)
+        g["firestore_status"].append("success" if outcome.ok else "failed")
+        g["error_message"].append(outcome.error if not outcome.ok else None)
+        g["retry_count"].append(outcome.attempts - 1)
+        g["data_snapshot"].append(
+            None if outcome.ok or snapshot is None else orjson.dumps(snapshot, default=str).decode()
+        )
+
+    def flush(self, engine: sa.Engine, run_id: str) -> None:
+        with engine.begin() as conn:
+            if self.upserts["customer_id"]:
+                conn.execute(_UPSERT_STATE, self.upserts)
+            if self.removed:
+                conn.execute(_DELETE_STATE, {"ids": self.removed})
+            if self.logs["customer_id"]:
+                conn.execute(_INSERT_LOGS, {**self.logs, "run_id": run_id})
+
+
+def _retry_delay(settings: MirrorSettings, failed_runs: int) -> float:
+    delay = settings.retry_delay.total_seconds() * 2 ** max(0, failed_runs - 1)
+    return min(delay, settings.max_retry_delay.total_seconds())
+
+
+def _snapshot(document: CustomerDocument | None) -> dict[str, Any] | None:
+    if document is None:
+        return None
+    return {"customer": document.data, **document.subcollections()}
+
+
+def _merge_ids(*groups: dict[str, Collection[str]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for name in SUBCOLLECTIONS:
+        seen: dict[str, None] = {}
+        for group in groups:
+            seen.update(dict.fromkeys(group.get(name, ())))
+        merged[name] = list(seen)
+    return merged
+
+
+def _record_upserts(
+    book: _Bookkeeping,
+    summary: MirrorSummary,
+    items: Sequence[CustomerWrite],
+    outcomes: dict[str, WriteOutcome],
+    states: dict[str, _State],
+    settings: MirrorSettings,
+) -> None:
+    for item in items:
+        document = item.document
+        assert document is not None
+        outcome = outcomes[item.customer_id]
+        previous = states.get(item.customer_id)
+        new_ids = {name: list(docs) for name, docs in document.subcollections().items()}
+        if outcome.attempts > 1:
+            summary.retried += 1
+        if outcome.ok:
+            summary.written += 1
+            summary.documents_written += len(item.writes)
+            book.state(item.customer_id, document.content_hash, new_ids, "mirrored")
+        else:
+            summary.failed += 1
+            summary.failed_ids.append(item.customer_id)
+            failed_runs = (previous.retry_count if previous else 0) + 1
+            # Keep every id that may now exist so the next successful write cleans up.
+            known = _merge_ids(previous.subdocuments if previous else {}, new_ids)
+            book.state(
+                item.customer_id,
+                None,
+                known,
+                "failed",
+                failed_runs,
+                outcome.error,
+                _retry_delay(settings, failed_runs),
+            )
+        book.log(item.customer_id, item.operation, outcome, _snapshot(document))
+
+
+def _prefetch(
+    engine: sa.Engine, batch_size: int, stop: threading.Event
+) -> Iterator[list[CustomerDocument]]:
+    """Yield keyset batches while the next one is built in a thread (SQL overlaps writes)."""
+    out: queue.Queue[list[CustomerDocument] | BaseException | None] = queue.Queue(maxsize=1)
+
+    def produce() -> None:
+        after: str | None = None
+        try:
+            with engine.connect() as conn:
+                while not stop.is_set():
+                    batch = fetch_customer_batch(conn, after, batch_size)
+                    conn.commit()  # end the read transaction: no snapshot held for hours
+                    if not batch:
+                        break
+                    out.put(batch)
+                    after = batch[-1].customer_id
+        except BaseException as exc:  # handed to the consumer, which re-raises
+            out.put(exc)
+            return
+        out.put(None)
+
+    thread = threading.Thread(target=produce, name="firestore-mirror-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                out.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.1)
+
+
+def sync_mirror(
+    engine: sa.Engine,
+    client: firestore.Client,
+    settings: MirrorSettings | None = None,
+    fail_write: FailWrite | None = None,
+    run_id: str | None = None,
+) -> MirrorSummary:
+    """Mirror every live customer whose document changed and delete the documents of the rest."""
+    settings = settings or MirrorSettings()
+    summary = MirrorSummary(run_id=run_id or f"mirror-{uuid.uuid4().hex[:12]}")
+    started = time.perf_counter()
+    stop = threading.Event()
+    with FirestoreWriter(
+        client, settings.threads, settings.max_attempts, settings.backoff_seconds, fail_write
+    ) as writer:
+        for batch in _prefetch(engine, settings.batch_size, stop):
+            _sync_batch(engine, writer, batch, settings, summary)
+        _delete_dead(engine, client, writer, settings, summary)
+    summary.seconds = time.perf_counter() - started
+    log.info(
+        "firestore mirror %s: %d considered, %d written, %d unchanged, %d deleted, %d failed "
+        "(%.0f docs/s)",
+        summary.run_id,
+        summary.considered,
+        summary.written,
+        summary.unchanged,
+        summary.deleted,
+        summary.failed,
+        summary.docs_per_s,
+    )
+    return summary
+
+
+def _sync_batch(
+    engine: sa.Engine,
+    writer: FirestoreWriter,
+    batch: Sequence[CustomerDocument],
+    settings: MirrorSettings,
+    summary: MirrorSummary,
+    operation: Operation = "upsert",
+    force: bool = False,
+    extra_stale: dict[str, dict[str, list[str]]] | None = None,
+) -> None:
+    summary.considered += len(batch)
+    with engine.connect() as conn:
+        states = _load_state(conn, [d.customer_id for d in batch])
+    now = datetime.now(UTC)
+    items: list[CustomerWrite] = []
+    for document in batch:
+        state = states.get(document.customer_id)
+        if state is not None and not force:
+            if state.status == "mirrored" and state.content_hash == document.content_hash:
+                summary.unchanged += 1
+                continue
+            if state.status == "failed" and state.next_attempt_at and state.next_attempt_at > now:
+                summary.deferred += 1
+                continue
+        stale = _merge_ids(
+            state.subdocuments if state else {},
+            (extra_stale or {}).get(document.customer_id, {}),
+        )
+        items.append(customer_upsert(document, stale, operation))
+    if not items:
+        return
+    outcomes = writer.write(items)
+    book = _Bookkeeping()
+    _record_upserts(book, summary, items, outcomes, states, settings)
+    book.flush(engine, summary.run_id)
+
+
+def list_subdocuments(client: firestore.Client, customer_id: str) -> dict[str, list[str]]:
+    """Ids in the customer's subcollections as Firestore has them (for deletes and repairs)."""
+    root = client.collection(CUSTOMERS).document(customer_id)
+    return {
+        name: [ref.id for ref in root.collection(name).list_documents(page_size=300)]
+        for name in SUBCOLLECTIONS
+    }
+
+
+def _delete_dead(
+    engine: sa.Engine,
+    client: firestore.Client,
+    writer: FirestoreWriter,
+    settings: MirrorSettings,
+    summary: MirrorSummary,
+) -> None:
+    """Delete documents of customers no longer live (soft-deleted, merged, redacted, gone)."""
+    after = _NIL_UUID
+    now = datetime.now(UTC)
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                _DEAD_CUSTOMERS, {"after": after, "limit": settings.batch_size}
+            ).all()
+        if not rows:
+            return
+        after = rows[-1][0]
+        due = [r for r in rows if not (r[2] == "failed" and r[4] is not None and r[4] > now)]
+        summary.deferred += len(rows) - len(due)
+        # Listing catches subdocuments written outside the recorded ids (e.g. a partial write).
+        listed = dict(
+            zip(
+                [r[0] for r in due],
+                writer.map(lambda r: list_subdocuments(client, r[0]), due),
+                strict=True,
+            )
+        )
+        items: list[CustomerWrite] = []
+        states: dict[str, _State] = {}
+        for cid, operation, status, retry_count, next_at, a_ids, o_ids, x_ids in due:
+            recorded = {ADDRESSES: a_ids or [], ORDERS: o_ids or [], ACTIVITIES: x_ids or []}
+            states[cid] = _State(None, status, retry_count, next_at, recorded)
+            items.append(customer_delete(cid, _merge_ids(recorded, listed[cid]), operation))
+        summary.considered += len(items)
+        outcomes = writer.write(items) if items else {}
+        book = _Bookkeeping()
+        for item in items:
+            outcome = outcomes[item.customer_id]
+            if outcome.ok:
+                summary.deleted += 1
+                summary.documents_written += len(item.writes)
+                book.removed.append(item.customer_id)
+            else:
+                summary.failed += 1
+                summary.failed_ids.append(item.customer_id)
+                state = states[item.customer_id]
+                failed_runs = state.retry_count + 1
+                book.state(
+                    item.customer_id,
+                    None,
+                    state.subdocuments,
+                    "failed",
+                    failed_runs,
+                    outcome.error,
+                    _retry_delay(settings, failed_runs),
+                )
+            book.log(item.customer_id, item.operation, outcome, {"operation": item.operation})
+        book.flush(engine, summary.run_id)
+
+
+def repair_mirror(
+    engine: sa.Engine,
+    client: firestore.Client,
+    ids: Iterable[str],
+    settings: MirrorSettings | None = None,
+) -> MirrorSummary:
+    """Re-mirror the given customers from PostgreSQL whatever the recorded state says.
+
+    Live customers are rewritten and any subdocument Firestore has beyond the current ones is
+    deleted; ids that are not live customers have their document and subcollections deleted.
+    """
+    settings = settings or MirrorSettings()
+    summary = MirrorSummary(run_id=f"repair-{uuid.uuid4().hex[:12]}")
+    started = time.perf_counter()
+    id_list = sorted(set(ids))
+    with FirestoreWriter(
+        client, settings.threads, settings.max_attempts, settings.backoff_seconds
+    ) as writer:
+        for start in range(0, len(id_list), settings.batch_size):
+            chunk = id_list[start : start + settings.batch_size]
+            with engine.connect() as conn:
+                documents = fetch_customer_documents(conn, chunk)
+            listed = dict(
+                zip(
+                    chunk,
+                    writer.map(lambda cid: list_subdocuments(client, cid), chunk),
+                    strict=True,
+                )
+            )
+            _sync_batch(engine, writer, documents, settings, summary, "repair", True, listed)
+            live = {d.customer_id for d in documents}
+            gone = [cid for cid in chunk if cid not in live]
+            if gone:
+                items = [customer_delete(cid, listed[cid], "repair") for cid in gone]
+                summary.considered += len(items)
+                outcomes = writer.write(items)
+                book = _Bookkeeping()
+                for item in items:
+                    outcome = outcomes[item.customer_id]
+                    if outcome.ok:
+                        summary.deleted += 1
+                        summary.documents_written += len(item.writes)
+                        book.removed.append(item.customer_id)
+                    else:
+                        summary.failed += 1
+                        summary.failed_ids.append(item.customer_id)
+                    book.log(item.customer_id, "repair", outcome, {"operation": "delete"})
+                book.flush(engine, summary.run_id)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# --------------------------------------------------------------------------- dashboard
+@dataclass
+class DashboardSummary:
+    written: int
+    deleted: int
+    segments: int
+
+
+def sync_dashboard(engine: sa.Engine, client: firestore.Client) -> DashboardSummary:
+    """Write `stats/current` and `segments/{name}`; delete segment documents that went away."""
+    with engine.connect() as conn:
+        docs = fetch_dashboard_documents(conn)
+    batch = client.batch()
+    count = 0
+    deleted = 0
+    ops: list[tuple[str, dict[str, Any] | None]] = []
+    for path, data in docs.items():
+        ops.append((path, {**data, "updated_at": firestore.SERVER_TIMESTAMP}))
+    existing = [ref.id for ref in client.collection(SEGMENTS).list_documents(page_size=300)]
+    for doc_id in existing:
+        if f"{SEGMENTS}/{doc_id}" not in docs:
+            ops.append((f"{SEGMENTS}/{doc_id}", None))
+            deleted += 1
+    for path, data in ops:
+        ref = client.document(path)
+        if data is None:
+            batch.delete(ref)
+        else:
+            batch.set(ref, data)
+        count += 1
+        if count % MAX_BATCH_WRITES == 0:
+            batch.commit()
+            batch = client.batch()
+    if count % MAX_BATCH_WRITES:
+        batch.commit()
+    segments = sum(1 for path in docs if path.startswith(f"{SEGMENTS}/"))
+    return DashboardSummary(written=len(docs), deleted=deleted, segments=segments)
+
+
+# ------------------------------------------------------------------------ verification
+FULL_CHECK_LIMIT = 20_000
+DEFAULT_SAMPLE = 2_000
+_GET_CHUNK = 300
+
+_LIVE_COUNT = sa.text(f"SELECT count(*) FROM customers c WHERE {LIVE_CONDITION}")
+_LIVE_IDS = sa.text(f"SELECT c.id::text FROM customers c WHERE {LIVE_CONDITION} ORDER BY c.id")
+_SAMPLE_IDS = sa.text(
+    f"SELECT c.id::text FROM customers c WHERE {LIVE_CONDITION} ORDER BY random() LIMIT :n"
+)
+
+
+@dataclass
+class ConsistencyReport:
+    """Postgres vs Firestore: counts, and per checked customer whether the content matches."""
+
+    postgres_count: int
+    firestore_count: int
+    checked: int
+    sampled: bool
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.postgres_count == self.firestore_count
+            and not self.missing
+            and not self.extra
+            and not self.mismatched
+        )
+
+    @property
+    def drifted_ids(self) -> list[str]:
+        return sorted(set(self.missing) | set(self.extra) | set(self.mismatched))
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "postgres_count": self.postgres_count,
+            "firestore_count": self.firestore_count,
+            "checked": self.checked,
+            "sampled": self.sampled,
+            "missing": len(self.missing),
+            "extra": len(self.extra),
+            "mismatched": len(self.mismatched),
+            "drifted_ids_preview": ", ".join(self.drifted_ids[:20]),
+        }
+
+
+def _firestore_count(client: firestore.Client) -> int:
+    result = client.collection(CUSTOMERS).count().get()
+    return int(result[0][0].value)
+
+
+def _firestore_ids(client: firestore.Client) -> set[str]:
+    # list_documents also returns ids that only have subcollections left (orphans count as extra).
+    return {ref.id for ref in client.collection(CUSTOMERS).list_documents(page_size=1000)}
+
+
+def _subdocs_by_group(client: firestore.Client) -> dict[str, dict[str, dict[str, dict]]]:
+    """Every customer subdocument via collection-group queries: few RPCs for a full check."""
+    grouped: dict[str, dict[str, dict[str, dict]]] = {}
+    for name in SUBCOLLECTIONS:
+        for snap in client.collection_group(name).stream():
+            parent = snap.reference.parent.parent
+            if parent is None or parent.parent.id != CUSTOMERS:
+                continue
+            grouped.setdefault(parent.id, {n: {} for n in SUBCOLLECTIONS})[name][snap.id] = (
+                snap.to_dict() or {}
+            )
+    return grouped
+
+
+def _subdocs_of(client: firestore.Client, customer_id: str) -> dict[str, dict[str, dict]]:
+    root = client.collection(CUSTOMERS).document(customer_id)
+    return {
+        name: {snap.id: snap.to_dict() or {} for snap in root.collection(name).stream()}
+        for name in SUBCOLLECTIONS
+    }
+
+
+def check_mirror_consistency(
+    engine: sa.Engine,
+    client: firestore.Client,
+    sample: int | None = None,
+    threads: int = 4,
+) -> ConsistencyReport:
+    """Compare Postgres documents with Firestore by count and content hash.
+
+    `sample=None` checks every customer when there are at most FULL_CHECK_LIMIT, else a random
+    DEFAULT_SAMPLE; an int checks a random sample of that size. A document matches when both its
+    stored `content_hash` and the hash recomputed from its fields and subcollections equal the
+    hash of the document Postgres builds now. Extra ids are searched for whenever the full set is
+    checked or the counts differ.
+    """
+    with engine.connect() as conn:
+        pg_count = int(conn.execute(_LIVE_COUNT).scalar_one())
+        full = sample is None and pg_count <= FULL_CHECK_LIMIT
+        if full:
+            check_ids = list(conn.execute(_LIVE_IDS).scalars())
+        else:
+            check_ids = list(conn.execute(_SAMPLE_IDS, {"n": sample or DEFAULT_SAMPLE}).scalars())
+    fs_count = _firestore_count(client)
+    report = ConsistencyReport(pg_count, fs_count, len(check_ids), sampled=not full)
+    if full or pg_count != fs_count:
+        with engine.connect() as conn:
+            live_ids = check_ids if full else list(conn.execute(_LIVE_IDS).scalars())
+        fs_ids = _firestore_ids(client)
+        report.extra = sorted(fs_ids - set(live_ids))
+        if not full:
+            report.missing = sorted(set(live_ids) - fs_ids)
+    grouped = _subdocs_by_group(client) if full else None
+    empty: dict[str, dict[str, dict]] = {n: {} for n in SUBCOLLECTIONS}
+    missing = set(report.missing)
+    mismatched: set[str] = set()
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for start in range(0, len(check_ids), _GET_CHUNK):
+            chunk = check_ids[start : start + _GET_CHUNK]
+            with engine.connect() as conn:
+                expected = {
+                    d.customer_id: d.content_hash for d in fetch_customer_documents(conn, chunk)
+                }
+            refs = [client.collection(CUSTOMERS).document(cid) for cid in chunk]
+            snaps = {snap.id: snap for snap in client.get_all(refs)}
+            present = [cid for cid in chunk if snaps.get(cid) is not None and snaps[cid].exists]
+            if grouped is not None:
+                subs = {cid: grouped.get(cid, empty) for cid in present}
+            else:
+                subs = dict(
+                    zip(present, pool.map(lambda c: _subdocs_of(client, c), present), strict=True)
+                )
+            for cid in chunk:
+                if cid not in expected:  # deleted since the id list was read
+                    continue
+                if cid not in subs:
+                    missing.add(cid)
+                    continue
+                data = snaps[cid].to_dict() or {}
+                recomputed = firestore_content_hash(data, subs[cid])
+                if data.get("content_hash") != expected[cid] or recomputed != expected[cid]:
+                    mismatched.add(cid)
+    report.missing = sorted(missing)
+    report.mismatched = sorted(mismatched - missing)
+    return report
