@@ -816,6 +816,8 @@ def handle_graphql(state: SandboxState, body: dict, base_url: str) -> dict:
     elif name == "OrdersUpdatedSince":
         first = int(variables.get("first") or 50)
         requested = _order_cost(first, int(variables.get("lineItemsFirst") or 50))
+    elif name == "OrderLineItems":
+        requested = 3 + int(variables.get("first") or 250) * 2
     else:
         requested = 10
     if requested > SHOPIFY_MAX_COST:

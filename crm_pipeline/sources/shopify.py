@@ -520,7 +520,7 @@ class ShopifyClient:
             yield order_to_rest(node)
 
     def _more_line_items(self, order_gid: str, after: str) -> Iterator[dict]:
-        first = 250
+        first = 100
         while True:
             data = self.execute(
                 ORDER_LINE_ITEMS_QUERY,

@@ -81,8 +81,7 @@ def test_faults_throttling_and_429s_still_return_everything(tiny_store) -> None:
     with SandboxServer(
         root, fault_rate=0.2, rate_limit_429=0.1, seed=11, bulk_seconds=0.05
     ) as server:
-        server.state.bucket = 0  # start with an empty cost bucket: the first call is THROTTLED
-        client = _client(server, page_size=5, orders_page_size=4)
+        client = _client(server, page_size=5, orders_page_size=4, line_items_page_size=20)
         assert {c["id"] for c in client.bulk_customers()} == {c["id"] for c in rows["customers"]}
         assert {o["id"] for o in client.bulk_orders()} == {o["id"] for o in rows["orders"]}
         epoch = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
@@ -93,7 +92,16 @@ def test_faults_throttling_and_429s_still_return_everything(tiny_store) -> None:
         counters = server.state.counters
         assert counters.get("injected_5xx", 0) > 0
         assert counters.get("injected_429", 0) > 0
-        assert counters.get("shopify_throttled", 0) > 0
+
+
+def test_cost_throttling_waits_for_the_bucket(sandbox: SandboxServer, tiny_store) -> None:
+    _, rows = tiny_store
+    sandbox.state.bucket = 0  # an empty cost bucket: the first call is THROTTLED
+    before = sandbox.state.counters.get("shopify_throttled", 0)
+    epoch = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+    pulled = list(_client(sandbox, page_size=10).customers_updated_since(epoch))
+    assert len(pulled) == len(rows["customers"])
+    assert sandbox.state.counters["shopify_throttled"] > before
 
 
 def test_failed_bulk_operation_raises(tiny_store) -> None:
