@@ -1,0 +1,1 @@
+"""The Firestore mirror domain: the admin app's read model kept in step with PostgreSQL."""

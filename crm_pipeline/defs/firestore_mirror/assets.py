@@ -1,0 +1,60 @@
+"""Assets that write the admin app's Firestore read model from PostgreSQL."""
+
+import dagster as dg
+
+from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
+from crm_pipeline.firestore.mirror import sync_dashboard, sync_mirror
+
+
+@dg.asset(
+    group_name="mirror",
+    kinds={"firestore", "postgres"},
+    deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments")],
+)
+def firestore_customer_mirror(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, firestore: FirestoreResource
+) -> dg.MaterializeResult:
+    """One Firestore document per live customer for the detail page, rewritten only on change."""
+    summary = sync_mirror(
+        postgres.get_engine(),
+        firestore.get_client(),
+        firestore.mirror_settings(),
+        run_id=context.run_id,
+    )
+    succeeded = summary.written + summary.deleted
+    if summary.failed and not succeeded:
+        raise dg.Failure(
+            description=(
+                f"Every Firestore write failed ({summary.failed} customers); is Firestore "
+                "reachable and the project right? Details in customer_sync_logs for run "
+                f"{summary.run_id}."
+            ),
+            metadata=summary.as_metadata(),
+        )
+    if summary.failed:
+        context.log.warning(
+            "%d customers failed to mirror and will be retried by a later run: %s",
+            summary.failed,
+            ", ".join(summary.failed_ids[:10]),
+        )
+    return dg.MaterializeResult(metadata=summary.as_metadata())
+
+
+@dg.asset(
+    group_name="mirror",
+    kinds={"firestore", "postgres"},
+    deps=[dg.AssetKey("customer_stats"), dg.AssetKey("customer_segments")],
+)
+def firestore_dashboard_mirror(
+    postgres: PostgresResource, firestore: FirestoreResource
+) -> dg.MaterializeResult:
+    """The dashboard's stats cards (stats/current) and segment counts (segments/{name})."""
+    summary = sync_dashboard(postgres.get_engine(), firestore.get_client())
+    return dg.MaterializeResult(
+        metadata={
+            "documents_written": summary.written,
+            "segments": summary.segments,
+            "segments_deleted": summary.deleted,
+        }
+    )
