@@ -395,7 +395,9 @@ class _Chunk:
             if self._gb_landline[i]:
                 return f"+4420{70_000_000 + s}"
             return f"+447{400_000_000 + s}"
-        return f"{c.phone_prefix}{s:08d}"
+        # 7 digits keep every number inside a valid mobile range; unique while the store has
+        # fewer than 10M persons (the suffix is a bijection of the person number mod 10**7).
+        return f"{c.phone_prefix}{self._suffix7[i]:07d}"
 
     def phone_national(self, i: int) -> str:
         e = self.phone_e164(i)
@@ -752,6 +754,7 @@ class _Chunk:
         self._email_num = self.email_num.tolist()
         self._country = self.country.tolist()
         self._suffix = self.phone_suffix.tolist()
+        self._suffix7 = ((self.pidx * 7919 + 4321) % 10_000_000).tolist()
         self._gb_landline = self.gb_landline.tolist()
         self.pidx_l = self.pidx.tolist()
 
@@ -1480,10 +1483,10 @@ def _parse_time(value: str) -> datetime:
 def mutation_phone(customer_id: int) -> str:
     """A new E.164 number for a mutated customer, unique per customer id.
 
-    The +4479 range is never used by the generator, so a changed phone cannot collide with
+    The +4475 range is never used by the generator, so a changed phone cannot collide with
     another person's number.
     """
-    return f"+4479{(customer_id - CUSTOMER_ID_BASE) % 100_000_000:08d}"
+    return f"+4475{(customer_id - CUSTOMER_ID_BASE) % 100_000_000:08d}"
 
 
 def mutate_store(

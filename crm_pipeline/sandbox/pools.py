@@ -40,7 +40,7 @@ class Country:
     name: str
     locale: str
     weight: float
-    # E.164 prefix for numbers built from an 8-digit unique suffix
+    # E.164 prefix; a 7-digit suffix unique per person completes a valid mobile number
     phone_prefix: str
     cities: tuple[City, ...]
 
@@ -115,7 +115,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Germany",
         "de_DE",
         0.045,
-        "+49151",
+        "+491512",
         (
             _c("Berlin", "Berlin", "BE", 52.5200, 13.4050, "Europe/Berlin"),
             _c("München", "Bayern", "BY", 48.1351, 11.5820, "Europe/Berlin"),
@@ -128,7 +128,7 @@ COUNTRIES: tuple[Country, ...] = (
         "France",
         "fr_FR",
         0.04,
-        "+336",
+        "+3361",
         (
             _c("Paris", "Île-de-France", "IDF", 48.8566, 2.3522, "Europe/Paris"),
             _c("Lyon", "Auvergne-Rhône-Alpes", "ARA", 45.7640, 4.8357, "Europe/Paris"),
@@ -140,7 +140,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Spain",
         "es_ES",
         0.025,
-        "+346",
+        "+3461",
         (
             _c("Madrid", "Madrid", "M", 40.4168, -3.7038, "Europe/Madrid"),
             _c("Barcelona", "Barcelona", "B", 41.3874, 2.1686, "Europe/Madrid"),
@@ -152,7 +152,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Italy",
         "it_IT",
         0.02,
-        "+3934",
+        "+39347",
         (
             _c("Roma", "Roma", "RM", 41.9028, 12.4964, "Europe/Rome"),
             _c("Milano", "Milano", "MI", 45.4642, 9.1900, "Europe/Rome"),
@@ -164,7 +164,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Japan",
         "ja_JP",
         0.025,
-        "+8190",
+        "+81801",
         (
             _c("Tokyo", "Tokyo", "JP-13", 35.6762, 139.6503, "Asia/Tokyo"),
             _c("Osaka", "Osaka", "JP-27", 34.6937, 135.5023, "Asia/Tokyo"),
@@ -176,7 +176,7 @@ COUNTRIES: tuple[Country, ...] = (
         "China",
         "zh_CN",
         0.015,
-        "+86138",
+        "+861381",
         (
             _c("Shanghai", "Shanghai", "SH", 31.2304, 121.4737, "Asia/Shanghai"),
             _c("Beijing", "Beijing", "BJ", 39.9042, 116.4074, "Asia/Shanghai"),
@@ -188,7 +188,7 @@ COUNTRIES: tuple[Country, ...] = (
         "South Korea",
         "ko_KR",
         0.01,
-        "+8210",
+        "+82102",
         (
             _c("Seoul", "Seoul", "KR-11", 37.5665, 126.9780, "Asia/Seoul"),
             _c("Busan", "Busan", "KR-26", 35.1796, 129.0756, "Asia/Seoul"),
@@ -199,7 +199,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Brazil",
         "pt_BR",
         0.015,
-        "+55119",
+        "+551191",
         (
             _c("São Paulo", "São Paulo", "SP", -23.5505, -46.6333, "America/Sao_Paulo"),
             _c("Rio de Janeiro", "Rio de Janeiro", "RJ", -22.9068, -43.1729, "America/Sao_Paulo"),
@@ -210,7 +210,7 @@ COUNTRIES: tuple[Country, ...] = (
         "Australia",
         "en_AU",
         0.03,
-        "+614",
+        "+6140",
         (
             _c("Sydney", "New South Wales", "NSW", -33.8688, 151.2093, "Australia/Sydney"),
             _c("Melbourne", "Victoria", "VIC", -37.8136, 144.9631, "Australia/Melbourne"),
