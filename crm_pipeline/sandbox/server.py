@@ -37,6 +37,7 @@ from crm_pipeline.sandbox.store_index import (
     build_index,
     iso_utc,
     read_ids,
+    safe_us,
     to_us,
 )
 
@@ -53,7 +54,15 @@ SHOPIFY_RESTORE_RATE = 100.0
 
 
 def _shopify_key(rec: dict) -> tuple[int, int]:
-    return to_us(rec.get("updated_at") or rec.get("created_at")), int(rec["id"])
+    return safe_us(rec.get("updated_at"), rec.get("created_at")), int(rec["id"])
+
+
+def _int(value: Any) -> Any:
+    """An int when it is one; otherwise the dirty value itself, for validation downstream."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return value
 
 
 class SandboxStore:
@@ -79,13 +88,13 @@ class SandboxStore:
         self.metric_code = {m["id"]: i for i, m in enumerate(self.metrics)}
 
         self.profiles = self._klaviyo_index(
-            kla / "profiles.jsonl", lambda r: (to_us(r["attributes"].get("updated")), 0)
+            kla / "profiles.jsonl", lambda r: (safe_us(r["attributes"].get("updated")), 0)
         )
 
         def event_key(rec: dict) -> tuple[int, int]:
             metric_id = ((rec.get("relationships") or {}).get("metric") or {}).get("data") or {}
             code = self.metric_code.get(metric_id.get("id"), -1)
-            return to_us(rec["attributes"].get("datetime")), code
+            return safe_us(rec["attributes"].get("datetime")), code
 
         self.events = self._klaviyo_index(kla / "events.jsonl", event_key)
         self._events_by_metric: dict[int, JsonlIndex] = {}
@@ -205,6 +214,9 @@ def customer_node(c: dict) -> dict:
         "createdAt": iso_utc(c.get("created_at")),
         "updatedAt": iso_utc(c.get("updated_at")),
         "numberOfOrders": str(c.get("orders_count") or 0),
+        "multipassIdentifier": c.get("multipass_identifier"),
+        "taxExemptions": [_upper(t) for t in c.get("tax_exemptions") or []],
+        "lastOrder": {"id": gid("Order", c["last_order_id"])} if c.get("last_order_id") else None,
         "amountSpent": {"amount": _money(c.get("total_spent")), "currencyCode": currency},
     }
 
@@ -236,7 +248,7 @@ def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]
                 "id": gid("LineItem", _line_item_id(oid, i, li)),
                 "title": li.get("title"),
                 "vendor": li.get("vendor"),
-                "quantity": int(li.get("quantity") or 0),
+                "quantity": _int(li.get("quantity")),
                 "sku": li.get("sku"),
                 "product": (
                     {"id": gid("Product", pid), "productType": li.get("product_type")}
@@ -249,14 +261,13 @@ def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]
     refunds, refund_children = [], []
     for i, r in enumerate(o.get("refunds") or []):
         rid = gid("Refund", r.get("id") if r.get("id") is not None else oid * 100 + i + 1)
-        total = sum(
-            (
-                Decimal(str(t.get("amount") or 0))
-                for t in r.get("transactions") or []
-                if (t.get("kind") or "refund") == "refund"
-            ),
-            Decimal(0),
-        )
+        total = Decimal(0)
+        for t in r.get("transactions") or []:
+            if (t.get("kind") or "refund") == "refund" and t.get("status", "success") == "success":
+                try:
+                    total += Decimal(str(t.get("amount") or 0))
+                except InvalidOperation:
+                    pass  # a dirty amount counts as nothing refunded
         refunds.append(
             {
                 "id": rid,
@@ -271,7 +282,7 @@ def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]
                 [
                     {
                         "lineItem": {"id": gid("LineItem", rli.get("line_item_id"))},
-                        "quantity": int(rli.get("quantity") or 0),
+                        "quantity": _int(rli.get("quantity")),
                     }
                     for rli in r.get("refund_line_items") or []
                 ],
@@ -294,6 +305,9 @@ def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]
         "displayFulfillmentStatus": _FULFILLMENT.get(fulfillment) or _upper(fulfillment),
         "currencyCode": currency,
         "totalPriceSet": money(o.get("total_price")),
+        "subtotalPriceSet": money(o.get("subtotal_price")),
+        "totalTaxSet": money(o.get("total_tax")),
+        "sourceName": o.get("source_name"),
         "tags": _tags(o.get("tags")),
         "refunds": refunds,
     }
@@ -847,9 +861,10 @@ def handle_graphql(state: SandboxState, body: dict, base_url: str) -> dict:
         }
     try:
         data, requested_real, actual = op(state, variables, {"base_url": base_url})
-    except GraphQLUserError as exc:
+    except (GraphQLUserError, ValueError) as exc:
         state.refund_cost(requested)
-        return {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]}
+        code = getattr(exc, "code", "BAD_REQUEST")
+        return {"errors": [{"message": str(exc), "extensions": {"code": code}}]}
     available = state.refund_cost(requested - actual)
     return {"data": data, "extensions": _request_cost(requested, actual, available)}
 
@@ -1013,7 +1028,7 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
         for _, rec in records:
             attrs = dict(rec.get("attributes") or {})
             if "timestamp" not in attrs and attrs.get("datetime"):
-                attrs["timestamp"] = to_us(attrs["datetime"]) // 1_000_000
+                attrs["timestamp"] = safe_us(attrs["datetime"]) // 1_000_000
             data.append(
                 {
                     **rec,

@@ -46,10 +46,24 @@ def from_us(us: int) -> str:
 
 
 def iso_utc(value: str | None) -> str | None:
-    """Normalise an ISO timestamp to UTC `Z` form (None stays None)."""
+    """Normalise an ISO timestamp to UTC `Z` form; None stays None, garbage passes through."""
     if not value:
         return None
-    return from_us(to_us(value))
+    try:
+        return from_us(to_us(value))
+    except (TypeError, ValueError, OverflowError):
+        return value  # a dirty store record: let the pipeline's validation see it as it is
+
+
+def safe_us(*values: str | None) -> int:
+    """The first parseable timestamp among `values` in us (MIN_US when none parses)."""
+    for value in values:
+        try:
+            if value:
+                return to_us(value)
+        except (TypeError, ValueError, OverflowError):
+            continue
+    return MIN_US
 
 
 # (sort timestamp in us, tag or None) extracted from one parsed record; None skips the record
@@ -133,19 +147,26 @@ def build_index(path: Path, key_fn: KeyFn, *, cache_name: str = "v1") -> JsonlIn
     tags: list[int] = []
     offsets: list[int] = []
     lengths: list[int] = []
-    offset = 0
+    offset, skipped = 0, 0
     with path.open("rb") as fh:
         for line in fh:
             size = len(line)
             body = line.rstrip(b"\r\n")
             if body.strip():
-                got = key_fn(orjson.loads(body))
-                if got is not None:
+                try:
+                    got = key_fn(orjson.loads(body))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    got = None
+                if got is None:
+                    skipped += 1
+                else:
                     keys.append(got[0])
                     tags.append(got[1])
                     offsets.append(offset)
                     lengths.append(len(body))
             offset += size
+    if skipped:
+        log.warning("%s: %d lines without a usable id are not served", path, skipped)
     k = np.array(keys, dtype=np.int64)
     # stable sort keeps file order among equal timestamps, a total and repeatable order
     order = np.argsort(k, kind="stable")

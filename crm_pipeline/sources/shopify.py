@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -63,6 +64,7 @@ _CUSTOMER = f"""
   addresses {{ {_ADDRESS} }}
   defaultAddress {{ {_ADDRESS} }}
   createdAt updatedAt numberOfOrders amountSpent {{ amount currencyCode }}
+  multipassIdentifier taxExemptions lastOrder {{ id }}
 """
 
 _ORDER = """
@@ -70,6 +72,9 @@ _ORDER = """
   customer { id }
   displayFinancialStatus displayFulfillmentStatus currencyCode
   totalPriceSet { shopMoney { amount currencyCode } }
+  subtotalPriceSet { shopMoney { amount currencyCode } }
+  totalTaxSet { shopMoney { amount currencyCode } }
+  sourceName
 """
 
 _LINE_ITEM = """
@@ -251,6 +256,9 @@ def customer_to_rest(node: dict) -> dict:
         "orders_count": int(node.get("numberOfOrders") or 0),
         "total_spent": spent.get("amount"),
         "currency": spent.get("currencyCode"),
+        "multipass_identifier": node.get("multipassIdentifier"),
+        "tax_exemptions": [_lower(t) for t in node.get("taxExemptions") or []],
+        "last_order_id": gid_to_id((node.get("lastOrder") or {}).get("id")),
     }
 
 
@@ -287,9 +295,17 @@ def _line_item_to_rest(node: dict) -> dict:
     }
 
 
+def _decimal(value: str) -> Decimal | None:
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return None
+
+
 def _refund_to_rest(node: dict) -> dict:
     amount = _shop_money(node.get("totalRefundedSet")).get("amount")
-    transactions = [{"amount": amount, "kind": "refund"}] if amount not in (None, "0.0") else []
+    has_amount = amount is not None and _decimal(amount) != 0
+    transactions = [{"amount": amount, "kind": "refund", "status": "success"}] if has_amount else []
     return {
         "id": gid_to_id(node.get("id")),
         "admin_graphql_api_id": node.get("id"),
@@ -327,10 +343,16 @@ def order_to_rest(node: dict) -> dict:
         "financial_status": _lower(node.get("displayFinancialStatus")),
         "fulfillment_status": _FULFILLMENT.get(fulfillment, _lower(fulfillment)),
         "total_price": total.get("amount"),
+        "subtotal_price": _shop_money(node.get("subtotalPriceSet")).get("amount"),
+        "total_tax": _shop_money(node.get("totalTaxSet")).get("amount"),
+        "source_name": node.get("sourceName"),
         "currency": node.get("currencyCode") or total.get("currencyCode"),
         "tags": ", ".join(tags) if isinstance(tags, list) else tags,
         "line_items": [_line_item_to_rest(li) for li in _nodes(node.get("lineItems"))],
-        "refunds": [_refund_to_rest(r) for r in node.get("refunds") or []],
+        "refunds": [
+            {**_refund_to_rest(r), "order_id": gid_to_id(node["id"])}
+            for r in node.get("refunds") or []
+        ],
     }
 
 
