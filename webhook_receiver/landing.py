@@ -25,12 +25,13 @@ from psycopg import errors as pg_errors
 log = logging.getLogger(__name__)
 
 # One fixed statement whatever the batch size (arrays + unnest): planned once per connection.
+# Binary parameters (%b): text-format arrays would escape every payload with a regex.
 INSERT_SQL = """
 INSERT INTO webhook_events
     (source, topic, delivery_id, shop_domain, triggered_at, headers, payload, subject_key)
 SELECT s, t, d, sd, ta, h::jsonb, p::jsonb, sk
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-            %s::text[], %s::text[], %s::text[]) AS u(s, t, d, sd, ta, h, p, sk)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+            %b::text[], %b::text[], %b::text[]) AS u(s, t, d, sd, ta, h, p, sk)
 ON CONFLICT (source, delivery_id) DO NOTHING
 RETURNING source, delivery_id
 """
