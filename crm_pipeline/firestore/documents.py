@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -407,9 +408,18 @@ def fetch_customer_batch(
     return [_build(tuple(row)) for row in rows]
 
 
+def is_customer_id(value: str) -> bool:
+    """Whether a Firestore document id can be a customer id (a uuid)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def fetch_customer_documents(conn: sa.Connection, ids: Iterable[str]) -> list[CustomerDocument]:
     """The documents of the given customers that are live (others are simply absent)."""
-    id_list = sorted(set(ids))
+    id_list = sorted({i for i in ids if is_customer_id(i)})
     if not id_list:
         return []
     return [_build(tuple(row)) for row in conn.execute(_BY_IDS, {"ids": id_list}).all()]

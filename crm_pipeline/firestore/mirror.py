@@ -46,6 +46,7 @@ from crm_pipeline.firestore.documents import (
     fetch_customer_documents,
     fetch_dashboard_documents,
     firestore_content_hash,
+    is_customer_id,
 )
 
 log = logging.getLogger(__name__)
@@ -450,14 +451,20 @@ class _Bookkeeping:
         outcome: WriteOutcome,
         snapshot: dict[str, Any] | None = None,
     ) -> None:
+        """One log row; the snapshot is kept only for failures (keeps the table small)."""
+        known = is_customer_id(customer_id)
+        if not known:
+            # A stray document removed by a repair: its id can only go in the snapshot.
+            snapshot = {"document_id": customer_id, **(snapshot or {})}
+        keep_snapshot = snapshot is not None and (not outcome.ok or not known)
         g = self.logs
-        g["customer_id"].append(customer_id)
+        g["customer_id"].append(customer_id if known else None)
         g["operation"].append(operation)
         g["firestore_status"].append("success" if outcome.ok else "failed")
-        g["error_message"].append(outcome.error if not outcome.ok else None)
+        g["error_message"].append(None if outcome.ok else outcome.error)
         g["retry_count"].append(outcome.attempts - 1)
         g["data_snapshot"].append(
-            None if outcome.ok or snapshot is None else orjson.dumps(snapshot, default=str).decode()
+            orjson.dumps(snapshot, default=str).decode() if keep_snapshot else None
         )
 
     def flush(self, engine: sa.Engine, run_id: str) -> None:
@@ -753,7 +760,8 @@ def repair_mirror(
                     if outcome.ok:
                         summary.deleted += 1
                         summary.documents_written += len(item.writes)
-                        book.removed.append(item.customer_id)
+                        if is_customer_id(item.customer_id):
+                            book.removed.append(item.customer_id)
                     else:
                         summary.failed += 1
                         summary.failed_ids.append(item.customer_id)

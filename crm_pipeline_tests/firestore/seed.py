@@ -29,13 +29,13 @@ _SEED_SQL = [
            timestamptz '2024-01-01 00:00:00+00' + (i % 365) * interval '1 day'
                + (i * 7919 % 1000000) * interval '1 microsecond',
            timestamptz '2025-06-01 12:00:00+00' - (i % 200) * interval '1 hour'
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     """,
     """
     INSERT INTO customer_sources (customer_id, source, external_id, source_data, last_synced_at)
     SELECT md5('crm-mirror-' || i)::uuid, s.source, s.prefix || i, '{}'::jsonb,
            timestamptz '2025-06-02 00:00:00+00'
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN (VALUES ('shopify', 'gid-'), ('klaviyo', 'kl-')) AS s(source, prefix)
     WHERE s.source = 'shopify' OR i % 2 = 0
     """,
@@ -47,7 +47,7 @@ _SEED_SQL = [
            CASE WHEN k = 1 THEN 'shipping' ELSE 'billing' END, k = 1,
            k || ' Main Street', 'Springfield', 'Oregon', 'OR', 'United States', 'US', '97477',
            44.05, -123.02
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN generate_series(1, 2) AS k
     WHERE k = 1 OR i % 4 = 0
     """,
@@ -63,7 +63,7 @@ _SEED_SQL = [
            CASE WHEN k = 2 THEN 'refunded' ELSE 'paid' END,
            CASE WHEN k = 1 THEN 'fulfilled' END,
            19.99 * k, CASE WHEN k = 2 THEN 19.99 * k ELSE 0 END, 'USD'
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN generate_series(1, 3) AS k
     WHERE k <= i % 4
     """,
@@ -72,7 +72,7 @@ _SEED_SQL = [
                                   product_type, quantity, price)
     SELECT md5('crm-order-' || i || '-' || k)::uuid, 'li-' || n, 'p-' || n, 'Product ' || n,
            'Acme', 'Widgets', n, 9.995 * k
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN generate_series(1, 3) AS k
     CROSS JOIN generate_series(1, 2) AS n
     WHERE k <= i % 4
@@ -87,7 +87,7 @@ _SEED_SQL = [
            'sess-' || i, 'newsletter',
            jsonb_build_object('campaign', 'Spring', 'n', k, '', 'empty key'),
            'klaviyo', 'evt-' || i || '-' || k
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN generate_series(1, 5) AS k
     WHERE k <= i % 6
     """,
@@ -111,14 +111,14 @@ _SEED_SQL = [
            (i % 100)::numeric, round((i % 97) / 97.0, 4), 0.5 + (i % 3),
            date '2025-07-01' + (i % 30), 25.5 * (i % 4), 'heuristic',
            timestamptz '2025-06-03 00:00:00+00'
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     """,
     """
     INSERT INTO customer_segments (customer_id, segment_name, segment_type, confidence,
                                    assigned_by, assigned_at, expires_at)
     SELECT md5('crm-mirror-' || i)::uuid, s.name, s.type, s.confidence, 'system',
            timestamptz '2025-06-03 00:00:00+00', timestamptz '2025-07-03 00:00:00+00'
-    FROM generate_series(:first, :last) AS i
+    FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i
     CROSS JOIN (VALUES ('high_value', 'value', 1.0, 0), ('at_risk', 'behavioral', 0.8, 1),
                        ('newsletter/fans', 'custom', 0.95, 2)) AS s(name, type, confidence, m)
     WHERE i % 3 = s.m
