@@ -3,17 +3,10 @@
 
 -- ------------------------------------------------------------ rfm_segment_map
 -- The classic RFM grid: recency score (1-5) x the rounded mean of frequency and monetary scores
--- (1-5) -> segment. A table, not a CASE, so analysts can read (and tune) the mapping.
-CREATE TABLE IF NOT EXISTS rfm_segment_map (
-    r_score  smallint NOT NULL CHECK (r_score BETWEEN 1 AND 5),
-    fm_score smallint NOT NULL CHECK (fm_score BETWEEN 1 AND 5),
-    segment  text NOT NULL,
-    PRIMARY KEY (r_score, fm_score)
-);
-COMMENT ON TABLE rfm_segment_map IS
-    'RFM grid used by customer_segments: (recency score, frequency+monetary score) -> segment; docs/metrics.md.';
-
-INSERT INTO rfm_segment_map (r_score, fm_score, segment) VALUES
+-- (1-5) -> segment. A view over VALUES rather than a CASE so analysts can read it; a view rather
+-- than a table so it is part of the schema, not data (truncating data never loses it).
+CREATE OR REPLACE VIEW rfm_segment_map (r_score, fm_score, segment) AS
+SELECT r::smallint, fm::smallint, segment FROM (VALUES
     (5, 1, 'new'),            (5, 2, 'potential_loyalist'), (5, 3, 'potential_loyalist'),
     (5, 4, 'champions'),      (5, 5, 'champions'),
     (4, 1, 'promising'),      (4, 2, 'potential_loyalist'), (4, 3, 'potential_loyalist'),
@@ -24,7 +17,9 @@ INSERT INTO rfm_segment_map (r_score, fm_score, segment) VALUES
     (2, 4, 'at_risk'),        (2, 5, 'cannot_lose'),
     (1, 1, 'lost'),           (1, 2, 'lost'),               (1, 3, 'hibernating'),
     (1, 4, 'at_risk'),        (1, 5, 'cannot_lose')
-ON CONFLICT (r_score, fm_score) DO NOTHING;
+) AS grid (r, fm, segment);
+COMMENT ON VIEW rfm_segment_map IS
+    'RFM grid used by customer_segments: (recency score, frequency+monetary score) -> segment; docs/metrics.md.';
 
 CREATE INDEX IF NOT EXISTS customer_metrics_computed_at_idx ON customer_metrics (computed_at);
 CREATE INDEX IF NOT EXISTS orders_updated_at_idx ON orders (updated_at);
@@ -298,19 +293,20 @@ BEGIN
             LEFT JOIN customer_metrics m ON m.customer_id = c.id
             WHERE %2$s AND %3$s
         ), page AS (
-            SELECT b.*, row_number() OVER (ORDER BY %7$s) AS rn,
+            SELECT b.*, row_number() OVER (ORDER BY %7$s) AS rn, count(*) OVER () AS n_page,
                    jsonb_build_array(%4$L, %5$s) AS keys
             FROM (SELECT b.* FROM b WHERE %6$s ORDER BY %7$s LIMIT %8$s) b
         )
         SELECT id, full_name, email, phone_normalized, status, customer_type, tags, created_at,
                total_orders, last_order_date, lifetime_value, churn_probability,
                engagement_score, score,
-               CASE WHEN count(*) OVER () > %9$s THEN
+               CASE WHEN n_page > %9$s THEN
                    translate(replace(encode(convert_to(
                        (SELECT p2.keys FROM page p2 ORDER BY p2.rn OFFSET %9$s - 1 LIMIT 1)::text,
                        'UTF8'), 'base64'), E'\n', ''), '+/', '-_')
                END
         FROM page
+        WHERE rn <= %9$s
         ORDER BY rn
         $q$,
         score_sql, customer_filter_clause(filters), match_sql, signature,
