@@ -46,8 +46,9 @@ def test_each_buyer_has_one_value_rfm_and_churn_segment(clean_db: sa.Engine) -> 
     assert (
         rows(
             clean_db,
-            "SELECT count(*) FROM customer_metrics m WHERE (SELECT count(*) FROM customer_segments s"
-            " WHERE s.customer_id = m.customer_id AND s.segment_name LIKE 'engagement:%') <> 1",
+            "SELECT count(*) FROM customer_metrics m WHERE (SELECT count(*)"
+            " FROM customer_segments s WHERE s.customer_id = m.customer_id"
+            " AND s.segment_name LIKE 'engagement:%') <> 1",
         )[0][0]
         == 0
     )
