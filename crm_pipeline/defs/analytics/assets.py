@@ -1,0 +1,127 @@
+"""Analytics assets: customer metrics with predictive scores, segments and dashboard stats."""
+
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+
+from crm_pipeline.analytics._db import as_utc
+from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
+from crm_pipeline.analytics.scores import write_scores
+from crm_pipeline.analytics.segments import refresh_segments
+from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
+from crm_pipeline.db.resource import PostgresResource
+
+GROUP = "analytics"
+
+
+class AnalyticsConfig(dg.Config):
+    """`as_of` (ISO timestamp, default now) backfills history and implies a full recompute."""
+
+    as_of: str | None = None
+    full_recompute: bool = False
+
+
+def parse_as_of(value: str | None) -> datetime:
+    """The configured as_of as aware UTC (naive values are UTC); now when unset."""
+    if value is None or not value.strip():
+        return as_utc(None)
+    try:
+        return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+    except ValueError as error:
+        raise dg.Failure(
+            description=f"as_of {value!r} is not an ISO date or timestamp (e.g. 2025-06-01T00:00Z)"
+        ) from error
+
+
+def _number(value: Any) -> dg.MetadataValue | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(float(value))
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"postgres"},
+    deps=[
+        dg.AssetKey("unified_customers"),
+        dg.AssetKey("shopify_orders"),
+        dg.AssetKey("klaviyo_events"),
+    ],
+)
+def customer_metrics(
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Per-customer order, product, engagement metrics and BG/NBD churn, next order and LTV."""
+    as_of = parse_as_of(config.as_of)
+    full = config.full_recompute or config.as_of is not None
+    with postgres.get_engine().begin() as conn:
+        ids = None if full else changed_customer_ids(conn, as_of)
+        if ids == []:
+            context.log.info("no customer inputs changed since the last computation")
+            return dg.MaterializeResult(
+                metadata={
+                    "mode": "incremental",
+                    "customers_computed": 0,
+                    "as_of": as_of.isoformat(),
+                }
+            )
+        run = compute_metrics(conn, as_of, ids)
+        scores = write_scores(conn, as_of, ids)
+    agreement = scores.get("klaviyo_agreement", {})
+    metadata: dict[str, Any] = {
+        "mode": "full" if full else "incremental",
+        "as_of": as_of.isoformat(),
+        "customers_computed": run.customers,
+        "scoring_method": scores.get("method"),
+        "scoring_fallback_reason": scores.get("fallback_reason") or "",
+        "customers_scored": scores.get("scored_customers"),
+        "scores_written": scores.get("written_customers"),
+        "repeat_customers": scores.get("n_repeat"),
+        "model_params": dg.MetadataValue.json(
+            {"bg_nbd": scores.get("params"), "spend": scores.get("spend_params")}
+        ),
+        "klaviyo_customers_compared": agreement.get("customers_compared", 0),
+    }
+    for key in ("churn_spearman", "churn_mean_abs_diff", "ltv_spearman",
+                "next_order_mean_abs_diff_days"):  # fmt: skip
+        value = _number(agreement.get(key))
+        if value is not None:
+            metadata[f"klaviyo_{key}"] = value
+    context.log.info("metrics: %s", {k: v for k, v in metadata.items() if k != "model_params"})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
+def customer_segments(
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Value, engagement, churn-risk, RFM, VIP and tag-driven segment assignments."""
+    summary = refresh_segments(postgres.get_engine(), parse_as_of(config.as_of))
+    distribution = segment_distribution(postgres.get_engine())
+    metadata: dict[str, Any] = {k: v for k, v in summary.items()}
+    metadata["distribution"] = dg.MetadataValue.json(
+        {d["segment_name"]: d["customers"] for d in distribution}
+    )
+    context.log.info("segments: %s", summary)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_segments])
+def customer_stats(postgres: PostgresResource) -> dg.MaterializeResult:
+    """Dashboard numbers (total, active, VIP, average LTV, churn, growth) as plottable metadata."""
+    engine = postgres.get_engine()
+    stats = read_stats(engine)
+    distribution = segment_distribution(engine)
+    metadata: dict[str, Any] = {}
+    for key, value in stats.items():
+        number = _number(value)
+        if number is not None:
+            metadata[key] = number
+    metadata["segment_distribution"] = dg.MetadataValue.json(
+        {d["segment_name"]: d["customers"] for d in distribution}
+    )
+    metadata["snapshot"] = dg.MetadataValue.md(stats_markdown(stats, distribution))
+    return dg.MaterializeResult(metadata=metadata)
