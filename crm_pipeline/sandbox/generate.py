@@ -1402,17 +1402,20 @@ def generate_store(
     *,
     orders_per_customer: float = 3.0,
     progress: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> StoreSummary:
     """Write a sandbox store with `customers` live Shopify customers to `out`.
 
     Same arguments give byte-identical files (store.json's generated_at is REFERENCE_TIME, the
-    store's "now"); `workers` only changes speed, never output.
+    store's "now"); `workers` (default: up to 2 processes when there is more than one chunk)
+    only changes speed, never output.
     """
     out = Path(out)
     for sub in ("shopify", "klaviyo", "_truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plans = chunk_plan(customers)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if len(plans) > 1 else 1
     lam_scale = rate_scale(orders_per_customer)
     summary = StoreSummary(seed=seed, reference_time=REFERENCE_TIME.isoformat())
     handles = {k: open(out / f"{v}.tmp", "wb") for k, v in FILES.items()}  # noqa: SIM115
