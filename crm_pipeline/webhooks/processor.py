@@ -1,0 +1,219 @@
+"""Drain webhook_events: claim ready deliveries, apply each once in effect, record the outcome.
+
+Each delivery is one transaction: the handler's writes, the customers' updated_at bump (which
+the metrics and the Firestore mirror pick up) and the `done` mark commit together. A crash
+between deliveries loses nothing (the claimed rest is reclaimed after the lease); a crash inside
+one rolls its effect back. Handlers are idempotent and order-tolerant, so a retry, a replay or a
+reclaim converges on the state of applying every delivery once in triggered_at order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from crm_pipeline.ingest.customers import identity_hash
+from crm_pipeline.webhooks.admin_actions import ADMIN_HANDLERS
+from crm_pipeline.webhooks.context import (
+    ApplyContext,
+    Loaders,
+    Outcome,
+    PermanentError,
+    UnknownSubject,
+)
+from crm_pipeline.webhooks.gdpr import GDPR_HANDLERS, REDACTED_MARKER
+from crm_pipeline.webhooks.queue import (
+    Delivery,
+    LostClaim,
+    RetryPolicy,
+    claim,
+    mark_done,
+    mark_failed,
+    queue_stats,
+)
+from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS, Handler, klaviyo_item, subject_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessReport:
+    """What one processing run did (asset metadata)."""
+
+    claimed: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    retry_scheduled: int = 0
+    dead: int = 0
+    lost_claims: int = 0
+    retried_deliveries: int = 0
+    errors: list[str] = field(default_factory=list)
+    touched_customer_ids: set[str] = field(default_factory=set)
+
+    @property
+    def processed(self) -> int:
+        return sum(self.outcomes.values())
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "claimed": self.claimed,
+            "processed": self.processed,
+            "applied": self.outcomes["applied"],
+            "stale": self.outcomes["stale"],
+            "duplicates": self.outcomes["duplicate"],
+            "unknown_topics": self.outcomes["unknown_topic"],
+            "refused_redacted": self.outcomes["refused_redacted"],
+            "failed": self.retry_scheduled,
+            "dead": self.dead,
+            "lost_claims": self.lost_claims,
+            "retried_deliveries": self.retried_deliveries,
+            "outcomes": dict(self.outcomes.most_common()),
+            "touched_customer_ids": len(self.touched_customer_ids),
+        }
+
+
+def handler_for(delivery: Delivery) -> Handler | None:
+    """The handler of a delivery's topic, or None for a topic we do not apply."""
+    if delivery.source == "shopify":
+        return GDPR_HANDLERS.get(delivery.topic) or SHOPIFY_HANDLERS.get(delivery.topic)
+    if delivery.source == "klaviyo":
+        return klaviyo_item
+    if delivery.source == "manual":
+        return ADMIN_HANDLERS.get(delivery.topic)
+    return None
+
+
+def _subject_redacted(conn: sa.Connection, subject_key: str | None) -> bool:
+    if not subject_key or ":" not in subject_key:
+        return False
+    prefix, ident = subject_key.split(":", 1)
+    if prefix not in ("shopify", "klaviyo"):
+        return False
+    ident = ident.rsplit("/", 1)[-1]
+    return conn.execute(
+        sa.text("SELECT 1 FROM redaction_tombstones WHERE identity_hash = :h"),
+        {"h": identity_hash(f"{prefix}_id", ident)},
+    ).first() is not None
+
+
+def _scrub(conn: sa.Connection, delivery: Delivery) -> None:
+    """A delivery about an erased person keeps no PII either."""
+    conn.execute(
+        sa.text("UPDATE webhook_events SET payload = CAST(:m AS jsonb), headers = '{}'::jsonb "
+                "WHERE id = :id"),
+        {"m": orjson.dumps(REDACTED_MARKER).decode(), "id": delivery.id},
+    )
+
+
+def apply_delivery(
+    conn: sa.Connection, delivery: Delivery, loaders: Loaders, *, policy: RetryPolicy,
+    exports_dir: Path | None = None,
+) -> Outcome:
+    """Apply one delivery inside `conn`'s transaction (no queue bookkeeping)."""
+    handler = handler_for(delivery)
+    if handler is None:
+        return Outcome("unknown_topic")
+    if delivery.topic not in GDPR_HANDLERS and _subject_redacted(conn, delivery.subject_key):
+        _scrub(conn, delivery)
+        return Outcome("refused_redacted")
+    loaders.bound.conn = conn
+    try:
+        ctx = ApplyContext(conn, delivery, loaders, exports_dir, policy.unknown_subject_grace)
+        outcome = handler(ctx)
+    finally:
+        loaders.bound.conn = None
+    if outcome.outcome == "refused_redacted":
+        _scrub(conn, delivery)
+    return outcome
+
+
+def process_pending(
+    engine: sa.Engine,
+    *,
+    run_id: str | None = None,
+    batch_size: int = 100,
+    max_deliveries: int | None = None,
+    policy: RetryPolicy | None = None,
+    exports_dir: Path | None = None,
+    after_each: Callable[[Delivery, str], None] | None = None,
+) -> ProcessReport:
+    """Process ready deliveries until the queue has none (or `max_deliveries` were claimed).
+
+    `after_each(delivery, status)` runs after each delivery is finished (tests inject crashes).
+    """
+    policy = policy or RetryPolicy()
+    token = f"{run_id or 'run'}:{uuid.uuid4().hex[:12]}"
+    report = ProcessReport()
+    loaders = Loaders(run_id)
+    while max_deliveries is None or report.claimed < max_deliveries:
+        limit = batch_size if max_deliveries is None else min(
+            batch_size, max_deliveries - report.claimed)
+        batch = claim(engine, token=token, limit=limit, policy=policy)
+        if not batch:
+            break
+        report.claimed += len(batch)
+        for delivery in sorted(batch, key=lambda d: d.order_key):
+            status = _process_one(engine, delivery, token, loaders, policy, report, exports_dir)
+            if after_each is not None:
+                after_each(delivery, status)
+    return report
+
+
+def _process_one(
+    engine: sa.Engine, delivery: Delivery, token: str, loaders: Loaders, policy: RetryPolicy,
+    report: ProcessReport, exports_dir: Path | None,
+) -> str:
+    if delivery.subject_key is None:
+        delivery.subject_key = subject_for(delivery.source, delivery.topic, delivery.payload)
+    if delivery.attempts > 1:
+        report.retried_deliveries += 1
+    error: str | None = None
+    permanent = False
+    try:
+        with engine.begin() as conn:
+            outcome = apply_delivery(conn, delivery, loaders, policy=policy,
+                                     exports_dir=exports_dir)
+            touched = sorted(t for t in outcome.touched if t)
+            if touched:
+                # the bump is how the metrics and the Firestore mirror find what changed
+                conn.execute(
+                    sa.text("UPDATE customers SET updated_at = now() "
+                            "WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                    {"ids": touched},
+                )
+            mark_done(conn, delivery, token, outcome.outcome)
+    except LostClaim:
+        report.lost_claims += 1
+        return "lost"
+    except PermanentError as exc:
+        error, permanent = f"permanent: {exc}", True
+    except UnknownSubject as exc:
+        waited = datetime.now(UTC) - delivery.received_at
+        permanent = waited > policy.unknown_subject_grace
+        error = f"unknown subject{' after grace period' if permanent else ''}: {exc}"
+    except Exception as exc:  # any other failure is retried with backoff, then dead-lettered
+        log.warning("webhook %s (%s) failed: %s", delivery.id, delivery.topic, exc)
+        error = f"{type(exc).__name__}: {exc}"
+    if error is not None:
+        status = mark_failed(engine, delivery, token, error, permanent=permanent, policy=policy)
+        if status == "dead":
+            report.dead += 1
+        else:
+            report.retry_scheduled += 1
+        if len(report.errors) < 20:
+            report.errors.append(f"{delivery.id} {delivery.topic}: {error[:300]}")
+        return status
+    report.outcomes[outcome.outcome] += 1
+    report.touched_customer_ids.update(t for t in outcome.touched if t)
+    return "done"
+
+
+__all__ = ["ProcessReport", "apply_delivery", "handler_for", "process_pending", "queue_stats"]
