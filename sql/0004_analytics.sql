@@ -175,6 +175,8 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     q          text := nullif(lower(btrim(query)), '');
     digits     text := regexp_replace(coalesce(query, ''), '[^0-9]', '', 'g');
+    like_prefix text := replace(replace(replace(lower(btrim(query)), '\', '\\'), '%', '\%'),
+                                '_', '\_') || '%';
     sort_spec  text;
     item       text;
     field      text;
@@ -200,11 +202,19 @@ BEGIN
                                                        ELSE '-score' END);
 
     IF q IS NOT NULL THEN
-        -- % and <% use the trigram GIN indexes on full_name / email_lowercase / phone_normalized
-        match_sql := format(
-            '(c.full_name %% %1$L OR %1$L <%% c.full_name OR c.email_lowercase %% %1$L '
-            'OR %1$L <%% c.email_lowercase OR c.email_lowercase LIKE %2$L)',
-            q, replace(replace(replace(q, '\', '\\'), '%', '\%'), '_', '\_') || '%');
+        -- % and <% use the trigram GIN indexes on full_name / email_lowercase / phone_normalized.
+        -- Email conditions only when the query could be (part of) an address (no blank):
+        -- testing every name query against emails too doubles the rows to recheck for nothing.
+        IF q LIKE '%@%' THEN
+            match_sql := format('(c.email_lowercase %% %1$L OR %1$L <%% c.email_lowercase '
+                                'OR c.email_lowercase LIKE %2$L)', q, like_prefix);
+        ELSIF q ~ '\s' THEN
+            match_sql := format('(c.full_name %% %1$L OR %1$L <%% c.full_name)', q);
+        ELSE
+            match_sql := format(
+                '(c.full_name %% %1$L OR %1$L <%% c.full_name OR %1$L <%% c.email_lowercase '
+                'OR c.email_lowercase LIKE %2$L)', q, like_prefix);
+        END IF;
         score_sql := format(
             'round(greatest(similarity(coalesce(c.full_name, ''''), %1$L), '
             'word_similarity(%1$L, coalesce(c.full_name, '''')), '
