@@ -20,8 +20,9 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -93,6 +94,23 @@ class MirrorSummary:
     documents_written: int = 0
     seconds: float = 0.0
     failed_ids: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def merge(self, other: MirrorSummary) -> None:
+        """Add a batch's counts (batches run two at a time, hence the lock)."""
+        with self._lock:
+            for name in (
+                "considered",
+                "written",
+                "unchanged",
+                "deleted",
+                "failed",
+                "deferred",
+                "retried",
+                "documents_written",
+            ):
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+            self.failed_ids.extend(other.failed_ids)
 
     @property
     def docs_per_s(self) -> float:
@@ -590,11 +608,21 @@ def sync_mirror(
     summary = MirrorSummary(run_id=run_id or f"mirror-{uuid.uuid4().hex[:12]}")
     started = time.perf_counter()
     stop = threading.Event()
-    with FirestoreWriter(
-        client, settings.threads, settings.max_attempts, settings.backoff_seconds, fail_write
-    ) as writer:
+    with (
+        FirestoreWriter(
+            client, settings.threads, settings.max_attempts, settings.backoff_seconds, fail_write
+        ) as writer,
+        ThreadPoolExecutor(2, thread_name_prefix="firestore-mirror-batch") as batches,
+    ):
+        # Two batches in flight: one batch's last requests and bookkeeping overlap the next
+        # batch's writes, so the write threads never idle at batch boundaries.
+        in_flight: deque[Future[None]] = deque()
         for batch in _prefetch(engine, settings.batch_size, stop):
-            _sync_batch(engine, writer, batch, settings, summary)
+            in_flight.append(batches.submit(_sync_batch, engine, writer, batch, settings, summary))
+            if len(in_flight) >= 2:
+                in_flight.popleft().result()
+        while in_flight:
+            in_flight.popleft().result()
         _delete_dead(engine, client, writer, settings, summary)
     summary.seconds = time.perf_counter() - started
     log.info(
@@ -620,6 +648,23 @@ def _sync_batch(
     operation: Operation = "upsert",
     force: bool = False,
     extra_stale: dict[str, dict[str, list[str]]] | None = None,
+) -> None:
+    total, summary = summary, MirrorSummary(run_id=summary.run_id)
+    try:
+        _sync_batch_into(engine, writer, batch, settings, summary, operation, force, extra_stale)
+    finally:
+        total.merge(summary)
+
+
+def _sync_batch_into(
+    engine: sa.Engine,
+    writer: FirestoreWriter,
+    batch: Sequence[CustomerDocument],
+    settings: MirrorSettings,
+    summary: MirrorSummary,
+    operation: Operation,
+    force: bool,
+    extra_stale: dict[str, dict[str, list[str]]] | None,
 ) -> None:
     summary.considered += len(batch)
     with engine.connect() as conn:
