@@ -113,11 +113,26 @@ def write_requests(folder: Path, threads: int, per_thread: int) -> str:
     return prefix
 
 
-def start_uvicorn(target: list[str], workers: int, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
+def start_uvicorn(
+    target: list[str], workers: int, env: dict[str, str]
+) -> tuple[str, subprocess.Popen]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *target, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            *target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         env={**os.environ, **env},
         cwd=REPO,
     )
@@ -134,16 +149,39 @@ def start_uvicorn(target: list[str], workers: int, env: dict[str, str]) -> tuple
     raise RuntimeError(f"uvicorn {target} did not start")
 
 
-def run_wrk(url: str, script: Path, prefix: str, duration: int, connections: int,
-            threads: int, mean_delay_ms: float = 0.0) -> dict[str, float]:
+def run_wrk(
+    url: str,
+    script: Path,
+    prefix: str,
+    duration: int,
+    connections: int,
+    threads: int,
+    mean_delay_ms: float = 0.0,
+) -> dict[str, float]:
     env = {**os.environ, "BENCH_REQ_PREFIX": prefix, "BENCH_MEAN_DELAY_MS": str(mean_delay_ms)}
     result = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
-         "-s", str(script), url + "/webhooks/shopify"],
-        capture_output=True, text=True, env=env, timeout=duration + 60, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url + "/webhooks/shopify",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=duration + 60,
+        check=True,
     )
     line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH "))
-    raw = json.loads(line[len("BENCH "):])
+    raw = json.loads(line[len("BENCH ") :])
     return {
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
@@ -164,9 +202,11 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def show(name: str, r: dict[str, float]) -> None:
-    print(f"{name:<34} {r['rps']:>8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
-          f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']:.0f} requests, non-2xx {r['non_2xx']:.0f}, "
-          f"socket errors {r['socket_errors']:.0f})")
+    print(
+        f"{name:<34} {r['rps']:>8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
+        f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']:.0f} requests, non-2xx {r['non_2xx']:.0f}, "
+        f"socket errors {r['socket_errors']:.0f})"
+    )
 
 
 def main() -> None:
@@ -198,7 +238,9 @@ def main() -> None:
             ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
         )
         processes.append(noop_proc)
-        noop = run_wrk(noop_url, script, prefixes[0], args.duration, args.connections, args.wrk_threads)
+        noop = run_wrk(
+            noop_url, script, prefixes[0], args.duration, args.connections, args.wrk_threads
+        )
         stop(noop_proc)
 
         receiver_env = {
@@ -213,27 +255,40 @@ def main() -> None:
             ["--factory", "webhook_receiver.main:create_app_from_env"], args.workers, receiver_env
         )
         processes.append(recv_proc)
-        full = run_wrk(recv_url, script, prefixes[1], args.duration, args.connections, args.wrk_threads)
+        full = run_wrk(
+            recv_url, script, prefixes[1], args.duration, args.connections, args.wrk_threads
+        )
         # Half the maximum rate: each connection waits a random (exponential) pause between
         # requests so that connections / (pause + latency) is about half the measured maximum.
         half_rate = full["rps"] / 2
         pause_ms = max(0.0, args.connections / half_rate * 1000 - full["p50_ms"] / 2)
-        half = run_wrk(recv_url, script, prefixes[2], args.duration, args.connections,
-                       args.wrk_threads, mean_delay_ms=pause_ms)
+        half = run_wrk(
+            recv_url,
+            script,
+            prefixes[2],
+            args.duration,
+            args.connections,
+            args.wrk_threads,
+            mean_delay_ms=pause_ms,
+        )
         stop(recv_proc)
 
         with __import__("psycopg").connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
 
-        print(f"\nwebhook receiver benchmark: {args.workers} uvicorn worker(s) each, wrk "
-              f"{args.wrk_threads} threads x {args.connections} connections, {args.duration} s runs")
+        print(
+            f"\nwebhook receiver benchmark: {args.workers} uvicorn worker(s) each, wrk "
+            f"{args.wrk_threads} threads x {args.connections} connections, {args.duration} s runs"
+        )
         show("(a) no-op FastAPI endpoint", noop)
         show("(b) receiver, durable group commit", full)
         print(f"ratio receiver / no-op: {full['rps'] / noop['rps']:.2f}  (target >= 0.50)")
         show(f"(b) at ~half max ({half_rate:.0f}/s target)", half)
         print(f"p99 at half the maximum rate: {half['p99_ms']:.2f} ms  (target < 50 ms)")
-        print(f"rows in webhook_events: {stored} (2xx answers: "
-              f"{full['requests'] - full['non_2xx'] + half['requests'] - half['non_2xx']:.0f})")
+        print(
+            f"rows in webhook_events: {stored} (2xx answers: "
+            f"{full['requests'] - full['non_2xx'] + half['requests'] - half['non_2xx']:.0f})"
+        )
     finally:
         for process in processes:
             if process.poll() is None:

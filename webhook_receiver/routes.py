@@ -156,8 +156,9 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def headers_json(request: Request) -> str:
+    # No NUL check: the HTTP parser refuses NUL in header names and values.
     kept = {k: v for k, v in request.headers.items() if k not in _DROPPED_HEADERS}
-    return orjson.dumps(_strip_nul(kept)).decode()
+    return orjson.dumps(kept).decode()
 
 
 def _dig(payload: Any, *path: str) -> Any:
@@ -231,13 +232,13 @@ async def land(receiver: Receiver, source: str, rows: list[EventRow]) -> Respons
     except RowRejected as exc:
         raise Rejection(400, "unstorable", "payload cannot be stored") from exc
     metrics = receiver.metrics
-    metrics.landing_seconds.labels(source).observe(time.perf_counter() - started)
+    metrics.landing_by[source].observe(time.perf_counter() - started)
     stored = sum(results)
     duplicates = len(results) - stored
     if stored:
-        metrics.received.labels(source).inc(stored)
+        metrics.received_by[source].inc(stored)
     if duplicates:
-        metrics.duplicates.labels(source).inc(duplicates)
+        metrics.duplicates_by[source].inc(duplicates)
     status = "duplicate" if rows and not stored else "accepted"
     return _json(200, {"status": status, "stored": stored, "duplicates": duplicates})
 
