@@ -63,8 +63,9 @@ _RECLAIMABLE = "status = 'processing' AND claimed_at < now() - CAST(:lease AS in
 _CLAIM_SQL = f"""
 WITH picked AS (
     SELECT id FROM webhook_events
-    WHERE (status IN ('pending', 'failed') AND next_attempt_at <= now())
-       OR ({_RECLAIMABLE})
+    WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= now())
+           OR ({_RECLAIMABLE}))
+      AND id <> ALL(CAST(:exclude AS bigint[]))
     ORDER BY triggered_at NULLS LAST, received_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -86,9 +87,17 @@ WHERE {_RECLAIMABLE} AND attempts >= :max_attempts
 
 
 def claim(
-    engine: sa.Engine, *, token: str, limit: int = 200, policy: RetryPolicy | None = None
+    engine: sa.Engine,
+    *,
+    token: str,
+    limit: int = 200,
+    policy: RetryPolicy | None = None,
+    exclude: list[int] | None = None,
 ) -> list[Delivery]:
-    """Take up to `limit` ready deliveries (oldest event first); SKIP LOCKED keeps runs apart."""
+    """Take up to `limit` ready deliveries (oldest event first); SKIP LOCKED keeps runs apart.
+
+    `exclude`: ids this run already attempted, so one run never burns a delivery's retries.
+    """
     policy = policy or RetryPolicy()
     lease = f"{policy.lease_timeout.total_seconds()} seconds"
     with engine.begin() as conn:
@@ -96,7 +105,8 @@ def claim(
             sa.text(_BURY_CRASHERS_SQL), {"lease": lease, "max_attempts": policy.max_attempts}
         )
         rows = conn.execute(
-            sa.text(_CLAIM_SQL), {"lease": lease, "limit": limit, "token": token}
+            sa.text(_CLAIM_SQL),
+            {"lease": lease, "limit": limit, "token": token, "exclude": exclude or []},
         ).all()
     return [
         Delivery(
