@@ -28,14 +28,31 @@ from crm_pipeline.webhooks.topics import Handler, shopify_id
 
 SEGMENT_TYPES = ("behavioral", "demographic", "value", "custom")
 ACTIVITY_TYPES = (
-    "page_view", "product_view", "add_to_cart", "checkout_started", "purchase", "email_open",
-    "email_click", "email_unsubscribe", "sms_click", "active_on_site", "note", "other",
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "checkout_started",
+    "purchase",
+    "email_open",
+    "email_click",
+    "email_unsubscribe",
+    "sms_click",
+    "active_on_site",
+    "note",
+    "other",
 )
 CUSTOMER_TYPES = ("guest", "registered", "wholesale", "affiliate")
 # Profile fields staff may set on a customer (everything else in "customer" is ignored).
 PROFILE_FIELDS = (
-    "email", "phone", "first_name", "last_name", "note", "customer_type",
-    "accepts_email_marketing", "accepts_sms_marketing", "addresses",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "note",
+    "customer_type",
+    "accepts_email_marketing",
+    "accepts_sms_marketing",
+    "addresses",
 )
 
 
@@ -103,22 +120,30 @@ def resolve_customer(conn: sa.Connection, payload: dict[str, Any]) -> str:
         ).scalar_one_or_none()
     elif payload.get("admin_id") or payload.get("shopify_customer_id"):
         source = "manual" if payload.get("admin_id") else "shopify"
-        ext = str(payload["admin_id"]) if source == "manual" else shopify_id(
-            payload["shopify_customer_id"])
+        ext = (
+            str(payload["admin_id"])
+            if source == "manual"
+            else shopify_id(payload["shopify_customer_id"])
+        )
         customer_id = conn.execute(
-            sa.text("SELECT customer_id::text FROM customer_sources "
-                    "WHERE source = :source AND external_id = :ext"),
+            sa.text(
+                "SELECT customer_id::text FROM customer_sources "
+                "WHERE source = :source AND external_id = :ext"
+            ),
             {"source": source, "ext": ext},
         ).scalar_one_or_none()
     elif payload.get("email"):
         customer_id = conn.execute(
-            sa.text("SELECT id::text FROM customers WHERE email_lowercase = :email "
-                    "AND deleted_at IS NULL"),
+            sa.text(
+                "SELECT id::text FROM customers WHERE email_lowercase = :email "
+                "AND deleted_at IS NULL"
+            ),
             {"email": normalize_email(payload["email"])},
         ).scalar_one_or_none()
     else:
-        raise PermanentError("admin action names no customer (customer_id, admin_id, "
-                             "shopify_customer_id or email)")
+        raise PermanentError(
+            "admin action names no customer (customer_id, admin_id, shopify_customer_id or email)"
+        )
     if customer_id is None:
         raise UnknownSubject("the customer of this admin action is not known yet")
     for _ in range(10):  # follow merges to the surviving customer
@@ -134,19 +159,24 @@ def resolve_customer(conn: sa.Connection, payload: dict[str, Any]) -> str:
 
 def staff_version_newer(conn: sa.Connection, customer_id: str, field: str, at: datetime) -> bool:
     """Record `at` as the field's version when newer; False means a newer action already won."""
-    return conn.execute(
-        sa.text(
-            "INSERT INTO staff_field_versions (customer_id, field, version_at) "
-            "VALUES (CAST(:cid AS uuid), :field, :at) ON CONFLICT (customer_id, field) DO UPDATE "
-            "SET version_at = excluded.version_at "
-            "WHERE staff_field_versions.version_at < excluded.version_at RETURNING 1"
-        ),
-        {"cid": customer_id, "field": field, "at": at},
-    ).scalar_one_or_none() is not None
+    return (
+        conn.execute(
+            sa.text(
+                "INSERT INTO staff_field_versions (customer_id, field, version_at) "
+                "VALUES (CAST(:cid AS uuid), :field, :at) "
+                "ON CONFLICT (customer_id, field) DO UPDATE "
+                "SET version_at = excluded.version_at "
+                "WHERE staff_field_versions.version_at < excluded.version_at RETURNING 1"
+            ),
+            {"cid": customer_id, "field": field, "at": at},
+        ).scalar_one_or_none()
+        is not None
+    )
 
 
-def _set_manual_tags(ctx: ApplyContext, customer_id: str, add: list[str], remove: list[str],
-                     at: datetime) -> bool:
+def _set_manual_tags(
+    ctx: ApplyContext, customer_id: str, add: list[str], remove: list[str], at: datetime
+) -> bool:
     applied_add = [t for t in add if staff_version_newer(ctx.conn, customer_id, f"tag:{t}", at)]
     applied_remove = [
         t for t in remove if staff_version_newer(ctx.conn, customer_id, f"tag:{t}", at)
@@ -252,8 +282,12 @@ def customer_note(ctx: ApplyContext) -> Outcome:
             "source, external_id) VALUES (CAST(:cid AS uuid), 'note', :at, CAST(:props AS jsonb), "
             "'manual', :ext) ON CONFLICT DO NOTHING"
         ),
-        {"cid": customer_id, "at": at, "ext": f"note:{ctx.delivery.delivery_id}",
-         "props": orjson.dumps({"actor": payload.get("actor"), "internal_notes": text}).decode()},
+        {
+            "cid": customer_id,
+            "at": at,
+            "ext": f"note:{ctx.delivery.delivery_id}",
+            "props": orjson.dumps({"actor": payload.get("actor"), "internal_notes": text}).decode(),
+        },
     )
     if not staff_version_newer(ctx.conn, customer_id, "internal_notes", at):
         return Outcome("stale", {customer_id})
@@ -283,22 +317,29 @@ def customer_block(blocked: bool) -> Handler:
             return Outcome("stale", {customer_id})
         if blocked:
             ctx.conn.execute(
-                sa.text("UPDATE customers SET status = 'blocked', status_set_by = 'manual' "
-                        "WHERE id = CAST(:cid AS uuid)"),
+                sa.text(
+                    "UPDATE customers SET status = 'blocked', status_set_by = 'manual' "
+                    "WHERE id = CAST(:cid AS uuid)"
+                ),
                 {"cid": customer_id},
             )
         else:
             # hand the status back to the pipelines (VIP rule, Shopify state)
             ctx.conn.execute(
-                sa.text("UPDATE customers SET status = 'active', status_set_by = 'system' "
-                        "WHERE id = CAST(:cid AS uuid)"),
+                sa.text(
+                    "UPDATE customers SET status = 'active', status_set_by = 'system' "
+                    "WHERE id = CAST(:cid AS uuid)"
+                ),
                 {"cid": customer_id},
             )
             apply_survivorship(ctx.conn, {customer_id})
         return Outcome("applied", {customer_id})
 
-    handler.__doc__ = "customer.block: staff status, pipelines never override it." if blocked \
+    handler.__doc__ = (
+        "customer.block: staff status, pipelines never override it."
+        if blocked
         else "customer.unblock: the status is the pipelines' again."
+    )
     return handler
 
 
@@ -309,14 +350,18 @@ def customer_delete(ctx: ApplyContext) -> Outcome:
     if not staff_version_newer(ctx.conn, customer_id, "deleted", ctx.event_time()):
         return Outcome("stale", {customer_id})
     ctx.conn.execute(
-        sa.text("UPDATE customer_sources SET deleted_at = coalesce(deleted_at, now()), "
-                "sync_status = 'deleted' WHERE customer_id = CAST(:cid AS uuid) "
-                "AND source = 'manual'"),
+        sa.text(
+            "UPDATE customer_sources SET deleted_at = coalesce(deleted_at, now()), "
+            "sync_status = 'deleted' WHERE customer_id = CAST(:cid AS uuid) "
+            "AND source = 'manual'"
+        ),
         {"cid": customer_id},
     )
     done = ctx.conn.execute(
-        sa.text("UPDATE customers SET deleted_at = now() WHERE id = CAST(:cid AS uuid) "
-                "AND deleted_at IS NULL"),
+        sa.text(
+            "UPDATE customers SET deleted_at = now() WHERE id = CAST(:cid AS uuid) "
+            "AND deleted_at IS NULL"
+        ),
         {"cid": customer_id},
     ).rowcount
     return Outcome("applied" if done else "duplicate", {customer_id})
@@ -348,13 +393,20 @@ def segment_change(add: bool) -> Handler:
                         expires_at = excluded.expires_at
                     """
                 ),
-                {"cid": customer_id, "name": name, "type": segment_type, "at": at,
-                 "expires": parse_timestamp(payload.get("expires_at"))},
+                {
+                    "cid": customer_id,
+                    "name": name,
+                    "type": segment_type,
+                    "at": at,
+                    "expires": parse_timestamp(payload.get("expires_at")),
+                },
             )
         else:
             ctx.conn.execute(
-                sa.text("DELETE FROM customer_segments WHERE customer_id = CAST(:cid AS uuid) "
-                        "AND segment_name = :name"),
+                sa.text(
+                    "DELETE FROM customer_segments WHERE customer_id = CAST(:cid AS uuid) "
+                    "AND segment_name = :name"
+                ),
                 {"cid": customer_id, "name": name},
             )
         return Outcome("applied", {customer_id})
@@ -378,11 +430,17 @@ def activity_record(ctx: ApplyContext) -> Outcome:
             "VALUES (CAST(:cid AS uuid), :type, :at, :session, :us, :um, :uc, "
             "CAST(:props AS jsonb), 'manual', :ext) ON CONFLICT DO NOTHING RETURNING 1"
         ),
-        {"cid": customer_id, "type": activity_type, "at": at,
-         "session": payload.get("session_id"), "us": payload.get("utm_source"),
-         "um": payload.get("utm_medium"), "uc": payload.get("utm_campaign"),
-         "props": orjson.dumps(payload.get("properties") or {}, default=str).decode(),
-         "ext": str(payload.get("activity_id") or ctx.delivery.delivery_id)},
+        {
+            "cid": customer_id,
+            "type": activity_type,
+            "at": at,
+            "session": payload.get("session_id"),
+            "us": payload.get("utm_source"),
+            "um": payload.get("utm_medium"),
+            "uc": payload.get("utm_campaign"),
+            "props": orjson.dumps(payload.get("properties") or {}, default=str).decode(),
+            "ext": str(payload.get("activity_id") or ctx.delivery.delivery_id),
+        },
     ).scalar_one_or_none()
     if inserted is None:
         return Outcome("duplicate", {customer_id})

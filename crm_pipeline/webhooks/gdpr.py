@@ -36,9 +36,10 @@ def find_customers(
     conn: sa.Connection, shopify_customer_id: str | None, email: str | None, phone: str | None
 ) -> list[str]:
     """Every customer row holding this person: by Shopify id, email or phone, and merged ones."""
-    rows = conn.execute(
-        sa.text(
-            """
+    rows = (
+        conn.execute(
+            sa.text(
+                """
             WITH direct AS (
                 SELECT s.customer_id AS id FROM customer_sources s
                 WHERE s.source = 'shopify' AND s.external_id = :sid
@@ -48,17 +49,29 @@ def find_customers(
             SELECT id::text FROM direct
             UNION SELECT c.id::text FROM customers c JOIN direct d ON c.merged_into = d.id
             """
-        ),
-        {"sid": shopify_customer_id, "email": normalize_email(email),
-         "phone": normalize_phone(phone) if phone else None},
-    ).scalars().all()
+            ),
+            {
+                "sid": shopify_customer_id,
+                "email": normalize_email(email),
+                "phone": normalize_phone(phone) if phone else None,
+            },
+        )
+        .scalars()
+        .all()
+    )
     return sorted(set(rows))
 
 
 def _identities(conn: sa.Connection, ids: list[str]) -> dict[str, set[str]]:
     """Every email, phone and source id these customers are known by (before erasing them)."""
-    found: dict[str, set[str]] = {"email": set(), "phone": set(), "phone_raw": set(),
-                                  "shopify_id": set(), "klaviyo_id": set(), "manual_id": set()}
+    found: dict[str, set[str]] = {
+        "email": set(),
+        "phone": set(),
+        "phone_raw": set(),
+        "shopify_id": set(),
+        "klaviyo_id": set(),
+        "manual_id": set(),
+    }
     for row in conn.execute(
         sa.text(
             "SELECT email_lowercase, phone, phone_normalized FROM customers "
@@ -79,16 +92,19 @@ def _identities(conn: sa.Connection, ids: list[str]) -> dict[str, set[str]]:
         _add(found, row.email, row.phone, row.phone_normalized)
         found[f"{row.source}_id"].add(row.external_id)
     for row in conn.execute(
-        sa.text("SELECT phone FROM customer_addresses WHERE customer_id = ANY(CAST(:ids AS uuid[]))"
-                " AND phone IS NOT NULL"),
+        sa.text(
+            "SELECT phone FROM customer_addresses WHERE customer_id = ANY(CAST(:ids AS uuid[]))"
+            " AND phone IS NOT NULL"
+        ),
         {"ids": ids},
     ):
         _add(found, None, row.phone, normalize_phone(row.phone))
     return found
 
 
-def _add(found: dict[str, set[str]], email: str | None, phone: str | None,
-         phone_normalized: str | None) -> None:
+def _add(
+    found: dict[str, set[str]], email: str | None, phone: str | None, phone_normalized: str | None
+) -> None:
     if email:
         found["email"].add(normalize_email(email) or email)
     if phone:
@@ -128,8 +144,11 @@ def redact_person(
                 "SELECT h, k, CAST(:cid AS uuid) FROM unnest(CAST(:h AS text[]), "
                 "CAST(:k AS text[])) AS t(h, k) ON CONFLICT (identity_hash) DO NOTHING"
             ),
-            {"h": [t[0] for t in tombstones], "k": [t[1] for t in tombstones],
-             "cid": ids[0] if ids else None},
+            {
+                "h": [t[0] for t in tombstones],
+                "k": [t[1] for t in tombstones],
+                "cid": ids[0] if ids else None,
+            },
         )
     counts["tombstones"] = len(tombstones)
     params = {"ids": ids}
@@ -179,8 +198,9 @@ def redact_person(
             params,
         )
         conn.execute(
-            sa.text("DELETE FROM staff_field_versions "
-                    "WHERE customer_id = ANY(CAST(:ids AS uuid[]))"),
+            sa.text(
+                "DELETE FROM staff_field_versions WHERE customer_id = ANY(CAST(:ids AS uuid[]))"
+            ),
             params,
         )
     counts["orders"] = conn.execute(
@@ -188,15 +208,19 @@ def redact_person(
             "UPDATE orders SET email = NULL WHERE customer_id = ANY(CAST(:ids AS uuid[])) "
             "OR (source = 'shopify' AND external_id = ANY(:orders)) OR email = ANY(:emails)"
         ),
-        {"ids": ids, "orders": [str(o) for o in orders_to_redact or []],
-         "emails": sorted(found["email"])},
+        {
+            "ids": ids,
+            "orders": [str(o) for o in orders_to_redact or []],
+            "emails": sorted(found["email"]),
+        },
     ).rowcount
 
     needles = sorted(found["email"] | found["phone"] | found["phone_raw"])
     subjects = sorted(
         {f"shopify:{i}" for i in found["shopify_id"]}
         | {f"klaviyo:{i}" for i in found["klaviyo_id"]}
-        | {f"manual:{i}" for i in found["manual_id"]} | {f"crm:{i}" for i in ids}
+        | {f"manual:{i}" for i in found["manual_id"]}
+        | {f"crm:{i}" for i in ids}
     )
     stamp = datetime.now(UTC).isoformat()
     marker = orjson.dumps({**REDACTED_MARKER, "redacted_at": stamp}).decode()
@@ -226,8 +250,11 @@ def redact_person(
               AND NOT record @> '{"redacted": true}'::jsonb
             """
         ),
-        {"marker": marker, "needles": needles,
-         "ext_ids": sorted(found["shopify_id"] | found["klaviyo_id"] | found["manual_id"])},
+        {
+            "marker": marker,
+            "needles": needles,
+            "ext_ids": sorted(found["shopify_id"] | found["klaviyo_id"] | found["manual_id"]),
+        },
     ).rowcount
     conn.execute(
         sa.text(
@@ -235,8 +262,12 @@ def redact_person(
             "requested_at, details) VALUES ('redact', :delivery, :shop, CAST(:cid AS uuid), "
             "now(), CAST(:details AS jsonb)) ON CONFLICT (kind, webhook_event_id) DO NOTHING"
         ),
-        {"delivery": delivery_id, "shop": shop_domain, "cid": ids[0] if ids else None,
-         "details": orjson.dumps({**counts, "customer_ids": ids}).decode()},
+        {
+            "delivery": delivery_id,
+            "shop": shop_domain,
+            "cid": ids[0] if ids else None,
+            "details": orjson.dumps({**counts, "customer_ids": ids}).decode(),
+        },
     )
     counts["customer_ids"] = ids
     return counts
@@ -248,8 +279,12 @@ def customers_redact(ctx: ApplyContext) -> Outcome:
     sid, email, phone = _person(payload)
     orders = [shopify_id(o) for o in payload.get("orders_to_redact") or []]
     counts = redact_person(
-        ctx.conn, shopify_customer_id=sid, email=email, phone=phone,
-        orders_to_redact=[o for o in orders if o], delivery_id=ctx.delivery.id,
+        ctx.conn,
+        shopify_customer_id=sid,
+        email=email,
+        phone=phone,
+        orders_to_redact=[o for o in orders if o],
+        delivery_id=ctx.delivery.id,
         shop_domain=ctx.delivery.shop_domain,
     )
     ctx.delivery.payload = REDACTED_MARKER
@@ -267,34 +302,63 @@ def export_person(
     people = []
     for cid in ids:
         params = {"cid": cid}
-        people.append({
-            "customer": _rows(conn, "SELECT to_jsonb(c) FROM customers c "
-                              "WHERE id = CAST(:cid AS uuid)", **params)[0],
-            "sources": _rows(conn, "SELECT to_jsonb(s) - 'content_hash' FROM customer_sources s "
-                             "WHERE customer_id = CAST(:cid AS uuid) ORDER BY id", **params),
-            "addresses": _rows(conn, "SELECT to_jsonb(a) FROM customer_addresses a "
-                               "WHERE customer_id = CAST(:cid AS uuid) ORDER BY id", **params),
-            "orders": _rows(
-                conn,
-                "SELECT to_jsonb(o) - 'content_hash' || jsonb_build_object('line_items', "
-                "(SELECT coalesce(jsonb_agg(to_jsonb(li) ORDER BY li.id), '[]') "
-                "FROM order_line_items li WHERE li.order_id = o.id)) FROM orders o "
-                "WHERE customer_id = CAST(:cid AS uuid) ORDER BY created_at", **params),
-            "activities": _rows(conn, "SELECT to_jsonb(a) FROM customer_activities a "
-                                "WHERE customer_id = CAST(:cid AS uuid) ORDER BY occurred_at",
-                                **params),
-            "segments": _rows(conn, "SELECT to_jsonb(s) FROM customer_segments s "
-                              "WHERE customer_id = CAST(:cid AS uuid) ORDER BY segment_name",
-                              **params),
-            "metrics": (_rows(conn, "SELECT to_jsonb(m) FROM customer_metrics m "
-                              "WHERE customer_id = CAST(:cid AS uuid)", **params) or [None])[0],
-        })
+        people.append(
+            {
+                "customer": _rows(
+                    conn,
+                    "SELECT to_jsonb(c) FROM customers c WHERE id = CAST(:cid AS uuid)",
+                    **params,
+                )[0],
+                "sources": _rows(
+                    conn,
+                    "SELECT to_jsonb(s) - 'content_hash' FROM customer_sources s "
+                    "WHERE customer_id = CAST(:cid AS uuid) ORDER BY id",
+                    **params,
+                ),
+                "addresses": _rows(
+                    conn,
+                    "SELECT to_jsonb(a) FROM customer_addresses a "
+                    "WHERE customer_id = CAST(:cid AS uuid) ORDER BY id",
+                    **params,
+                ),
+                "orders": _rows(
+                    conn,
+                    "SELECT to_jsonb(o) - 'content_hash' || jsonb_build_object('line_items', "
+                    "(SELECT coalesce(jsonb_agg(to_jsonb(li) ORDER BY li.id), '[]') "
+                    "FROM order_line_items li WHERE li.order_id = o.id)) FROM orders o "
+                    "WHERE customer_id = CAST(:cid AS uuid) ORDER BY created_at",
+                    **params,
+                ),
+                "activities": _rows(
+                    conn,
+                    "SELECT to_jsonb(a) FROM customer_activities a "
+                    "WHERE customer_id = CAST(:cid AS uuid) ORDER BY occurred_at",
+                    **params,
+                ),
+                "segments": _rows(
+                    conn,
+                    "SELECT to_jsonb(s) FROM customer_segments s "
+                    "WHERE customer_id = CAST(:cid AS uuid) ORDER BY segment_name",
+                    **params,
+                ),
+                "metrics": (
+                    _rows(
+                        conn,
+                        "SELECT to_jsonb(m) FROM customer_metrics m "
+                        "WHERE customer_id = CAST(:cid AS uuid)",
+                        **params,
+                    )
+                    or [None]
+                )[0],
+            }
+        )
     extra_orders = _rows(
         conn,
         "SELECT to_jsonb(o) - 'content_hash' FROM orders o WHERE source = 'shopify' "
         "AND external_id = ANY(:ext) AND (customer_id IS NULL OR "
         "customer_id <> ALL(CAST(:ids AS uuid[])))",
-        ext=orders_requested, ids=ids,
+        ext=orders_requested,
+        ids=ids,
     )
     return {"customers": people, "orders_requested": extra_orders}
 
@@ -304,7 +368,8 @@ def customers_data_request(ctx: ApplyContext) -> Outcome:
     payload = ctx.payload
     sid, email, phone = _person(payload)
     ids = [
-        cid for cid in find_customers(ctx.conn, sid, email, phone)
+        cid
+        for cid in find_customers(ctx.conn, sid, email, phone)
         if ctx.conn.execute(
             sa.text("SELECT redacted_at IS NULL FROM customers WHERE id = CAST(:id AS uuid)"),
             {"id": cid},
@@ -314,8 +379,10 @@ def customers_data_request(ctx: ApplyContext) -> Outcome:
     request_ref = shopify_id((payload.get("data_request") or {}).get("id")) or str(ctx.delivery.id)
     data = {
         "request": {
-            "kind": "data_request", "shop_domain": ctx.delivery.shop_domain,
-            "data_request_id": request_ref, "webhook_event_id": ctx.delivery.id,
+            "kind": "data_request",
+            "shop_domain": ctx.delivery.shop_domain,
+            "data_request_id": request_ref,
+            "webhook_event_id": ctx.delivery.id,
             "generated_at": datetime.now(UTC).isoformat(),
         },
         **export_person(ctx.conn, ids, orders),
@@ -334,12 +401,21 @@ def customers_data_request(ctx: ApplyContext) -> Outcome:
             "ON CONFLICT (kind, webhook_event_id) DO UPDATE SET export_path = excluded.export_path,"
             " completed_at = now(), details = excluded.details"
         ),
-        {"delivery": ctx.delivery.id, "shop": ctx.delivery.shop_domain,
-         "cid": ids[0] if ids else None, "ref": request_ref, "at": ctx.event_time(),
-         "path": str(path),
-         "details": orjson.dumps({"customers": len(ids),
-                                  "orders": sum(len(p["orders"]) for p in data["customers"])
-                                  + len(data["orders_requested"])}).decode()},
+        {
+            "delivery": ctx.delivery.id,
+            "shop": ctx.delivery.shop_domain,
+            "cid": ids[0] if ids else None,
+            "ref": request_ref,
+            "at": ctx.event_time(),
+            "path": str(path),
+            "details": orjson.dumps(
+                {
+                    "customers": len(ids),
+                    "orders": sum(len(p["orders"]) for p in data["customers"])
+                    + len(data["orders_requested"]),
+                }
+            ).decode(),
+        },
     )
     return Outcome("applied" if ids else "no_data")
 

@@ -98,23 +98,32 @@ def _subject_redacted(conn: sa.Connection, subject_key: str | None) -> bool:
     if prefix not in ("shopify", "klaviyo"):
         return False
     ident = ident.rsplit("/", 1)[-1]
-    return conn.execute(
-        sa.text("SELECT 1 FROM redaction_tombstones WHERE identity_hash = :h"),
-        {"h": identity_hash(f"{prefix}_id", ident)},
-    ).first() is not None
+    return (
+        conn.execute(
+            sa.text("SELECT 1 FROM redaction_tombstones WHERE identity_hash = :h"),
+            {"h": identity_hash(f"{prefix}_id", ident)},
+        ).first()
+        is not None
+    )
 
 
 def _scrub(conn: sa.Connection, delivery: Delivery) -> None:
     """A delivery about an erased person keeps no PII either."""
     conn.execute(
-        sa.text("UPDATE webhook_events SET payload = CAST(:m AS jsonb), headers = '{}'::jsonb "
-                "WHERE id = :id"),
+        sa.text(
+            "UPDATE webhook_events SET payload = CAST(:m AS jsonb), headers = '{}'::jsonb "
+            "WHERE id = :id"
+        ),
         {"m": orjson.dumps(REDACTED_MARKER).decode(), "id": delivery.id},
     )
 
 
 def apply_delivery(
-    conn: sa.Connection, delivery: Delivery, loaders: Loaders, *, policy: RetryPolicy,
+    conn: sa.Connection,
+    delivery: Delivery,
+    loaders: Loaders,
+    *,
+    policy: RetryPolicy,
     exports_dir: Path | None = None,
 ) -> Outcome:
     """Apply one delivery inside `conn`'s transaction (no queue bookkeeping)."""
@@ -155,8 +164,11 @@ def process_pending(
     loaders = Loaders(run_id)
     attempted: list[int] = []
     while max_deliveries is None or report.claimed < max_deliveries:
-        limit = batch_size if max_deliveries is None else min(
-            batch_size, max_deliveries - report.claimed)
+        limit = (
+            batch_size
+            if max_deliveries is None
+            else min(batch_size, max_deliveries - report.claimed)
+        )
         batch = claim(engine, token=token, limit=limit, policy=policy, exclude=attempted)
         if not batch:
             break
@@ -170,8 +182,13 @@ def process_pending(
 
 
 def _process_one(
-    engine: sa.Engine, delivery: Delivery, token: str, loaders: Loaders, policy: RetryPolicy,
-    report: ProcessReport, exports_dir: Path | None,
+    engine: sa.Engine,
+    delivery: Delivery,
+    token: str,
+    loaders: Loaders,
+    policy: RetryPolicy,
+    report: ProcessReport,
+    exports_dir: Path | None,
 ) -> str:
     if delivery.subject_key is None:
         delivery.subject_key = subject_for(delivery.source, delivery.topic, delivery.payload)
@@ -181,14 +198,17 @@ def _process_one(
     permanent = False
     try:
         with engine.begin() as conn:
-            outcome = apply_delivery(conn, delivery, loaders, policy=policy,
-                                     exports_dir=exports_dir)
+            outcome = apply_delivery(
+                conn, delivery, loaders, policy=policy, exports_dir=exports_dir
+            )
             touched = sorted(t for t in outcome.touched if t)
             if touched:
                 # the bump is how the metrics and the Firestore mirror find what changed
                 conn.execute(
-                    sa.text("UPDATE customers SET updated_at = now() "
-                            "WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                    sa.text(
+                        "UPDATE customers SET updated_at = now() "
+                        "WHERE id = ANY(CAST(:ids AS uuid[]))"
+                    ),
                     {"ids": touched},
                 )
             mark_done(conn, delivery, token, outcome.outcome)

@@ -110,9 +110,16 @@ def claim(
         ).all()
     return [
         Delivery(
-            id=r.id, source=r.source, topic=r.topic, delivery_id=r.delivery_id,
-            shop_domain=r.shop_domain, received_at=r.received_at, triggered_at=r.triggered_at,
-            payload=r.payload, attempts=r.attempts, subject_key=r.subject_key,
+            id=r.id,
+            source=r.source,
+            topic=r.topic,
+            delivery_id=r.delivery_id,
+            shop_domain=r.shop_domain,
+            received_at=r.received_at,
+            triggered_at=r.triggered_at,
+            payload=r.payload,
+            attempts=r.attempts,
+            subject_key=r.subject_key,
         )
         for r in rows
     ]
@@ -160,8 +167,12 @@ def mark_failed(
                 "WHERE id = :id AND status = 'processing' AND claimed_by = :token"
             ),
             {
-                "status": status, "error": error[:2000], "id": delivery.id, "token": token,
-                "outcome": "dead" if dead else "retry", "subject": delivery.subject_key,
+                "status": status,
+                "error": error[:2000],
+                "id": delivery.id,
+                "token": token,
+                "outcome": "dead" if dead else "retry",
+                "subject": delivery.subject_key,
                 "delay": f"{delay.total_seconds()} seconds",
             },
         )
@@ -201,6 +212,7 @@ class QueueStats:
     max_ready_id: int | None
     ready_attempts: int
     oldest_pending_age_seconds: float | None
+    last_processed_at: datetime | None = None
 
 
 def queue_stats(engine: sa.Engine, policy: RetryPolicy | None = None) -> QueueStats:
@@ -218,7 +230,8 @@ def queue_stats(engine: sa.Engine, policy: RetryPolicy | None = None) -> QueueSt
                   max(id) FILTER (WHERE ready) AS max_ready_id,
                   coalesce(sum(attempts) FILTER (WHERE ready), 0) AS ready_attempts,
                   extract(epoch FROM now() - min(received_at)
-                          FILTER (WHERE status IN ('pending', 'failed', 'processing'))) AS age
+                          FILTER (WHERE status IN ('pending', 'failed', 'processing'))) AS age,
+                  (SELECT max(processed_at) FROM webhook_events) AS last_processed_at
                 FROM (
                   SELECT id, status, attempts, received_at,
                          (status IN ('pending', 'failed') AND next_attempt_at <= now())
@@ -230,7 +243,13 @@ def queue_stats(engine: sa.Engine, policy: RetryPolicy | None = None) -> QueueSt
             {"lease": f"{policy.lease_timeout.total_seconds()} seconds"},
         ).one()
     return QueueStats(
-        pending=row.pending, ready=row.ready, processing=row.processing, failed=row.failed,
-        dead=row.dead, max_ready_id=row.max_ready_id, ready_attempts=int(row.ready_attempts),
+        pending=row.pending,
+        ready=row.ready,
+        processing=row.processing,
+        failed=row.failed,
+        dead=row.dead,
+        max_ready_id=row.max_ready_id,
+        ready_attempts=int(row.ready_attempts),
         oldest_pending_age_seconds=float(row.age) if row.age is not None else None,
+        last_processed_at=row.last_processed_at,
     )

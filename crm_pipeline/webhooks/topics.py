@@ -89,7 +89,8 @@ def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
         if existing.content_hash == content_hash(raw):
             outcome = "duplicate"
         elif (
-            existing.source_updated_at and record.source_updated_at
+            existing.source_updated_at
+            and record.source_updated_at
             and record.source_updated_at < existing.source_updated_at
         ):
             outcome = "stale"
@@ -241,11 +242,13 @@ def shopify_customer_merge(ctx: ApplyContext) -> Outcome:
     if status not in ("completed", "complete", "success", "succeeded"):
         return Outcome("ignored_incomplete")
     kept = shopify_id(
-        payload.get("admin_graphql_api_customer_kept_id") or payload.get("customer_kept_id")
+        payload.get("admin_graphql_api_customer_kept_id")
+        or payload.get("customer_kept_id")
         or payload.get("kept_customer_id")
     )
     gone = shopify_id(
-        payload.get("admin_graphql_api_customer_deleted_id") or payload.get("customer_deleted_id")
+        payload.get("admin_graphql_api_customer_deleted_id")
+        or payload.get("customer_deleted_id")
         or payload.get("deleted_customer_id")
     )
     if not kept or not gone or kept == gone:
@@ -385,8 +388,10 @@ def shopify_order_upsert(ctx: ApplyContext) -> Outcome:
     if held is not None:
         if held.content_hash == content_hash(raw):
             outcome = "duplicate"
-        elif held.source_updated_at and record.source_updated_at and (
-            record.source_updated_at < held.source_updated_at
+        elif (
+            held.source_updated_at
+            and record.source_updated_at
+            and (record.source_updated_at < held.source_updated_at)
         ):
             outcome = "stale"
     loader = ctx.loaders.orders
@@ -441,8 +446,13 @@ def shopify_refund(ctx: ApplyContext) -> Outcome:
             "created_at) VALUES ('shopify', :rid, CAST(:oid AS uuid), :amount, "
             "CAST(:items AS jsonb), :at) ON CONFLICT DO NOTHING RETURNING refund_id"
         ),
-        {"rid": refund_id, "oid": order.id, "amount": amount,
-         "items": orjson.dumps(items).decode(), "at": refunded_at},
+        {
+            "rid": refund_id,
+            "oid": order.id,
+            "amount": amount,
+            "items": orjson.dumps(items).decode(),
+            "at": refunded_at,
+        },
     ).scalar_one_or_none()
     touched = {order.customer_id} if order.customer_id else set()
     if inserted is None:
@@ -519,7 +529,8 @@ def klaviyo_item(ctx: ApplyContext) -> Outcome:
     included = [i for i in item.get("included") or [] if isinstance(i, dict)]
     metric_names = {
         str(i.get("id")): (i.get("attributes") or {}).get("name")
-        for i in included if i.get("type") == "metric"
+        for i in included
+        if i.get("type") == "metric"
     }
     record = map_event(item, metric_names)
     if not record.external_id or not record.profile_external_id:
@@ -528,8 +539,11 @@ def klaviyo_item(ctx: ApplyContext) -> Outcome:
     known = load_source(ctx.conn, "klaviyo", record.profile_external_id)
     if known is None:
         profile = next(
-            (i for i in included
-             if i.get("type") == "profile" and str(i.get("id")) == record.profile_external_id),
+            (
+                i
+                for i in included
+                if i.get("type") == "profile" and str(i.get("id")) == record.profile_external_id
+            ),
             None,
         )
         if profile is None:
@@ -587,8 +601,9 @@ def subject_for(source: str, topic: str, payload: Any) -> str | None:
         return None
     if source == "shopify":
         if topic == "customers/merge":
-            ident = shopify_id(payload.get("admin_graphql_api_customer_kept_id")
-                               or payload.get("customer_kept_id"))
+            ident = shopify_id(
+                payload.get("admin_graphql_api_customer_kept_id") or payload.get("customer_kept_id")
+            )
         elif topic.startswith(("orders/", "refunds/")):
             customer = payload.get("customer")
             ident = shopify_id(customer.get("id")) if isinstance(customer, dict) else None
@@ -600,8 +615,11 @@ def subject_for(source: str, topic: str, payload: Any) -> str | None:
         ident = rel.get("id") or (payload.get("id") if payload.get("type") == "profile" else None)
         return f"klaviyo:{ident}" if ident else None
     if source == "manual":
-        for key, prefix in (("customer_id", "crm"), ("admin_id", "manual"),
-                            ("shopify_customer_id", "shopify")):
+        for key, prefix in (
+            ("customer_id", "crm"),
+            ("admin_id", "manual"),
+            ("shopify_customer_id", "shopify"),
+        ):
             if payload.get(key):
                 value = shopify_id(payload[key]) if prefix == "shopify" else payload[key]
                 return f"{prefix}:{value}"

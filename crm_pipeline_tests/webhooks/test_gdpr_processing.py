@@ -24,45 +24,112 @@ PHONE = "+14155552671"
 FIRST, LAST = "Zebulon", "Quixote-Marsh"
 STREET = "742 Evergreen Terrace"
 PERSON = shopify_customer(
-    30, at(0), email=EMAIL, phone=PHONE_RAW, first_name=FIRST, last_name=LAST,
-    note="Allergic to cats", tags="vip",
-    addresses=[{"id": 301, "address1": STREET, "city": "Springfield", "country_code": "US",
-                "first_name": FIRST, "last_name": LAST, "phone": PHONE_RAW, "default": True}],
+    30,
+    at(0),
+    email=EMAIL,
+    phone=PHONE_RAW,
+    first_name=FIRST,
+    last_name=LAST,
+    note="Allergic to cats",
+    tags="vip",
+    addresses=[
+        {
+            "id": 301,
+            "address1": STREET,
+            "city": "Springfield",
+            "country_code": "US",
+            "first_name": FIRST,
+            "last_name": LAST,
+            "phone": PHONE_RAW,
+            "default": True,
+        }
+    ],
 )
 
 
 def seed_person(engine: sa.Engine) -> str:
     land(engine, "shopify", "customers/create", PERSON, triggered_at=at(0))
-    land(engine, "klaviyo", "profile", {"type": "profile", "id": "KZ", "attributes": {
-        "email": EMAIL, "first_name": FIRST, "phone_number": PHONE,
-        "updated": at(1).isoformat(), "location": {"address1": STREET, "city": "Springfield"}}},
-        triggered_at=at(1))
-    land(engine, "klaviyo", "event", {"type": "event", "id": "EZ", "attributes": {
-        "datetime": at(2).isoformat(), "metric_name": "Viewed Product",
-        "event_properties": {"$ip": "203.0.113.9", "$email": EMAIL, "name": FIRST}},
-        "relationships": {"profile": {"data": {"type": "profile", "id": "KZ"}}}},
-        triggered_at=at(2))
-    land(engine, "shopify", "orders/create", {
-        "id": 930, "customer": {"id": 30, "email": EMAIL}, "email": EMAIL,
-        "created_at": at(3).isoformat(), "updated_at": at(3).isoformat(),
-        "total_price": "25.00", "line_items": []}, triggered_at=at(3))
+    land(
+        engine,
+        "klaviyo",
+        "profile",
+        {
+            "type": "profile",
+            "id": "KZ",
+            "attributes": {
+                "email": EMAIL,
+                "first_name": FIRST,
+                "phone_number": PHONE,
+                "updated": at(1).isoformat(),
+                "location": {"address1": STREET, "city": "Springfield"},
+            },
+        },
+        triggered_at=at(1),
+    )
+    land(
+        engine,
+        "klaviyo",
+        "event",
+        {
+            "type": "event",
+            "id": "EZ",
+            "attributes": {
+                "datetime": at(2).isoformat(),
+                "metric_name": "Viewed Product",
+                "event_properties": {"$ip": "203.0.113.9", "$email": EMAIL, "name": FIRST},
+            },
+            "relationships": {"profile": {"data": {"type": "profile", "id": "KZ"}}},
+        },
+        triggered_at=at(2),
+    )
+    land(
+        engine,
+        "shopify",
+        "orders/create",
+        {
+            "id": 930,
+            "customer": {"id": 30, "email": EMAIL},
+            "email": EMAIL,
+            "created_at": at(3).isoformat(),
+            "updated_at": at(3).isoformat(),
+            "total_price": "25.00",
+            "line_items": [],
+        },
+        triggered_at=at(3),
+    )
     report = run(engine)
     assert report.outcomes["applied"] == 4, report
     cid = str(customer_by_shopify_id(engine, 30).id)
-    land(engine, "manual", "customer.note", {"customer_id": cid, "occurred_at": at(4).isoformat(),
-                                             "internal_notes": f"{FIRST} called from {PHONE}"},
-         triggered_at=at(4))
+    land(
+        engine,
+        "manual",
+        "customer.note",
+        {
+            "customer_id": cid,
+            "occurred_at": at(4).isoformat(),
+            "internal_notes": f"{FIRST} called from {PHONE}",
+        },
+        triggered_at=at(4),
+    )
     run(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO quarantined_records (origin, source, record_kind, external_id, record, "
-            "reasons) VALUES ('import file', 'shopify', 'customer', '999', "
-            "CAST(:rec AS jsonb), ARRAY['email: invalid_email'])"),
-            {"rec": orjson.dumps({"email": EMAIL.upper(), "name": LAST}).decode()})
-        conn.execute(sa.text(
-            "INSERT INTO customer_sync_logs (customer_id, operation, firestore_status, "
-            "data_snapshot) VALUES (CAST(:cid AS uuid), 'upsert', 'failed', "
-            "CAST(:snap AS jsonb))"), {"cid": cid, "snap": orjson.dumps({"email": EMAIL}).decode()})
+        conn.execute(
+            sa.text(
+                "INSERT INTO quarantined_records (origin, source, record_kind, external_id, "
+                "record, "
+                "reasons) VALUES ('import file', 'shopify', 'customer', '999', "
+                "CAST(:rec AS jsonb), ARRAY['email: invalid_email'])"
+            ),
+            {"rec": orjson.dumps({"email": EMAIL.upper(), "name": LAST}).decode()},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO customer_sync_logs (customer_id, operation, firestore_status, "
+                "data_snapshot) VALUES (CAST(:cid AS uuid), 'upsert', 'failed', "
+                "CAST(:snap AS jsonb))"
+            ),
+            {"cid": cid, "snap": orjson.dumps({"email": EMAIL}).decode()},
+        )
     return cid
 
 
@@ -70,18 +137,23 @@ def traces(engine: sa.Engine, needles: list[str]) -> list[str]:
     """Every (table.column, needle) of a text, json or array column that still holds a needle."""
     found = []
     with engine.connect() as conn:
-        columns = conn.execute(sa.text(
-            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
-            "JOIN information_schema.tables t ON t.table_schema = c.table_schema "
-            "AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' "
-            "WHERE c.table_schema = 'public' AND (c.data_type IN "
-            "('text', 'jsonb', 'json', 'character varying', 'ARRAY') OR c.udt_name = 'citext')"
-        )).all()
+        columns = conn.execute(
+            sa.text(
+                "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+                "JOIN information_schema.tables t ON t.table_schema = c.table_schema "
+                "AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' "
+                "WHERE c.table_schema = 'public' AND (c.data_type IN "
+                "('text', 'jsonb', 'json', 'character varying', 'ARRAY') OR c.udt_name = 'citext')"
+            )
+        ).all()
         for table, column in columns:
             for needle in needles:
-                hit = conn.execute(sa.text(
-                    f'SELECT count(*) FROM "{table}" '  # names from the catalog
-                    f'WHERE strpos(lower("{column}"::text), lower(:n)) > 0'), {"n": needle}
+                hit = conn.execute(
+                    sa.text(
+                        f'SELECT count(*) FROM "{table}" '  # names from the catalog
+                        f'WHERE strpos(lower("{column}"::text), lower(:n)) > 0'
+                    ),
+                    {"n": needle},
                 ).scalar_one()
                 if hit:
                     found.append(f"{table}.{column}: {needle}")
@@ -93,19 +165,34 @@ def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> 
     cid = seed_person(engine)
     needles = [EMAIL, PHONE, PHONE_RAW, FIRST, LAST, STREET, "203.0.113.9", "Allergic to cats"]
     assert traces(engine, needles)  # the person is everywhere before
-    land(engine, "shopify", "customers/redact", {
-        "shop_id": 1, "shop_domain": "test-shop.myshopify.com",
-        "customer": {"id": 30, "email": EMAIL, "phone": PHONE_RAW},
-        "orders_to_redact": [930]}, triggered_at=at(10))
+    land(
+        engine,
+        "shopify",
+        "customers/redact",
+        {
+            "shop_id": 1,
+            "shop_domain": "test-shop.myshopify.com",
+            "customer": {"id": 30, "email": EMAIL, "phone": PHONE_RAW},
+            "orders_to_redact": [930],
+        },
+        triggered_at=at(10),
+    )
     report = run(engine)
     assert report.outcomes["applied"] == 1, report
     assert traces(engine, needles) == []
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT redacted_at IS NOT NULL, deleted_at IS NOT NULL FROM customers "
-            "WHERE id = CAST(:id AS uuid)"), {"id": cid}).one()
-        kinds = conn.execute(sa.text(
-            "SELECT kind FROM redaction_tombstones ORDER BY kind")).scalars().all()
+        row = conn.execute(
+            sa.text(
+                "SELECT redacted_at IS NOT NULL, deleted_at IS NOT NULL FROM customers "
+                "WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": cid},
+        ).one()
+        kinds = (
+            conn.execute(sa.text("SELECT kind FROM redaction_tombstones ORDER BY kind"))
+            .scalars()
+            .all()
+        )
         proof = conn.execute(sa.text("SELECT kind, details FROM gdpr_requests")).one()
         total = conn.execute(sa.text("SELECT total_price FROM orders")).scalar_one()
     assert tuple(row) == (True, True)
@@ -118,8 +205,14 @@ def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> 
     loader.load([map_customer(shopify_customer(30, at(99), email=EMAIL, first_name=FIRST))])
     assert loader.report.skipped_redacted == 1
     # and so is a late webhook about the person (its payload is scrubbed too)
-    land(engine, "shopify", "customers/update", {**PERSON, "updated_at": at(50).isoformat()},
-         triggered_at=at(50), subject_key="shopify:30")
+    land(
+        engine,
+        "shopify",
+        "customers/update",
+        {**PERSON, "updated_at": at(50).isoformat()},
+        triggered_at=at(50),
+        subject_key="shopify:30",
+    )
     assert run(engine).outcomes["refused_redacted"] == 1
     assert traces(engine, needles) == []
 
@@ -129,14 +222,24 @@ def test_data_request_writes_the_export(
 ) -> None:
     monkeypatch.setenv("CRM_HOME", str(tmp_path))
     seed_person(clean_db)
-    land(clean_db, "shopify", "customers/data_request", {
-        "shop_id": 1, "shop_domain": "test-shop.myshopify.com",
-        "customer": {"id": 30, "email": EMAIL, "phone": PHONE_RAW},
-        "orders_requested": [930], "data_request": {"id": 4242}}, triggered_at=at(10))
+    land(
+        clean_db,
+        "shopify",
+        "customers/data_request",
+        {
+            "shop_id": 1,
+            "shop_domain": "test-shop.myshopify.com",
+            "customer": {"id": 30, "email": EMAIL, "phone": PHONE_RAW},
+            "orders_requested": [930],
+            "data_request": {"id": 4242},
+        },
+        triggered_at=at(10),
+    )
     assert run(clean_db).outcomes["applied"] == 1
     with clean_db.connect() as conn:
-        path = conn.execute(sa.text(
-            "SELECT export_path FROM gdpr_requests WHERE kind = 'data_request'")).scalar_one()
+        path = conn.execute(
+            sa.text("SELECT export_path FROM gdpr_requests WHERE kind = 'data_request'")
+        ).scalar_one()
     assert Path(path).parent == tmp_path / "exports" / "gdpr"
     data = orjson.loads(Path(path).read_bytes())
     person = data["customers"][0]

@@ -15,16 +15,23 @@ from crm_pipeline_tests.webhooks.test_processing_support import (
     shopify_customer,
 )
 
-EVENT = {"type": "event", "id": "E9", "attributes": {
-    "datetime": "2025-03-01T12:00:00+00:00", "metric_name": "Clicked Email"},
-    "relationships": {"profile": {"data": {"type": "profile", "id": "K9"}}}}
+EVENT = {
+    "type": "event",
+    "id": "E9",
+    "attributes": {"datetime": "2025-03-01T12:00:00+00:00", "metric_name": "Clicked Email"},
+    "relationships": {"profile": {"data": {"type": "profile", "id": "K9"}}},
+}
 
 
 def row(engine: sa.Engine, event_id: int) -> sa.Row:
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT status, attempts, next_attempt_at, last_error, outcome "
-            "FROM webhook_events WHERE id = :id"), {"id": event_id}).one()
+        return conn.execute(
+            sa.text(
+                "SELECT status, attempts, next_attempt_at, last_error, outcome "
+                "FROM webhook_events WHERE id = :id"
+            ),
+            {"id": event_id},
+        ).one()
 
 
 def test_backoff_grows_with_jitter() -> None:
@@ -55,8 +62,17 @@ def test_dead_after_max_attempts_then_replay(clean_db: sa.Engine) -> None:
     assert row(clean_db, event_id).attempts == 3
     assert run(clean_db, policy=policy).claimed == 0  # dead letters stay put
     # the profile arrives; the operator replays the dead letter
-    land(clean_db, "klaviyo", "profile", {"type": "profile", "id": "K9", "attributes": {
-        "email": "k9@example.com", "updated": "2025-03-01T11:00:00+00:00"}}, triggered_at=at(-1))
+    land(
+        clean_db,
+        "klaviyo",
+        "profile",
+        {
+            "type": "profile",
+            "id": "K9",
+            "attributes": {"email": "k9@example.com", "updated": "2025-03-01T11:00:00+00:00"},
+        },
+        triggered_at=at(-1),
+    )
     assert replay(clean_db, dead_only=True) == 1
     assert row(clean_db, event_id).status == "pending"
     run(clean_db, policy=policy)
@@ -65,10 +81,16 @@ def test_dead_after_max_attempts_then_replay(clean_db: sa.Engine) -> None:
 
 
 def test_permanent_failure_is_dead_at_once_and_replay_by_id(clean_db: sa.Engine) -> None:
-    bad = land(clean_db, "shopify", "customers/update", {"email": "no-id@example.com"},
-               triggered_at=at(0))
-    invalid = land(clean_db, "shopify", "customers/create",
-                   shopify_customer(5, at(0), email="not-an-email"), triggered_at=at(0))
+    bad = land(
+        clean_db, "shopify", "customers/update", {"email": "no-id@example.com"}, triggered_at=at(0)
+    )
+    invalid = land(
+        clean_db,
+        "shopify",
+        "customers/create",
+        shopify_customer(5, at(0), email="not-an-email"),
+        triggered_at=at(0),
+    )
     report = run(clean_db)
     assert report.dead == 2
     assert row(clean_db, bad).status == "dead" and "permanent" in row(clean_db, bad).last_error
@@ -78,8 +100,13 @@ def test_permanent_failure_is_dead_at_once_and_replay_by_id(clean_db: sa.Engine)
 
 
 def test_unknown_customer_is_dead_after_the_grace_period(clean_db: sa.Engine) -> None:
-    event_id = land(clean_db, "shopify", "customer.tags_added",
-                    {"customerId": 404, "tags": ["x"]}, triggered_at=at(0))
+    event_id = land(
+        clean_db,
+        "shopify",
+        "customer.tags_added",
+        {"customerId": 404, "tags": ["x"]},
+        triggered_at=at(0),
+    )
     with clean_db.begin() as conn:
         conn.execute(sa.text("UPDATE webhook_events SET received_at = now() - interval '2 hours'"))
     run(clean_db, policy=FAST)
@@ -88,12 +115,17 @@ def test_unknown_customer_is_dead_after_the_grace_period(clean_db: sa.Engine) ->
 
 
 def test_run_that_died_is_reclaimed_after_the_lease(clean_db: sa.Engine) -> None:
-    event_id = land(clean_db, "shopify", "customers/create", shopify_customer(6, at(0)),
-                    triggered_at=at(0))
+    event_id = land(
+        clean_db, "shopify", "customers/create", shopify_customer(6, at(0)), triggered_at=at(0)
+    )
     with clean_db.begin() as conn:  # as if a run claimed it and was killed
-        conn.execute(sa.text(
-            "UPDATE webhook_events SET status = 'processing', attempts = 1, claimed_by = 'gone', "
-            "claimed_at = now() - interval '10 minutes'"))
+        conn.execute(
+            sa.text(
+                "UPDATE webhook_events SET status = 'processing', attempts = 1, "
+                "claimed_by = 'gone', "
+                "claimed_at = now() - interval '10 minutes'"
+            )
+        )
     assert run(clean_db, policy=RetryPolicy(lease_timeout=timedelta(hours=1))).claimed == 0
     run(clean_db, policy=RetryPolicy(lease_timeout=timedelta(minutes=5)))
     assert row(clean_db, event_id)[:2] == ("done", 2)

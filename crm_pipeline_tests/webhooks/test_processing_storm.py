@@ -30,31 +30,59 @@ def storm(customers: int, per_customer: int, seed: int) -> list[dict[str, Any]]:
     for n in range(customers):
         ident = 1000 + n
         minutes = sorted(rng.sample(range(1, 10_000), per_customer - 1))
-        out.append({"topic": "customers/create", "t": at(0),
-                    "payload": shopify_customer(ident, at(0), tags="gold")})
+        out.append(
+            {
+                "topic": "customers/create",
+                "t": at(0),
+                "payload": shopify_customer(ident, at(0), tags="gold"),
+            }
+        )
         for m in minutes:
             t = at(m)
             kind = rng.choice(["update", "update_2025", "tags_added", "tags_removed", "consent"])
             if kind == "update":
                 tags = rng.sample(TAGS, rng.randint(0, 3))
                 payload = shopify_customer(
-                    ident, t, first_name=f"F{m}", tags=", ".join(tags),
-                    email_marketing_consent={"state": rng.choice(["subscribed", "unsubscribed"]),
-                                             "consent_updated_at": t.isoformat()})
+                    ident,
+                    t,
+                    first_name=f"F{m}",
+                    tags=", ".join(tags),
+                    email_marketing_consent={
+                        "state": rng.choice(["subscribed", "unsubscribed"]),
+                        "consent_updated_at": t.isoformat(),
+                    },
+                )
                 out.append({"topic": "customers/update", "t": t, "payload": payload})
             elif kind == "update_2025":
                 payload = shopify_customer(ident, t, last_name=f"L{m}")
                 del payload["tags"]
                 out.append({"topic": "customers/update", "t": t, "payload": payload})
             elif kind in ("tags_added", "tags_removed"):
-                out.append({"topic": f"customer.{kind}", "t": t, "payload": {
-                    "customerId": f"gid://shopify/Customer/{ident}",
-                    "tags": rng.sample(TAGS, rng.randint(1, 2)), "occurredAt": t.isoformat()}})
+                out.append(
+                    {
+                        "topic": f"customer.{kind}",
+                        "t": t,
+                        "payload": {
+                            "customerId": f"gid://shopify/Customer/{ident}",
+                            "tags": rng.sample(TAGS, rng.randint(1, 2)),
+                            "occurredAt": t.isoformat(),
+                        },
+                    }
+                )
             else:
-                out.append({"topic": "customers_email_marketing_consent/update", "t": t,
-                            "payload": {"customer_id": ident, "email_marketing_consent": {
+                out.append(
+                    {
+                        "topic": "customers_email_marketing_consent/update",
+                        "t": t,
+                        "payload": {
+                            "customer_id": ident,
+                            "email_marketing_consent": {
                                 "state": rng.choice(["subscribed", "not_subscribed"]),
-                                "consent_updated_at": t.isoformat()}}})
+                                "consent_updated_at": t.isoformat(),
+                            },
+                        },
+                    }
+                )
     for i, d in enumerate(out):
         d["delivery_id"] = f"storm-{seed}-{i}"
     return out
@@ -84,10 +112,14 @@ def expected_state(deliveries: list[dict[str, Any]]) -> dict[str, tuple[Any, ...
 
 def actual_state(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT s.external_id, c.first_name, c.last_name, c.tags, c.accepts_email_marketing "
-            "FROM customers c JOIN customer_sources s ON s.customer_id = c.id "
-            "WHERE s.source = 'shopify'")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.external_id, c.first_name, c.last_name, c.tags, "
+                "c.accepts_email_marketing "
+                "FROM customers c JOIN customer_sources s ON s.customer_id = c.id "
+                "WHERE s.source = 'shopify'"
+            )
+        ).all()
     return {r[0]: (r[1], r[2], sorted(r[3]), r[4]) for r in rows}
 
 
@@ -98,8 +130,17 @@ def land_shuffled(engine: sa.Engine, deliveries: list[dict[str, Any]], seed: int
     rng.shuffle(sends)
     stored = 0
     for d in sends:
-        stored += land(engine, "shopify", d["topic"], d["payload"], triggered_at=d["t"],
-                       delivery_id=d["delivery_id"]) is not None
+        stored += (
+            land(
+                engine,
+                "shopify",
+                d["topic"],
+                d["payload"],
+                triggered_at=d["t"],
+                delivery_id=d["delivery_id"],
+            )
+            is not None
+        )
     return stored
 
 
@@ -118,8 +159,9 @@ def test_storm_converges_to_in_order_state(clean_db: sa.Engine) -> None:
     assert actual_state(clean_db) == expected_state(deliveries)
     # every delivery was applied (or found already superseded), none failed
     with clean_db.connect() as conn:
-        outcomes = dict(conn.execute(sa.text(
-            "SELECT outcome, count(*) FROM webhook_events GROUP BY 1")).all())
+        outcomes = dict(
+            conn.execute(sa.text("SELECT outcome, count(*) FROM webhook_events GROUP BY 1")).all()
+        )
     assert set(outcomes) <= {"applied", "stale", "duplicate"}, outcomes
 
 

@@ -1,0 +1,1 @@
+"""Webhooks domain: the asset that drains webhook_events, its dead-letter check, job and sensor."""
