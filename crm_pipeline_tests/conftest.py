@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "crm_pipeline_tests.fixtures.postgres",
+    "crm_pipeline_tests.fixtures.pipeline",
 ]

@@ -9,7 +9,12 @@ import sqlalchemy as sa
 
 def sqlalchemy_url(dsn: str, driver: str = "psycopg") -> str:
     """Turn a libpq `postgresql://` DSN into a SQLAlchemy URL for the given driver."""
-    for prefix in ("postgresql+psycopg2://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+    for prefix in (
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
         if dsn.startswith(prefix):
             return f"postgresql+{driver}://" + dsn[len(prefix) :]
     raise ValueError("database URL must start with postgresql://")

@@ -114,8 +114,10 @@ class EmbeddedPostgres:
         self._run(
             [
                 str(_bin_dir() / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
@@ -135,10 +137,15 @@ class EmbeddedPostgres:
             self._run(
                 [
                     str(_bin_dir() / "pg_ctl"),
-                    "-D", str(self.data_dir),
-                    "-l", str(self.log_file),
-                    "-w", "-t", "60",
-                    "-o", options,
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    options,
                     "start",
                 ]
             )

@@ -24,8 +24,9 @@ def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "external_id": pd.Series([r.external_id for r in records], dtype=object),
-            "profile_external_id": pd.Series([r.profile_external_id for r in records],
-                                             dtype=object),
+            "profile_external_id": pd.Series(
+                [r.profile_external_id for r in records], dtype=object
+            ),
             "activity_type": pd.Series([r.activity_type for r in records], dtype=object),
             "occurred_at": pd.to_datetime([clamp_ts(r.occurred_at) for r in records], utc=True),
         }
@@ -33,8 +34,15 @@ def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
 
 
 class ActivityLoader:
-    def __init__(self, engine: sa.Engine, *, origin: str, origin_detail: str | None = None,
-                 run_id: str | None = None, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        origin: str,
+        origin_detail: str | None = None,
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
         self.engine = engine
         self.origin = origin
         self.origin_detail = origin_detail
@@ -42,8 +50,9 @@ class ActivityLoader:
         self.schema = activity_schema(now or datetime.now(UTC))
         self.report = LoadReport(kind="activities")
 
-    def load(self, records: Iterable[ActivityRecord], chunk_size: int = CHUNK_SIZE * 2
-             ) -> LoadReport:
+    def load(
+        self, records: Iterable[ActivityRecord], chunk_size: int = CHUNK_SIZE * 2
+    ) -> LoadReport:
         for chunk in chunked(records, chunk_size):
             with self.engine.begin() as conn:
                 self._load_chunk(conn, chunk)
@@ -58,12 +67,16 @@ class ActivityLoader:
         owners = {
             row.external_id: row.customer_id
             for row in conn.execute(
-                sa.text("SELECT external_id, customer_id::text AS customer_id "
-                        "FROM customer_sources WHERE source = :source AND external_id = ANY(:ids)"),
+                sa.text(
+                    "SELECT external_id, customer_id::text AS customer_id "
+                    "FROM customer_sources WHERE source = :source AND external_id = ANY(:ids)"
+                ),
                 {"source": source, "ids": sorted({r.profile_external_id for r in valid})},
             )
         }
-        rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        rejected = [
+            (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
+        ]
         rows: list[tuple[Any, ...]] = []
         for r in valid:
             customer_id = owners.get(r.profile_external_id)
@@ -74,12 +87,20 @@ class ActivityLoader:
         report.quarantined_records += len(rejected)
         for _, _, reasons in rejected:
             report.quarantined.update(reasons)
-        quarantine(conn, origin=self.origin, source=source, record_kind="activity", rows=rejected,
-                   origin_detail=self.origin_detail, run_id=self.run_id)
+        quarantine(
+            conn,
+            origin=self.origin,
+            source=source,
+            record_kind="activity",
+            rows=rejected,
+            origin_detail=self.origin_detail,
+            run_id=self.run_id,
+        )
         if not rows:
             return
         create_temp_table(
-            conn, "stage_activities",
+            conn,
+            "stage_activities",
             "customer_id uuid, activity_type text, occurred_at timestamptz, session_id text, "
             "utm_source text, utm_medium text, utm_campaign text, ip_address text, "
             "user_agent text, properties jsonb, source text, external_id text",
@@ -87,16 +108,43 @@ class ActivityLoader:
 
         def gen() -> Iterator[tuple[Any, ...]]:
             for customer_id, r in rows:
-                yield (customer_id, r.activity_type, r.occurred_at, r.session_id, r.utm_source,
-                       r.utm_medium, r.utm_campaign, r.ip_address, r.user_agent,
-                       orjson.dumps(r.properties, default=str).decode(), r.source, r.external_id)
+                yield (
+                    customer_id,
+                    r.activity_type,
+                    r.occurred_at,
+                    r.session_id,
+                    r.utm_source,
+                    r.utm_medium,
+                    r.utm_campaign,
+                    r.ip_address,
+                    r.user_agent,
+                    orjson.dumps(r.properties, default=str).decode(),
+                    r.source,
+                    r.external_id,
+                )
 
-        copy_rows(conn, "stage_activities",
-                  ("customer_id", "activity_type", "occurred_at", "session_id", "utm_source",
-                   "utm_medium", "utm_campaign", "ip_address", "user_agent", "properties",
-                   "source", "external_id"), gen())
-        inserted = conn.execute(sa.text(
-            """
+        copy_rows(
+            conn,
+            "stage_activities",
+            (
+                "customer_id",
+                "activity_type",
+                "occurred_at",
+                "session_id",
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "ip_address",
+                "user_agent",
+                "properties",
+                "source",
+                "external_id",
+            ),
+            gen(),
+        )
+        inserted = conn.execute(
+            sa.text(
+                """
             WITH ins AS (
                 INSERT INTO customer_activities
                     (customer_id, activity_type, occurred_at, session_id, utm_source, utm_medium,
@@ -110,8 +158,11 @@ class ActivityLoader:
             )
             SELECT customer_id::text, max(occurred_at), count(*) FROM ins GROUP BY customer_id
             """
-        )).all()
+            )
+        ).all()
         conn.exec_driver_sql("DROP TABLE stage_activities")
+        if len(rows) > 1000:
+            conn.exec_driver_sql("ANALYZE customer_activities")  # fresh tables plan badly
         n_new = sum(t[2] for t in inserted)
         report.inserted += n_new
         report.unchanged += len(rows) - n_new

@@ -102,7 +102,9 @@ class CustomerLoader:
         report = self.report
         report.received += len(chunk)
         failures = validate_frame(self.schema, _validation_frame(chunk))
-        rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        rejected = [
+            (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
+        ]
         report.quarantined_records += len(rejected)
         for _, _, reasons in rejected:
             report.quarantined.update(reasons)
@@ -129,6 +131,7 @@ class CustomerLoader:
                 held.source_updated_at or datetime.min.replace(tzinfo=UTC)
             ):
                 latest[key] = record
+        report.duplicates += len(chunk) - len(failures) - len(latest)
         records = self._drop_redacted(conn, list(latest.values()))
         if not records:
             return
@@ -168,6 +171,9 @@ class CustomerLoader:
 
         if writes:
             self._write_sources(conn, writes)
+            if len(new_records) > 1000:
+                # a fresh table has no statistics: without them the merge plans go quadratic
+                conn.exec_driver_sql("ANALYZE customers, customer_sources, customer_addresses")
             touched = {customer_id for _, customer_id, _, _ in writes}
             apply_survivorship(conn, touched)
             report.touched_customer_ids |= touched
@@ -198,10 +204,16 @@ class CustomerLoader:
                 keys.append(identity_hash("phone", r.phone_normalized))
             for key in keys:
                 hashes.setdefault(key, []).append(i)
-        found = conn.execute(
-            sa.text("SELECT identity_hash FROM redaction_tombstones WHERE identity_hash = ANY(:h)"),
-            {"h": list(hashes)},
-        ).scalars().all()
+        found = (
+            conn.execute(
+                sa.text(
+                    "SELECT identity_hash FROM redaction_tombstones WHERE identity_hash = ANY(:h)"
+                ),
+                {"h": list(hashes)},
+            )
+            .scalars()
+            .all()
+        )
         if not found:
             return records
         blocked = {i for h in found for i in hashes[h]}
@@ -224,7 +236,11 @@ class CustomerLoader:
         )
         return {
             (r.source, r.external_id): (
-                r.customer_id, r.content_hash, r.source_updated_at, r.deleted, r.redacted
+                r.customer_id,
+                r.content_hash,
+                r.source_updated_at,
+                r.deleted,
+                r.redacted,
             )
             for r in rows
         }
@@ -260,8 +276,16 @@ class CustomerLoader:
         copy_rows(
             conn,
             "stage_sources",
-            ("customer_id", "source", "external_id", "source_data", "profile", "content_hash",
-             "source_updated_at", "addresses"),
+            (
+                "customer_id",
+                "source",
+                "external_id",
+                "source_data",
+                "profile",
+                "content_hash",
+                "source_updated_at",
+                "addresses",
+            ),
             rows(),
         )
         conn.exec_driver_sql(
@@ -332,11 +356,13 @@ def _address_dict(address: Any) -> dict[str, Any]:
 # consent change; tags are the union of source tags and staff tags; staff-owned fields
 # (internal_notes, manual_tags, a manual status) are never touched here.
 SURVIVORSHIP_SQL = f"""
-WITH src AS (
+WITH ids AS MATERIALIZED (
+    SELECT DISTINCT id FROM unnest(CAST(:ids AS uuid[])) AS t(id)
+), src AS (
     SELECT s.customer_id, s.source, s.profile AS p, s.source_updated_at,
            {_SOURCE_PRIORITY} AS prio
-    FROM customer_sources s
-    WHERE s.customer_id = ANY(CAST(:ids AS uuid[])) AND s.deleted_at IS NULL
+    FROM ids JOIN customer_sources s ON s.customer_id = ids.id
+    WHERE s.deleted_at IS NULL
 ), pick AS (
     SELECT customer_id,
         (array_agg(p->>'email' ORDER BY prio, source_updated_at DESC NULLS LAST)
@@ -438,8 +464,9 @@ def apply_survivorship(conn: sa.Connection, customer_ids: Iterable[str]) -> int:
     return conn.execute(sa.text(SURVIVORSHIP_SQL), {"ids": ids}).rowcount
 
 
-def reconcile_deletions(engine: sa.Engine, source: str, run_id: str, min_seen_ratio: float = 0.5
-                        ) -> dict[str, int]:
+def reconcile_deletions(
+    engine: sa.Engine, source: str, run_id: str, min_seen_ratio: float = 0.5
+) -> dict[str, int]:
     """After a complete full pull: soft-delete source records (and customers) not seen in it.
 
     Refuses when the pull saw far fewer records than are live: an empty or truncated answer must
@@ -461,9 +488,10 @@ def reconcile_deletions(engine: sa.Engine, source: str, run_id: str, min_seen_ra
                 f"full pull of {source} saw {seen} records but {live} are live; refusing to "
                 "soft-delete the rest (check the source, then re-run)"
             )
-        gone = conn.execute(
-            sa.text(
-                """
+        gone = (
+            conn.execute(
+                sa.text(
+                    """
                 UPDATE customer_sources s SET deleted_at = now(), sync_status = 'deleted'
                 WHERE s.source = :source AND s.deleted_at IS NULL
                   AND NOT EXISTS (SELECT 1 FROM reconcile_seen r
@@ -471,13 +499,17 @@ def reconcile_deletions(engine: sa.Engine, source: str, run_id: str, min_seen_ra
                                     AND r.external_id = s.external_id)
                 RETURNING customer_id
                 """
-            ),
-            {"source": source, "run": run_id},
-        ).scalars().all()
+                ),
+                {"source": source, "run": run_id},
+            )
+            .scalars()
+            .all()
+        )
         deleted = 0
         if gone:
-            keep_sources = ["shopify", "manual"] if source == "shopify" else [
-                "shopify", "manual", "klaviyo"]
+            keep_sources = (
+                ["shopify", "manual"] if source == "shopify" else ["shopify", "manual", "klaviyo"]
+            )
             deleted = conn.execute(
                 sa.text(
                     """

@@ -5,8 +5,10 @@ Rules (docs/identity-resolution.md), applied in this order to records not yet li
 2. the same E.164 phone, when it names exactly one live customer;
 3. a Klaviyo profile whose `external_id` is a Shopify customer id, and the reverse.
 
-A union is refused when it would put two different emails, or two existing customers, into one
-person: families share phones, and a stale external_id must not merge two known customers.
+A union is refused when it would put two existing customers into one person (a stale
+external_id must not merge two known customers), and a phone or email match is refused when it
+would join two different emails (families share phones). An explicit external_id link may join
+different emails: people give Klaviyo a work address and Shopify a private one.
 Records already linked in `customer_sources` keep their customer (re-pulls never re-resolve).
 """
 
@@ -56,13 +58,14 @@ class _Components:
             node = parent[node]
         return node
 
-    def union(self, a: object, b: object) -> bool:
+    def union(self, a: object, b: object, *, explicit: bool = False) -> bool:
+        """Join two components; `explicit` links (external ids) may carry different emails."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
         emails = self.emails[ra] | self.emails[rb]
         customers = self.customers[ra] | self.customers[rb]
-        if len(emails) > 1 or len(customers) > 1:
+        if (len(emails) > 1 and not explicit) or len(customers) > 1:
             return False
         self.parent[rb] = ra
         self.emails[ra], self.customers[ra] = emails, customers
@@ -131,10 +134,10 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
     for i, c in enumerate(candidates):
         comps.add(i, email=c.email)
 
-    def join_existing(i: int, match: tuple[str, str | None]) -> None:
+    def join_existing(i: int, match: tuple[str, str | None], explicit: bool = False) -> None:
         node = ("customer", match[0])
         comps.add(node, email=match[1], customer=match[0])
-        comps.union(node, i)
+        comps.union(node, i, explicit=explicit)
 
     # 1. email: existing customers, then other new records with the same email
     first_with_email: dict[str, int] = {}
@@ -163,12 +166,12 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
     for i, c in enumerate(candidates):
         if c.source == "klaviyo" and c.link_shopify_id:
             if c.link_shopify_id in shopify_link:
-                join_existing(i, shopify_link[c.link_shopify_id])
+                join_existing(i, shopify_link[c.link_shopify_id], explicit=True)
             if c.link_shopify_id in shopify_in_batch:
-                comps.union(shopify_in_batch[c.link_shopify_id], i)
+                comps.union(shopify_in_batch[c.link_shopify_id], i, explicit=True)
         if c.source == "shopify":
             for match in klaviyo_back.get(c.external_id, []):
-                join_existing(i, match)
+                join_existing(i, match, explicit=True)
 
     new_ids: dict[object, str] = {}
     result: list[str] = []

@@ -55,8 +55,15 @@ def link_orphan_orders(engine: sa.Engine) -> int:
 
 
 class OrderLoader:
-    def __init__(self, engine: sa.Engine, *, origin: str, origin_detail: str | None = None,
-                 run_id: str | None = None, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        origin: str,
+        origin_detail: str | None = None,
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
         self.engine = engine
         self.origin = origin
         self.origin_detail = origin_detail
@@ -74,12 +81,21 @@ class OrderLoader:
         report = self.report
         report.received += len(chunk)
         failures = validate_frame(self.schema, _frame(chunk))
-        rejected = [(chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()]
+        rejected = [
+            (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
+        ]
         report.quarantined_records += len(rejected)
         for _, _, reasons in rejected:
             report.quarantined.update(reasons)
-        quarantine(conn, origin=self.origin, source="shopify", record_kind="order", rows=rejected,
-                   origin_detail=self.origin_detail, run_id=self.run_id)
+        quarantine(
+            conn,
+            origin=self.origin,
+            source="shopify",
+            record_kind="order",
+            rows=rejected,
+            origin_detail=self.origin_detail,
+            run_id=self.run_id,
+        )
         latest: dict[str, OrderRecord] = {}
         for i, r in enumerate(chunk):
             if i in failures:
@@ -87,13 +103,16 @@ class OrderLoader:
             held = latest.get(r.external_id)
             if held is None or r.source_updated_at >= held.source_updated_at:
                 latest[r.external_id] = r
+        report.duplicates += len(chunk) - len(failures) - len(latest)
         if not latest:
             return
         existing = {
             row.external_id: (row.content_hash, row.source_updated_at)
             for row in conn.execute(
-                sa.text("SELECT external_id, content_hash, source_updated_at FROM orders "
-                        "WHERE source = 'shopify' AND external_id = ANY(:ids)"),
+                sa.text(
+                    "SELECT external_id, content_hash, source_updated_at FROM orders "
+                    "WHERE source = 'shopify' AND external_id = ANY(:ids)"
+                ),
                 {"ids": list(latest)},
             )
         }
@@ -110,7 +129,8 @@ class OrderLoader:
         if not writes:
             return
         create_temp_table(
-            conn, "stage_orders",
+            conn,
+            "stage_orders",
             "external_id text, customer_external_id text, email text, created_at timestamptz, "
             "source_updated_at timestamptz, cancelled_at timestamptz, financial_status text, "
             "fulfillment_status text, total_price numeric, total_refunded numeric, currency text, "
@@ -120,19 +140,44 @@ class OrderLoader:
         def rows() -> Iterator[tuple[Any, ...]]:
             for r, digest in writes:
                 yield (
-                    r.external_id, r.customer_external_id, r.email, r.created_at,
-                    r.source_updated_at, r.cancelled_at, r.financial_status, r.fulfillment_status,
-                    r.total_price, r.total_refunded, r.currency, digest,
+                    r.external_id,
+                    r.customer_external_id,
+                    r.email,
+                    r.created_at,
+                    r.source_updated_at,
+                    r.cancelled_at,
+                    r.financial_status,
+                    r.fulfillment_status,
+                    r.total_price,
+                    r.total_refunded,
+                    r.currency,
+                    digest,
                     orjson.dumps([_item(li) for li in r.line_items], default=str).decode(),
                 )
 
-        copy_rows(conn, "stage_orders",
-                  ("external_id", "customer_external_id", "email", "created_at",
-                   "source_updated_at", "cancelled_at", "financial_status", "fulfillment_status",
-                   "total_price", "total_refunded", "currency", "content_hash", "line_items"),
-                  rows())
-        touched = conn.execute(sa.text(
-            """
+        copy_rows(
+            conn,
+            "stage_orders",
+            (
+                "external_id",
+                "customer_external_id",
+                "email",
+                "created_at",
+                "source_updated_at",
+                "cancelled_at",
+                "financial_status",
+                "fulfillment_status",
+                "total_price",
+                "total_refunded",
+                "currency",
+                "content_hash",
+                "line_items",
+            ),
+            rows(),
+        )
+        touched = conn.execute(
+            sa.text(
+                """
             WITH linked AS (
                 SELECT st.*, coalesce(s.customer_id, c.id) AS customer_id
                 FROM stage_orders st
@@ -184,8 +229,11 @@ class OrderLoader:
             SELECT customer_id::text, max(created_at) AS last_order FROM upserted
             WHERE customer_id IS NOT NULL GROUP BY customer_id
             """
-        )).all()
+            )
+        ).all()
         conn.exec_driver_sql("DROP TABLE stage_orders")
+        if len(writes) > 1000:
+            conn.exec_driver_sql("ANALYZE orders, order_line_items")  # fresh tables plan badly
         report.unmatched += sum(1 for r, _ in writes if not r.customer_external_id and not r.email)
         if touched:
             bump_last_active(conn, {(t[0], t[1]) for t in touched})

@@ -27,9 +27,7 @@ def quarantine(
     if not rows:
         return 0
     assert origin in ORIGINS, origin
-    create_temp_table(
-        conn, "stage_quarantine", "external_id text, record jsonb, reasons text[]"
-    )
+    create_temp_table(conn, "stage_quarantine", "external_id text, record jsonb, reasons text[]")
     copy_rows(
         conn,
         "stage_quarantine",
@@ -46,8 +44,13 @@ def quarantine(
             ON CONFLICT DO NOTHING
             """
         ),
-        {"origin": origin, "source": source, "kind": record_kind, "detail": origin_detail,
-         "run_id": run_id},
+        {
+            "origin": origin,
+            "source": source,
+            "kind": record_kind,
+            "detail": origin_detail,
+            "run_id": run_id,
+        },
     )
     conn.exec_driver_sql("DROP TABLE stage_quarantine")
     return result.rowcount

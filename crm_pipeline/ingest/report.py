@@ -20,6 +20,7 @@ class LoadReport:
     skipped_redacted: int = 0
     unmatched: int = 0
     quarantined_records: int = 0
+    duplicates: int = 0
     quarantined: Counter = field(default_factory=Counter)
     touched_customer_ids: set = field(default_factory=set)
 
@@ -29,12 +30,34 @@ class LoadReport:
         return self.quarantined_records
 
     @property
+    def accounted(self) -> int:
+        """Records put in exactly one bucket; equals `received` when nothing was lost."""
+        return (
+            self.inserted
+            + self.linked
+            + self.updated
+            + self.unchanged
+            + self.skipped_redacted
+            + self.quarantined_records
+            + self.duplicates
+        )
+
+    @property
     def quarantine_rate(self) -> float:
         return self.quarantined_total / self.received if self.received else 0.0
 
     def merge(self, other: LoadReport) -> None:
-        for name in ("received", "inserted", "updated", "unchanged", "linked", "skipped_redacted",
-                     "unmatched", "quarantined_records"):
+        for name in (
+            "received",
+            "inserted",
+            "updated",
+            "unchanged",
+            "linked",
+            "skipped_redacted",
+            "unmatched",
+            "quarantined_records",
+            "duplicates",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.quarantined.update(other.quarantined)
         self.touched_customer_ids |= other.touched_customer_ids
@@ -48,6 +71,8 @@ class LoadReport:
             "linked_to_existing": self.linked,
             "skipped_redacted": self.skipped_redacted,
             "unmatched": self.unmatched,
+            "duplicates_in_pull": self.duplicates,
+            "accounted": self.accounted,
             "quarantined": self.quarantined_total,
             "quarantine_rate": round(self.quarantine_rate, 6),
             "quarantined_by_reason": dict(self.quarantined.most_common()),

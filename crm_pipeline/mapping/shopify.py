@@ -14,7 +14,13 @@ from crm_pipeline.mapping.records import (
 from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp, split_tags
 
 _FINANCIAL = {
-    "pending", "authorized", "partially_paid", "paid", "partially_refunded", "refunded", "voided",
+    "pending",
+    "authorized",
+    "partially_paid",
+    "paid",
+    "partially_refunded",
+    "refunded",
+    "voided",
     "expired",
 }
 _FULFILLMENT = {"fulfilled", "partial", "unfulfilled", "restocked", "scheduled", "on_hold"}
@@ -118,7 +124,9 @@ def map_order(raw: dict[str, Any]) -> OrderRecord:
     total_refunded = Decimal("0")
     for refund in raw.get("refunds") or []:
         for tx in refund.get("transactions") or []:
-            if (tx.get("kind") or "refund") == "refund" and tx.get("status", "success") == "success":
+            if (tx.get("kind") or "refund") == "refund" and tx.get(
+                "status", "success"
+            ) == "success":
                 total_refunded += money(tx.get("amount")) or Decimal("0")
         for rli in refund.get("refund_line_items") or []:
             key = _str_id(rli.get("line_item_id"))

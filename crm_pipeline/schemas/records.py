@@ -25,6 +25,10 @@ def _email_shape() -> pa.Check:
     )
 
 
+def _non_negative(name: str) -> pa.Check:
+    return pa.Check(lambda s: s.isna() | (s >= 0), name=name)
+
+
 def customer_schema(now: datetime | None = None) -> pa.DataFrameSchema:
     """A Shopify customer, Klaviyo profile or imported row, after mapping."""
     now = now or datetime.now(UTC)
@@ -49,11 +53,12 @@ def order_schema(now: datetime | None = None) -> pa.DataFrameSchema:
             "external_id": pa.Column(str, nullable=False),
             "created_at": pa.Column(ts, checks=_not_in_future(now), nullable=False),
             "source_updated_at": pa.Column(ts, checks=_not_in_future(now), nullable=False),
-            "total_price": pa.Column(float, checks=pa.Check.ge(0, name="negative_amount"),
-                                     nullable=False),
-            "total_refunded": pa.Column(float, checks=pa.Check.ge(0, name="negative_amount")),
+            "total_price": pa.Column(
+                float, checks=_non_negative("negative_amount"), nullable=False
+            ),
+            "total_refunded": pa.Column(float, checks=_non_negative("negative_amount")),
             "line_item_quantity_min": pa.Column(
-                float, checks=pa.Check.ge(0, name="negative_quantity"), nullable=True
+                float, checks=_non_negative("negative_quantity"), nullable=True
             ),
         },
         checks=[

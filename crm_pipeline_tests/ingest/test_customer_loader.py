@@ -11,21 +11,44 @@ from crm_pipeline.mapping.shopify import map_customer
 
 def shopify(cid: int, email: str | None, updated: str = "2025-01-01T00:00:00Z", **extra):
     return {
-        "id": cid, "email": email, "first_name": extra.pop("first_name", "Ana"),
-        "last_name": "López", "phone": extra.pop("phone", None), "state": "enabled",
-        "tags": extra.pop("tags", "a, b"), "created_at": "2024-01-01T00:00:00Z",
+        "id": cid,
+        "email": email,
+        "first_name": extra.pop("first_name", "Ana"),
+        "last_name": "López",
+        "phone": extra.pop("phone", None),
+        "state": "enabled",
+        "tags": extra.pop("tags", "a, b"),
+        "created_at": "2024-01-01T00:00:00Z",
         "updated_at": updated,
-        "email_marketing_consent": {"state": "subscribed", "consent_updated_at": "2024-02-01T00:00:00Z"},
-        "addresses": [{"id": cid * 10, "address1": "1 Main St", "city": "Austin",
-                       "country_code": "us", "default": True}],
+        "email_marketing_consent": {
+            "state": "subscribed",
+            "consent_updated_at": "2024-02-01T00:00:00Z",
+        },
+        "addresses": [
+            {
+                "id": cid * 10,
+                "address1": "1 Main St",
+                "city": "Austin",
+                "country_code": "us",
+                "default": True,
+            }
+        ],
         **extra,
     }
 
 
 def klaviyo(pid: str, email: str | None, updated: str = "2025-01-02T00:00:00Z", **attrs):
-    return {"type": "profile", "id": pid,
-            "attributes": {"email": email, "first_name": "Ana", "updated": updated,
-                           "created": "2023-06-01T00:00:00Z", **attrs}}
+    return {
+        "type": "profile",
+        "id": pid,
+        "attributes": {
+            "email": email,
+            "first_name": "Ana",
+            "updated": updated,
+            "created": "2023-06-01T00:00:00Z",
+            **attrs,
+        },
+    }
 
 
 def load(engine, rows, mapper, **kw):
@@ -39,15 +62,18 @@ def count(engine, sql: str, **params) -> int:
 
 
 def test_one_person_across_sources_by_email_phone_and_external_id(clean_db):
-    load(clean_db, [shopify(1, "Ana@Example.com"), shopify(2, None, phone="+14155550134")],
-         map_customer)
+    load(
+        clean_db,
+        [shopify(1, "Ana@Example.com"), shopify(2, None, phone="+14155550134")],
+        map_customer,
+    )
     report = load(
         clean_db,
         [
-            klaviyo("K1", "  ana@example.COM "),              # email, other casing/whitespace
+            klaviyo("K1", "  ana@example.COM "),  # email, other casing/whitespace
             klaviyo("K2", None, phone_number="(415) 555-0134"),  # national-format phone
             klaviyo("K3", "other@example.com", external_id="1"),  # link wins? email differs
-            klaviyo("K4", None, external_id="2"),              # external id only
+            klaviyo("K4", None, external_id="2"),  # external id only
             klaviyo("K5", "new@example.com"),
         ],
         map_profile,
@@ -56,9 +82,12 @@ def test_one_person_across_sources_by_email_phone_and_external_id(clean_db):
     assert count(clean_db, "SELECT count(*) FROM customers") == 4
     assert count(clean_db, "SELECT count(*) FROM customer_sources") == 7
     with clean_db.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT s.external_id, c.email_lowercase FROM customer_sources s "
-            "JOIN customers c ON c.id = s.customer_id ORDER BY s.external_id")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.external_id, c.email_lowercase FROM customer_sources s "
+                "JOIN customers c ON c.id = s.customer_id ORDER BY s.external_id"
+            )
+        ).all()
     owner = dict(rows)
     assert owner["K1"] == owner["1"] == "ana@example.com"
     assert owner["K2"] == owner["2"] == owner["K4"]
@@ -68,25 +97,33 @@ def test_reload_is_idempotent_and_only_newer_wins(clean_db):
     load(clean_db, [shopify(1, "a@x.io", first_name="Ana")], map_customer)
     again = load(clean_db, [shopify(1, "a@x.io", first_name="Ana")], map_customer)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 1)
-    stale = load(clean_db, [shopify(1, "a@x.io", "2024-01-01T00:00:00Z", first_name="Old")],
-                 map_customer)
+    stale = load(
+        clean_db, [shopify(1, "a@x.io", "2024-01-01T00:00:00Z", first_name="Old")], map_customer
+    )
     assert stale.unchanged == 1
-    newer = load(clean_db, [shopify(1, "a@x.io", "2025-06-01T00:00:00Z", first_name="Anna")],
-                 map_customer)
+    newer = load(
+        clean_db, [shopify(1, "a@x.io", "2025-06-01T00:00:00Z", first_name="Anna")], map_customer
+    )
     assert newer.updated == 1
     with clean_db.connect() as conn:
         assert conn.execute(sa.text("SELECT first_name FROM customers")).scalar_one() == "Anna"
 
 
 def test_invalid_records_are_quarantined_with_every_reason(clean_db):
-    report = load(clean_db, [shopify(1, "not-an-email", "2999-01-01T00:00:00Z"),
-                             shopify(2, "ok@x.io")], map_customer)
+    report = load(
+        clean_db,
+        [shopify(1, "not-an-email", "2999-01-01T00:00:00Z"), shopify(2, "ok@x.io")],
+        map_customer,
+    )
     assert report.quarantined_total == 1
     assert sum(report.quarantined.values()) == 2  # one record, two reasons
     with clean_db.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT origin, external_id, reasons, record->>'email' AS email "
-            "FROM quarantined_records")).one()
+        row = conn.execute(
+            sa.text(
+                "SELECT origin, external_id, reasons, record->>'email' AS email "
+                "FROM quarantined_records"
+            )
+        ).one()
     assert row.origin == "api pull" and row.external_id == "1"
     assert sorted(row.reasons) == ["email: invalid_email", "source_updated_at: in_future"]
     assert row.email == "not-an-email"
@@ -96,8 +133,9 @@ def test_invalid_records_are_quarantined_with_every_reason(clean_db):
 
 def test_survivorship_and_addresses(clean_db):
     load(clean_db, [shopify(1, "a@x.io", tags="vip, wholesale")], map_customer)
-    load(clean_db, [klaviyo("K1", "a@x.io", last_name="Klav", properties={"shoe": 42})],
-         map_profile)
+    load(
+        clean_db, [klaviyo("K1", "a@x.io", last_name="Klav", properties={"shoe": 42})], map_profile
+    )
     with clean_db.connect() as conn:
         c = conn.execute(sa.text("SELECT * FROM customers")).mappings().one()
         addresses = conn.execute(sa.text("SELECT count(*) FROM customer_addresses")).scalar_one()
@@ -111,8 +149,12 @@ def test_survivorship_and_addresses(clean_db):
 
 def test_full_reconcile_soft_deletes_what_disappeared(clean_db):
     load(clean_db, [shopify(i, f"c{i}@x.io") for i in range(1, 5)], map_customer)
-    load(clean_db, [shopify(i, f"c{i}@x.io") for i in range(1, 4)], map_customer,
-         reconcile_run_id="r1")
+    load(
+        clean_db,
+        [shopify(i, f"c{i}@x.io") for i in range(1, 4)],
+        map_customer,
+        reconcile_run_id="r1",
+    )
     result = reconcile_deletions(clean_db, "shopify", "r1")
     assert result == {"sources_deleted": 1, "customers_deleted": 1}
     assert count(clean_db, "SELECT count(*) FROM customers WHERE deleted_at IS NULL") == 3
@@ -126,14 +168,35 @@ def test_orders_link_validate_and_reload_idempotently(clean_db):
     from crm_pipeline.mapping.shopify import map_order
 
     def order(oid, cid, total="100.00", refund=None, updated="2025-02-01T00:00:00Z"):
-        return {"id": oid, "customer": {"id": cid} if cid else None, "email": None,
-                "created_at": "2025-01-15T00:00:00Z", "updated_at": updated,
-                "financial_status": "paid", "total_price": total, "currency": "USD",
-                "line_items": [{"id": oid * 10, "product_id": 5, "title": "Tee", "vendor": "Acme",
-                                "product_type": "Shirts", "quantity": 2, "price": "50.00"}],
-                "refunds": [{"transactions": [{"amount": refund, "kind": "refund"}],
-                             "refund_line_items": [{"line_item_id": oid * 10, "quantity": 1}]}]
-                if refund else []}
+        return {
+            "id": oid,
+            "customer": {"id": cid} if cid else None,
+            "email": None,
+            "created_at": "2025-01-15T00:00:00Z",
+            "updated_at": updated,
+            "financial_status": "paid",
+            "total_price": total,
+            "currency": "USD",
+            "line_items": [
+                {
+                    "id": oid * 10,
+                    "product_id": 5,
+                    "title": "Tee",
+                    "vendor": "Acme",
+                    "product_type": "Shirts",
+                    "quantity": 2,
+                    "price": "50.00",
+                }
+            ],
+            "refunds": [
+                {
+                    "transactions": [{"amount": refund, "kind": "refund"}],
+                    "refund_line_items": [{"line_item_id": oid * 10, "quantity": 1}],
+                }
+            ]
+            if refund
+            else [],
+        }
 
     rows = [order(1, 7), order(2, 8), order(3, 7, refund="500.00"), order(4, 7, total="-1")]
     report = OrderLoader(clean_db, origin="api pull").load(map_order(r) for r in rows)
@@ -155,16 +218,22 @@ def test_activities_are_idempotent_and_unknown_profiles_quarantined(clean_db):
     metrics = {"M1": "Opened Email"}
 
     def event(eid, pid):
-        return {"type": "event", "id": eid,
-                "attributes": {"datetime": "2025-03-01T10:00:00+00:00", "event_properties": {}},
-                "relationships": {"profile": {"data": {"id": pid}},
-                                  "metric": {"data": {"id": "M1"}}}}
+        return {
+            "type": "event",
+            "id": eid,
+            "attributes": {"datetime": "2025-03-01T10:00:00+00:00", "event_properties": {}},
+            "relationships": {"profile": {"data": {"id": pid}}, "metric": {"data": {"id": "M1"}}},
+        }
 
     events = [event("E1", "K1"), event("E2", "K1"), event("E3", "K9")]
     first = ActivityLoader(clean_db, origin="api pull").load(map_event(e, metrics) for e in events)
     assert (first.inserted, first.quarantined_total) == (2, 1)
     second = ActivityLoader(clean_db, origin="api pull").load(map_event(e, metrics) for e in events)
     assert second.inserted == 0 and second.unchanged == 2
-    assert count(clean_db, "SELECT count(*) FROM customer_activities "
-                           "WHERE activity_type = 'email_open'") == 2
+    assert (
+        count(
+            clean_db, "SELECT count(*) FROM customer_activities WHERE activity_type = 'email_open'"
+        )
+        == 2
+    )
     assert count(clean_db, "SELECT count(*) FROM customers WHERE last_active_at IS NOT NULL") == 1
