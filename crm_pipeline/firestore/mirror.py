@@ -142,7 +142,9 @@ class MirrorSummary:
 
 # ----------------------------------------------------------------------------- writing
 @dataclass
-class _Write:
+class FirestoreWrite:
+    """One set or delete of a document at `path` (collection, id, collection, id, ...)."""
+
     kind: Literal["set", "delete"]
     path: tuple[str, ...]
     data: dict[str, Any] | None = None
@@ -155,7 +157,7 @@ class CustomerWrite:
 
     customer_id: str
     operation: Operation
-    writes: list[_Write]
+    writes: list[FirestoreWrite]
     document: CustomerDocument | None = None
 
 
@@ -175,12 +177,14 @@ def customer_upsert(
     root = (CUSTOMERS, document.customer_id)
     data = dict(document.data)
     data["mirrored_at"] = firestore.SERVER_TIMESTAMP
-    writes = [_Write("set", root, data, is_root=True)]
+    writes = [FirestoreWrite("set", root, data, is_root=True)]
     for name, docs in document.subcollections().items():
-        writes.extend(_Write("set", (*root, name, sub_id), sub) for sub_id, sub in docs.items())
+        writes.extend(
+            FirestoreWrite("set", (*root, name, sub_id), sub) for sub_id, sub in docs.items()
+        )
         for sub_id in (stale or {}).get(name, ()):
             if sub_id not in docs:
-                writes.append(_Write("delete", (*root, name, sub_id)))
+                writes.append(FirestoreWrite("delete", (*root, name, sub_id)))
     return CustomerWrite(document.customer_id, operation, writes, document)
 
 
@@ -189,9 +193,9 @@ def customer_delete(
 ) -> CustomerWrite:
     """Delete the document and the given subdocuments (Firestore never cascades)."""
     root = (CUSTOMERS, customer_id)
-    writes = [_Write("delete", root, is_root=True)]
+    writes = [FirestoreWrite("delete", root, is_root=True)]
     for name, ids in subdocuments.items():
-        writes.extend(_Write("delete", (*root, name, sub_id)) for sub_id in ids)
+        writes.extend(FirestoreWrite("delete", (*root, name, sub_id)) for sub_id in ids)
     return CustomerWrite(customer_id, operation, writes)
 
 
@@ -247,7 +251,12 @@ def encode_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {key: encode_value(item) for key, item in data.items()}
 
 
-def _write_pb(prefix: str, write: _Write, fail: bool) -> Any:
+def write_protobuf(prefix: str, write: FirestoreWrite, fail: bool) -> Any:
+    """The `Write` protobuf for a set (server timestamps become transforms) or delete.
+
+    `prefix` is `projects/P/databases/D/documents/`; `fail` adds a precondition no document
+    meets (failure injection through the real server).
+    """
     name = prefix + "/".join(write.path)
     precondition = _Precondition(update_time=_timestamp(_IMPOSSIBLE_UPDATE_TIME)) if fail else None
     if write.kind == "delete":
@@ -343,7 +352,7 @@ class FirestoreWriter:
         for item in chunk:
             inject = self.fail_write is not None and self.fail_write(item.customer_id, attempt)
             for write in item.writes:
-                writes.append(_write_pb(prefix, write, inject and write.is_root))
+                writes.append(write_protobuf(prefix, write, inject and write.is_root))
                 owners.append(item.customer_id)
         request = _BatchWriteRequest.wrap(
             _BatchWriteRequest.pb()(database=self.client._database_string, writes=writes)
