@@ -468,6 +468,7 @@ _DEAD_CUSTOMERS = sa.text(
     LIMIT :limit
     """
 )
+_FIRST_BATCH = 250
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -645,10 +646,14 @@ def _prefetch(
 
     def produce() -> None:
         after: str | None = None
+        # Start small and double: the writers get work quickly instead of idling while the
+        # first full batch is built.
+        limit = min(batch_size, _FIRST_BATCH)
         try:
             with engine.connect() as conn:
                 while not stop.is_set():
-                    batch = fetch_customer_batch(conn, after, batch_size)
+                    batch = fetch_customer_batch(conn, after, limit)
+                    limit = min(batch_size, limit * 2)
                     conn.commit()  # end the read transaction: no snapshot held for hours
                     if not batch:
                         break
