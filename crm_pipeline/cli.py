@@ -242,7 +242,7 @@ def import_(
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
     for line in report_lines(result):
-        console.print(line)
+        typer.echo(line)
     if result.cancelled:
         raise typer.Exit(130)
 
