@@ -1,9 +1,9 @@
-"""Buy-till-you-die models for customer scoring: BG/NBD for purchases, Gamma-Gamma for spend.
+"""Buy-till-you-die models for customer scoring: (M)BG/NBD for purchases, Gamma-Gamma for spend.
 
-The API follows the `lifetimes` package (`BetaGeoFitter`, `GammaGammaFitter`) so analysts can
-carry notebooks over; `score_customers` is the pipeline's entry point and never raises on odd
-data: small or degenerate customer bases fall back to the heuristics described in
-docs/predictive.md and say so in the returned metadata.
+The API follows the `lifetimes` package (`BetaGeoFitter`, `ModifiedBetaGeoFitter`,
+`GammaGammaFitter`) so analysts can carry notebooks over; `score_customers` is the pipeline's
+entry point and never raises on odd data: small or degenerate customer bases fall back to the
+heuristics described in docs/predictive.md and say so in the returned metadata.
 
 Inputs are RFM summaries: frequency = number of repeat purchase days, recency = time from first
 to last purchase, T = time from first purchase to the end of observation, all in one time unit.
@@ -16,7 +16,7 @@ import math
 import time as _time
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float] | float
 
-#: Fewer repeat buyers than this and the BG/NBD parameters are noise; use the heuristics.
+#: Fewer repeat buyers than this and the (M)BG/NBD parameters are noise; use the heuristics.
 MIN_REPEAT_CUSTOMERS = 20
 #: Heuristic P(alive) halves roughly every two typical gaps of silence (e-folding at 3 gaps).
 HEURISTIC_SILENCE_GAPS = 3.0
@@ -36,7 +36,7 @@ HEURISTIC_DEFAULT_GAP_DAYS = 365.0
 NEXT_ORDER_MAX_DAYS = 3 * 365
 #: Month length used for LTV, as in `lifetimes.customer_lifetime_value(freq="D")`.
 DAYS_PER_MONTH = 30.0
-#: Beyond this share of customers the BG/NBD closed forms cannot evaluate, distrust the fit.
+#: Beyond this share of customers the model's closed forms cannot evaluate, distrust the fit.
 MAX_UNSCORABLE_SHARE = 0.01
 #: Probability threshold that defines predicted_next_order_date.
 NEXT_ORDER_PROBABILITY = 0.5
@@ -132,7 +132,7 @@ def _check_converged(result: optimize.OptimizeResult, names: Sequence[str]) -> n
 
 
 # --------------------------------------------------------------------------------------------
-# BG/NBD
+# BG/NBD and MBG/NBD
 
 
 class BetaGeoModel:
@@ -220,7 +220,7 @@ class BetaGeoModel:
         T: ArrayLike,
         weights: ArrayLike | None = None,
         initial_params: Sequence[float] | None = None,
-    ) -> BetaGeoModel:
+    ) -> Self:
         """Maximum-likelihood fit; identical (frequency, recency, T) rows are evaluated once."""
         x, tx, big_t = _validate_rfm(frequency, recency, T)
         if x.size == 0:
@@ -258,7 +258,7 @@ class BetaGeoModel:
 
     def _params(self) -> tuple[float, float, float, float]:
         if not self.params_:
-            raise NotFittedError("BetaGeoModel.fit must be called before predicting")
+            raise NotFittedError(f"{type(self).__name__}.fit must be called before predicting")
         p = self.params_
         return p["r"], p["alpha"], p["a"], p["b"]
 
@@ -276,6 +276,11 @@ class BetaGeoModel:
         )
         return np.where(repeat, special.expit(-log_odds_dead), 1.0)
 
+    def _b_if_alive(self, b: float) -> float:
+        """Given alive after x repeats, p ~ Beta(a, this + x): b plus the drop-out chances
+        survived beyond the x repeats (none in BG/NBD)."""
+        return b
+
     def expected_number_of_purchases_up_to_time(self, t: ArrayLike) -> np.ndarray:
         """E[X(t)] for a customer who has just made a first purchase."""
         zeros = np.zeros_like(np.asarray(t, dtype=float))
@@ -286,6 +291,7 @@ class BetaGeoModel:
     ) -> np.ndarray:
         """E[purchases in (T, T + t] | history] (FHL 2005, eq. 10)."""
         r, alpha, a, b = self._params()
+        b = self._b_if_alive(b)
         t, x, tx, big_t = (np.asarray(v, dtype=float) for v in (t, frequency, recency, T))
         p_alive = self.conditional_probability_alive(x, tx, big_t)
         # The formula has a removable singularity at a = 1; straddle it.
@@ -329,6 +335,75 @@ class BetaGeoModel:
         # ((alpha+T)/(alpha+T+t))^(r+x) = remaining  =>  t = (alpha+T) * (remaining^(-1/(r+x)) - 1)
         t = (alpha + big_t) * np.expm1(-np.log(remaining) / (r + x))
         return np.where(reachable, t, np.inf)
+
+
+class ModifiedBetaGeoModel(BetaGeoModel):
+    """MBG/NBD model (Batislam, Denizel & Filiztekin 2007); mirrors
+    `lifetimes.ModifiedBetaGeoFitter`.
+
+    As BG/NBD, except that customers may also drop out right after their first purchase, with
+    the same Beta(a, b) probability p as after every repeat purchase. A customer seen alive at T
+    with x repeats has survived x + 1 drop-out chances, so one-time buyers are no longer
+    certainly alive: their P(alive) = 1 / (1 + a/b * ((alpha + T) / alpha)^r) falls with T.
+    """
+
+    @staticmethod
+    def _log_likelihood_terms(
+        log_params: np.ndarray, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row log-likelihood and its gradient with respect to the log-parameters.
+
+        L = Gamma(r+x) alpha^r / Gamma(r) * B(a, b+x+1) / B(a, b)
+            * [(alpha+T)^-(r+x) + a/(b+x) * (alpha+t_x)^-(r+x)]
+        """
+        r, alpha, a, b = np.exp(log_params)
+        log_alpha_t = np.log(alpha + big_t)
+        log_alpha_tx = np.log(alpha + tx)
+
+        a3 = -(r + x) * log_alpha_t
+        a4 = np.log(a) - np.log(b + x) - (r + x) * log_alpha_tx
+        tail = np.logaddexp(a3, a4)
+        # omega = weight of the "dropped out after the last purchase" branch (= 1 - P(alive))
+        omega = np.exp(a4 - tail)
+
+        ll = (
+            special.gammaln(r + x)
+            - special.gammaln(r)
+            + r * np.log(alpha)
+            + special.betaln(a, b + x + 1)
+            - special.betaln(a, b)
+            + tail
+        )
+
+        psi_abx1 = special.digamma(a + b + x + 1)
+        psi_ab = special.digamma(a + b)
+        d_r = (
+            special.digamma(r + x)
+            - special.digamma(r)
+            + np.log(alpha)
+            - (1 - omega) * log_alpha_t
+            - omega * log_alpha_tx
+        )
+        d_alpha = r / alpha - (r + x) * ((1 - omega) / (alpha + big_t) + omega / (alpha + tx))
+        d_a = psi_ab - psi_abx1 + omega / a
+        d_b = special.digamma(b + x + 1) - special.digamma(b) + psi_ab - psi_abx1 - omega / (b + x)
+        gradient = np.stack([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
+        return ll, gradient
+
+    def conditional_probability_alive(
+        self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+    ) -> np.ndarray:
+        """P(customer has not dropped out at T | history), < 1 for one-time buyers too."""
+        r, alpha, a, b = self._params()
+        x, tx, big_t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+        log_odds_dead = (
+            np.log(a) - np.log(b + x) + (r + x) * (np.log(alpha + big_t) - np.log(alpha + tx))
+        )
+        return special.expit(-log_odds_dead)
+
+    def _b_if_alive(self, b: float) -> float:
+        # alive after x repeats = survived x + 1 drop-out chances: p ~ Beta(a, b + x + 1)
+        return b + 1
 
 
 def _expected_if_alive(
@@ -576,22 +651,35 @@ SCORE_COLUMNS = [
 ]
 
 
+ModelName = Literal["mbg_nbd", "bg_nbd"]
+#: Purchase models `score_customers` can fit, by the name used in metadata and scoring_method.
+PURCHASE_MODELS: dict[str, tuple[type[BetaGeoModel], str]] = {
+    "mbg_nbd": (ModifiedBetaGeoModel, "MBG/NBD"),
+    "bg_nbd": (BetaGeoModel, "BG/NBD"),
+}
+
+
 def score_customers(
     summary: pd.DataFrame,
     as_of: date,
     horizon_days: int = 90,
     ltv_months: int = 12,
     monthly_discount_rate: float = 0.01,
+    model: ModelName = "mbg_nbd",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every customer for churn, near-term purchases, next order date and 12-month LTV.
 
     `summary` has customer_id, frequency, recency, T (days, measured up to `as_of`) and
     monetary_value (mean repeat order value). Customers who never ordered are rows with a
-    missing T or frequency, or n_orders == 0 if that column is present. Fits BG/NBD and
+    missing T or frequency, or n_orders == 0 if that column is present. Fits `model` (MBG/NBD
+    by default, or BG/NBD, under which every one-time buyer has churn probability 0) and
     Gamma-Gamma on the whole base and falls back to heuristics when that is unreliable; the
     output never contains NaN or infinity. The predicted_purchases column keeps its name
     `predicted_purchases_90d` whatever `horizon_days` is, so the table schema stays fixed.
     """
+    if model not in PURCHASE_MODELS:
+        raise ValueError(f"model must be one of {sorted(PURCHASE_MODELS)}, got {model!r}")
+    model_class, label = PURCHASE_MODELS[model]
     started = _time.perf_counter()
     clean, zero_orders, n_repaired = _clean_summary(summary)
     x = clean["frequency"].to_numpy()
@@ -603,6 +691,7 @@ def score_customers(
     n_repeat = int(repeat.sum())
 
     metadata: dict[str, Any] = {
+        "model": model,
         "method": "heuristic",
         "params": {},
         "n_customers": int(len(clean)),
@@ -624,15 +713,15 @@ def score_customers(
     bgf: BetaGeoModel | None = None
     if n_repeat < MIN_REPEAT_CUSTOMERS:
         metadata["fallback_reason"] = (
-            f"only {n_repeat} repeat customers (< {MIN_REPEAT_CUSTOMERS}) to fit BG/NBD"
+            f"only {n_repeat} repeat customers (< {MIN_REPEAT_CUSTOMERS}) to fit {label}"
         )
     else:
         try:
-            bgf = BetaGeoModel().fit(x[active], tx[active], big_t[active])
+            bgf = model_class().fit(x[active], tx[active], big_t[active])
         except (PredictiveModelError, ValueError, ArithmeticError) as error:
-            metadata["fallback_reason"] = f"BG/NBD fit failed: {error}"
+            metadata["fallback_reason"] = f"{label} fit failed: {error}"
         else:
-            metadata.update(method="bg_nbd", params=bgf.params_, log_likelihood=bgf.log_likelihood_)
+            metadata.update(method=model, params=bgf.params_, log_likelihood=bgf.log_likelihood_)
 
     spend, spend_meta = _predict_spend(x, m, repeat)
     metadata.update(spend_meta)
@@ -643,7 +732,7 @@ def score_customers(
     method = np.full(len(clean), "heuristic")
     scores = heuristic
     if bgf is not None:
-        model_scores = _bg_nbd_scores(
+        model_scores = _model_scores(
             bgf, x, tx, big_t, horizon_days, ltv_months, monthly_discount_rate, spend
         )
         finite = np.stack([model_scores[k] for k in ("churn", "purchases", "ltv")])
@@ -652,14 +741,14 @@ def score_customers(
             # parameters that break the closed forms for many customers are degenerate
             metadata.update(
                 method="heuristic",
-                fallback_reason=f"BG/NBD predictions not finite for {int(bad.sum())} customers "
+                fallback_reason=f"{label} predictions not finite for {int(bad.sum())} customers "
                 f"(degenerate parameters {bgf.params_})",
             )
         else:
             scores = {k: np.where(bad, heuristic[k], model_scores[k]) for k in model_scores}
-            method = np.where(bad, "heuristic", "bg_nbd")
+            method = np.where(bad, "heuristic", model)
             if bad.any():
-                logger.warning("BG/NBD could not score %d customers; used heuristics", bad.sum())
+                logger.warning("%s could not score %d customers; used heuristics", label, bad.sum())
     if metadata["method"] == "heuristic":
         logger.info("Scoring with heuristics: %s", metadata["fallback_reason"])
     metadata["n_rows_heuristic"] = int((method == "heuristic").sum())
@@ -752,7 +841,7 @@ def _predict_spend(
     return spend, meta
 
 
-def _bg_nbd_scores(
+def _model_scores(
     bgf: BetaGeoModel,
     x: np.ndarray,
     tx: np.ndarray,
