@@ -349,11 +349,19 @@ class FirestoreWriter:
         prefix = self.client._database_string + "/documents/"
         writes: list[Any] = []
         owners: list[str] = []
+        errors: dict[str, tuple[int, str]] = {}
         for item in chunk:
             inject = self.fail_write is not None and self.fail_write(item.customer_id, attempt)
-            for write in item.writes:
-                writes.append(write_protobuf(prefix, write, inject and write.is_root))
-                owners.append(item.customer_id)
+            try:
+                encoded = [write_protobuf(prefix, w, inject and w.is_root) for w in item.writes]
+            except (TypeError, ValueError, OverflowError) as exc:
+                # A value Firestore cannot hold: fail this customer, not the whole request.
+                errors[item.customer_id] = (code_pb2.INVALID_ARGUMENT, f"unencodable: {exc}")
+                continue
+            writes.extend(encoded)
+            owners.extend([item.customer_id] * len(encoded))
+        if not writes:
+            return errors
         request = _BatchWriteRequest.wrap(
             _BatchWriteRequest.pb()(database=self.client._database_string, writes=writes)
         )
@@ -361,11 +369,12 @@ class FirestoreWriter:
             response = self.client._firestore_api.batch_write(
                 request=request, metadata=self.client._rpc_metadata, timeout=self.timeout
             )
-        except gexc.GoogleAPICallError as exc:
-            code = exc.grpc_status_code.value[0] if exc.grpc_status_code else code_pb2.UNKNOWN
-            message = f"{type(exc).__name__}: {exc.message}"
-            return {item.customer_id: (code, message) for item in chunk}
-        errors: dict[str, tuple[int, str]] = {}
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            status = getattr(exc, "grpc_status_code", None)
+            code = status.value[0] if status is not None else code_pb2.UNAVAILABLE
+            message = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            errors.update({owner: (code, message) for owner in owners})
+            return errors
         for owner, status in zip(owners, response._pb.status, strict=True):
             if status.code != code_pb2.OK and owner not in errors:
                 errors[owner] = (
