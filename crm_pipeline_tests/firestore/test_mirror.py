@@ -333,3 +333,27 @@ def test_dashboard_documents(seeded: sa.Engine, firestore_client: firestore.Clie
     data = fans.get().to_dict()
     assert data["name"] == "newsletter/fans" and data["customer_count"] == N // 3
     assert not firestore_client.document("segments/retired").get().exists
+
+
+def test_a_crashed_first_sync_resumes_without_rewriting_committed_batches(
+    seeded: sa.Engine, firestore_client: firestore.Client
+) -> None:
+    with seeded.connect() as conn:
+        ids = list(conn.execute(sa.text("SELECT id::text FROM customers ORDER BY id")).scalars())
+    crash_on = ids[25]  # in the third batch of 10
+
+    def crash(cid: str, attempt: int) -> bool:
+        if cid == crash_on:
+            raise RuntimeError("simulated crash")
+        return False
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sync_mirror(seeded, firestore_client, FAST, fail_write=crash)
+    with seeded.connect() as conn:
+        committed = conn.execute(
+            sa.text("SELECT count(*) FROM firestore_mirror_state")
+        ).scalar_one()
+    assert 20 <= committed < N
+    resumed = sync_mirror(seeded, firestore_client, FAST)
+    assert (resumed.unchanged, resumed.written) == (committed, N - committed)
+    assert check_mirror_consistency(seeded, firestore_client).ok
