@@ -16,6 +16,7 @@ from crm_pipeline.predictive import (
     BetaGeoModel,
     GammaGammaModel,
     InvalidSummaryError,
+    ModifiedBetaGeoModel,
     NotFittedError,
     score_customers,
     summary_data_from_transactions,
@@ -28,6 +29,9 @@ CALIBRATION_END = date(1997, 9, 30)
 PUBLISHED_BG_NBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
 PUBLISHED_BG_NBD_LL = -9582.4
 PUBLISHED_GAMMA_GAMMA = {"p": 6.25, "q": 3.74, "v": 15.44}
+# MBG/NBD on the same data: BTYDplus (mbgcnbd with k = 1), also asserted by lifetimes'
+# ModifiedBetaGeoFitter tests to 3 decimals. No published log-likelihood.
+PUBLISHED_MBG_NBD = {"r": 0.525, "alpha": 6.183, "a": 0.891, "b": 1.614}
 PUBLISHED_N_CUSTOMERS = 2357
 PUBLISHED_N_REPEAT = 946
 
@@ -62,6 +66,13 @@ def cdnow_bgf(cdnow_weeks: pd.DataFrame) -> BetaGeoModel:
 
 
 @pytest.fixture(scope="module")
+def cdnow_mbgf(cdnow_weeks: pd.DataFrame) -> ModifiedBetaGeoModel:
+    return ModifiedBetaGeoModel().fit(
+        cdnow_weeks["frequency"], cdnow_weeks["recency"], cdnow_weeks["T"]
+    )
+
+
+@pytest.fixture(scope="module")
 def cdnow_days(cdnow_transactions: pd.DataFrame) -> pd.DataFrame:
     summary = summary_data_from_transactions(
         cdnow_transactions, "customer_id", "date", "value", CALIBRATION_END, freq="D"
@@ -86,6 +97,16 @@ def test_bg_nbd_reproduces_published_cdnow_estimates(cdnow_bgf: BetaGeoModel) ->
     assert cdnow_bgf.log_likelihood_ == pytest.approx(PUBLISHED_BG_NBD_LL, abs=0.05)
 
 
+def test_mbg_nbd_reproduces_published_cdnow_estimates(
+    cdnow_mbgf: ModifiedBetaGeoModel, cdnow_bgf: BetaGeoModel
+) -> None:
+    for name, published in PUBLISHED_MBG_NBD.items():
+        assert cdnow_mbgf.params_[name] == pytest.approx(published, abs=5e-4), name
+    # one extra drop-out chance, same number of parameters: fits CDNOW as well as BG/NBD
+    assert cdnow_mbgf.log_likelihood_ == pytest.approx(-9582.14, abs=0.05)
+    assert cdnow_mbgf.log_likelihood_ >= cdnow_bgf.log_likelihood_
+
+
 def test_gamma_gamma_reproduces_published_cdnow_estimates(cdnow_weeks: pd.DataFrame) -> None:
     repeat = cdnow_weeks[cdnow_weeks["frequency"] > 0]
     ggf = GammaGammaModel().fit(repeat["frequency"], repeat["monetary_value"])
@@ -102,12 +123,24 @@ def test_bg_nbd_is_invariant_to_the_time_unit(cdnow_weeks, cdnow_bgf: BetaGeoMod
         assert days.params_[name] == pytest.approx(cdnow_bgf.params_[name], rel=1e-4)
 
 
-def test_weights_equal_repeated_rows() -> None:
+def test_mbg_nbd_is_invariant_to_the_time_unit(
+    cdnow_weeks, cdnow_mbgf: ModifiedBetaGeoModel
+) -> None:
+    days = ModifiedBetaGeoModel().fit(
+        cdnow_weeks["frequency"], cdnow_weeks["recency"] * 7, cdnow_weeks["T"] * 7
+    )
+    assert days.params_["alpha"] == pytest.approx(cdnow_mbgf.params_["alpha"] * 7, rel=1e-4)
+    for name in ("r", "a", "b"):
+        assert days.params_[name] == pytest.approx(cdnow_mbgf.params_[name], rel=1e-4)
+
+
+@pytest.mark.parametrize("model_class", [BetaGeoModel, ModifiedBetaGeoModel])
+def test_weights_equal_repeated_rows(model_class: type[BetaGeoModel]) -> None:
     x, tx, big_t = np.array([0, 1, 3, 2, 5]), np.array([0, 4, 20, 9, 30]), np.full(5, 40)
     counts = np.array([40, 15, 6, 9, 3])
-    weighted = BetaGeoModel().fit(x, tx, big_t, weights=counts)
-    repeated = BetaGeoModel().fit(*(np.repeat(v, counts) for v in (x, tx, big_t)))
-    for name in BetaGeoModel.param_names:
+    weighted = model_class().fit(x, tx, big_t, weights=counts)
+    repeated = model_class().fit(*(np.repeat(v, counts) for v in (x, tx, big_t)))
+    for name in model_class.param_names:
         assert weighted.params_[name] == pytest.approx(repeated.params_[name], rel=1e-4)
 
 
@@ -192,6 +225,107 @@ def test_purchase_probability_never_reaches_half_when_probably_dead(
     assert np.isinf(cdnow_bgf.time_to_purchase_probability(0.5, x, tx, big_t))
 
 
+# -- MBG/NBD properties ------------------------------------------------------------------------
+
+
+def test_mbg_nbd_gradient_matches_finite_differences(cdnow_weeks: pd.DataFrame) -> None:
+    x, tx, big_t = (cdnow_weeks[c].to_numpy() for c in ("frequency", "recency", "T"))
+    log_params = np.log([0.4, 5.0, 0.8, 2.0])
+
+    def total(lp: np.ndarray) -> float:
+        return float(ModifiedBetaGeoModel._log_likelihood_terms(lp, x, tx, big_t)[0].sum())
+
+    _, gradient = ModifiedBetaGeoModel._log_likelihood_terms(log_params, x, tx, big_t)
+    step = 1e-6
+    numeric = [
+        (total(log_params + step * e) - total(log_params - step * e)) / (2 * step)
+        for e in np.eye(4)
+    ]
+    np.testing.assert_allclose(gradient.sum(axis=1), numeric, rtol=1e-5)
+
+
+def test_mbg_nbd_probability_alive_is_a_probability_below_one_for_one_time_buyers(
+    cdnow_weeks, cdnow_mbgf: ModifiedBetaGeoModel
+) -> None:
+    rfm = (cdnow_weeks["frequency"], cdnow_weeks["recency"], cdnow_weeks["T"])
+    p_alive = cdnow_mbgf.conditional_probability_alive(*rfm)
+    assert np.all((p_alive > 0) & (p_alive < 1))
+    x, tx, big_t = np.meshgrid(np.arange(0, 100, 10), np.arange(0, 100, 10), [0, 50, 100, 1e4])
+    tx = np.where(x == 0, 0, np.minimum(tx, big_t))
+    grid = cdnow_mbgf.conditional_probability_alive(x, tx, big_t)
+    assert np.all((grid >= 0) & (grid <= 1))
+    # a one-time buyer seen at T = 0 has only survived the first drop-out chance
+    r, alpha, a, b = (cdnow_mbgf.params_[k] for k in ("r", "alpha", "a", "b"))
+    assert cdnow_mbgf.conditional_probability_alive(0, 0, 0) == pytest.approx(b / (a + b))
+
+
+def test_mbg_nbd_one_time_buyers_fade_with_time(cdnow_mbgf: ModifiedBetaGeoModel) -> None:
+    age = np.linspace(0, 200, 41)
+    p_alive = cdnow_mbgf.conditional_probability_alive(0, 0, age)
+    assert np.all(np.diff(p_alive) < 0)
+    assert p_alive[-1] < 0.5 * p_alive[0]
+    # silence hurts repeat buyers too, and a recent purchase helps
+    assert np.all(np.diff(cdnow_mbgf.conditional_probability_alive(3, 20, age[age >= 20])) < 0)
+    assert np.all(np.diff(cdnow_mbgf.conditional_probability_alive(3, np.linspace(1, 39), 39)) > 0)
+
+
+def test_mbg_nbd_expected_purchases_grow_with_t_and_start_at_zero(
+    cdnow_mbgf: ModifiedBetaGeoModel,
+) -> None:
+    t = np.linspace(0, 200, 50)
+    for x, tx in [(0, 0), (1, 10), (7, 35)]:
+        expected = cdnow_mbgf.conditional_expected_number_of_purchases_up_to_time(t, x, tx, 39)
+        assert expected[0] == 0
+        assert np.all(np.diff(expected) > 0)
+    assert np.all(np.diff(cdnow_mbgf.expected_number_of_purchases_up_to_time(t)) > 0)
+    heavy = cdnow_mbgf.conditional_expected_number_of_purchases_up_to_time(
+        52, np.array([50.0, 300.0, 2000.0]), 39, 39
+    )
+    assert np.all(np.isfinite(heavy)) and np.all(np.diff(heavy) > 0)
+
+
+def test_mbg_nbd_expectations_match_printed_closed_forms(
+    cdnow_weeks, cdnow_mbgf: ModifiedBetaGeoModel
+) -> None:
+    """Batislam et al. (2007) as implemented by lifetimes.ModifiedBetaGeoFitter."""
+    r, alpha, a, b = (cdnow_mbgf.params_[k] for k in ("r", "alpha", "a", "b"))
+    x, tx, big_t = (cdnow_weeks[c].to_numpy() for c in ("frequency", "recency", "T"))
+    t = 39.0
+    hyp = special.hyp2f1(r + x, b + x + 1, a + b + x, t / (alpha + big_t + t))
+    numerator = (
+        (a + b + x) / (a - 1) * (1 - hyp * ((alpha + big_t) / (alpha + t + big_t)) ** (r + x))
+    )
+    denominator = 1 + a / (b + x) * ((alpha + big_t) / (alpha + tx)) ** (r + x)
+    expected = cdnow_mbgf.conditional_expected_number_of_purchases_up_to_time(t, x, tx, big_t)
+    np.testing.assert_allclose(expected, numerator / denominator, rtol=1e-9)
+
+    times = np.array([0.1429, 1.0, 3.0, 31.8571, 32.0, 78.0])
+    hyp = special.hyp2f1(r, b + 1, a + b, times / (alpha + times))
+    unconditional = b / (a - 1) * (1 - hyp * (alpha / (alpha + times)) ** r)
+    np.testing.assert_allclose(
+        cdnow_mbgf.expected_number_of_purchases_up_to_time(times), unconditional, rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("x, tx", [(0, 0), (4, 36)])
+def test_mbg_nbd_purchase_probability_is_bounded_and_inverted_exactly(
+    cdnow_mbgf: ModifiedBetaGeoModel, x: int, tx: int
+) -> None:
+    t = np.linspace(0, 300, 60)
+    big_t = 39
+    probability = cdnow_mbgf.conditional_probability_of_purchase_up_to_time(t, x, tx, big_t)
+    expected = cdnow_mbgf.conditional_expected_number_of_purchases_up_to_time(t, x, tx, big_t)
+    p_alive = cdnow_mbgf.conditional_probability_alive(x, tx, big_t)
+    assert np.all(np.diff(probability) > 0)
+    assert np.all(probability <= p_alive)
+    assert np.all(probability <= expected + 1e-12)
+    target = 0.5 * p_alive
+    t_half = cdnow_mbgf.time_to_purchase_probability(target, x, tx, big_t)
+    assert cdnow_mbgf.conditional_probability_of_purchase_up_to_time(
+        t_half, x, tx, big_t
+    ) == pytest.approx(target)
+
+
 def test_gamma_gamma_shrinks_towards_population_mean(cdnow_weeks: pd.DataFrame) -> None:
     repeat = cdnow_weeks[cdnow_weeks["frequency"] > 0]
     ggf = GammaGammaModel().fit(repeat["frequency"], repeat["monetary_value"])
@@ -229,6 +363,8 @@ def test_invalid_inputs_and_unfitted_models_raise() -> None:
         GammaGammaModel().fit([0, 2], [10.0, 12.0])
     with pytest.raises(NotFittedError):
         BetaGeoModel().conditional_probability_alive(1, 1, 2)
+    with pytest.raises(NotFittedError):
+        ModifiedBetaGeoModel().conditional_probability_alive(1, 1, 2)
 
 
 # -- transactions -> summary -------------------------------------------------------------------
@@ -275,25 +411,88 @@ def _assert_clean_scores(scores: pd.DataFrame, as_of: date) -> None:
     assert (scores["predicted_ltv"] >= 0).all()
     dates = scores["predicted_next_order_date"].dropna()
     assert all(as_of <= d <= as_of + timedelta(days=NEXT_ORDER_MAX_DAYS) for d in dates)
-    assert set(scores["scoring_method"]) <= {"bg_nbd", "heuristic"}
+    assert set(scores["scoring_method"]) <= {"mbg_nbd", "bg_nbd", "heuristic"}
 
 
-def test_score_customers_on_cdnow_uses_bg_nbd(cdnow_days: pd.DataFrame) -> None:
-    scores, metadata = score_customers(cdnow_days, as_of=CALIBRATION_END)
+@pytest.mark.parametrize(
+    "model, published", [("mbg_nbd", PUBLISHED_MBG_NBD), ("bg_nbd", PUBLISHED_BG_NBD)]
+)
+def test_score_customers_on_cdnow_uses_the_model(
+    cdnow_days: pd.DataFrame, model: str, published: dict[str, float]
+) -> None:
+    kwargs = {} if model == "mbg_nbd" else {"model": model}  # MBG/NBD is the default
+    scores, metadata = score_customers(cdnow_days, as_of=CALIBRATION_END, **kwargs)
     _assert_clean_scores(scores, CALIBRATION_END)
-    assert metadata["method"] == "bg_nbd"
+    assert metadata["model"] == model
+    assert metadata["method"] == model
     assert metadata["fallback_reason"] is None
     assert metadata["spend_method"] == "gamma_gamma"
     assert metadata["n_customers"] == PUBLISHED_N_CUSTOMERS
     assert metadata["n_repeat"] == PUBLISHED_N_REPEAT
-    assert (scores["scoring_method"] == "bg_nbd").all()
+    assert (scores["scoring_method"] == model).all()
     # same r, a, b as the weekly fit: the days-based pipeline fits the same model
-    assert _three_significant(metadata["params"]["r"]) == _three_significant(PUBLISHED_BG_NBD["r"])
+    for name in ("r", "a", "b"):
+        assert _three_significant(metadata["params"][name]) == _three_significant(published[name])
+
+
+def test_score_customers_rejects_unknown_models(cdnow_days: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="model"):
+        score_customers(cdnow_days, as_of=CALIBRATION_END, model="pareto_nbd")  # type: ignore[arg-type]
+
+
+def test_one_time_buyers_churn_more_the_longer_ago_they_bought(cdnow_days: pd.DataFrame) -> None:
+    scores, metadata = score_customers(cdnow_days, as_of=CALIBRATION_END)
+    assert metadata["method"] == "mbg_nbd"
+    one_time = (cdnow_days["frequency"] == 0).to_numpy()
+    churn = scores["churn_probability"].to_numpy()[one_time]
+    age = cdnow_days["T"].to_numpy()[one_time]
+    assert (churn > 0).all()
+    assert len(np.unique(churn)) > 1
+    # churn depends only on T for one-time buyers: strictly increasing in it
+    order = np.argsort(age)
+    distinct = np.r_[True, np.diff(age[order]) > 0]
+    assert np.all(np.diff(churn[order][distinct]) > 0)
+    oldest, newest = age >= np.quantile(age, 0.75), age <= np.quantile(age, 0.25)
+    assert churn[oldest].min() > churn[newest].max()
+
+    # under BG/NBD every one-time buyer is certainly alive: the reason MBG/NBD is the default
+    bg_scores, _ = score_customers(cdnow_days, as_of=CALIBRATION_END, model="bg_nbd")
+    assert (bg_scores["churn_probability"].to_numpy()[one_time] == 0).all()
+
+
+def _simulate_mbg_nbd(n: int, r: float, alpha: float, a: float, b: float, seed: int):
+    """MBG/NBD customers aged up to two years (days): drop-out possible after every purchase."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(r, 1 / alpha, n)
+    age = rng.uniform(1, 730, n)
+    arrivals = rng.poisson(rate * age)
+    repeats_before_dropout = rng.geometric(rng.beta(a, b, n)) - 1
+    x = np.minimum(arrivals, repeats_before_dropout).astype(float)
+    recency = np.where(x > 0, age * rng.beta(np.maximum(x, 1), np.maximum(arrivals - x + 1, 1)), 0)
+    return pd.DataFrame({"customer_id": range(n), "frequency": x, "recency": recency, "T": age})
+
+
+def test_one_time_buyers_churn_risk_in_a_simulated_store() -> None:
+    """A store where most customers buy once: old one-time buyers must not look safe."""
+    summary = _simulate_mbg_nbd(5000, r=0.5, alpha=60.0, a=1.2, b=2.0, seed=3)
+    one_time = (summary["frequency"] == 0).to_numpy()
+    assert one_time.mean() > 0.5
+    as_of = date(2025, 1, 1)
+    scores, metadata = score_customers(summary, as_of=as_of)
+    _assert_clean_scores(scores, as_of)
+    assert metadata["method"] == "mbg_nbd"
+    churn = scores["churn_probability"].to_numpy()
+    age = summary["T"].to_numpy()
+    long_ago, recently = one_time & (age > 540), one_time & (age < 30)
+    assert churn[long_ago].min() > churn[recently].max()
+    assert churn[long_ago].mean() > 0.5
+    for name, true in {"r": 0.5, "alpha": 60.0, "a": 1.2, "b": 2.0}.items():
+        assert metadata["params"][name] == pytest.approx(true, rel=0.3), name
 
 
 def test_next_order_date_is_the_first_day_with_even_odds(cdnow_days: pd.DataFrame) -> None:
     scores, metadata = score_customers(cdnow_days, as_of=CALIBRATION_END)
-    model = BetaGeoModel()
+    model = ModifiedBetaGeoModel()
     model.params_ = metadata["params"]
     has_date = scores["predicted_next_order_date"].notna().to_numpy()
     # a date exists exactly for customers more likely alive than not (within three years)
@@ -336,15 +535,18 @@ def test_heuristic_churn_rises_with_silence() -> None:
     assert np.all(np.diff(scores["predicted_purchases_90d"]) < 0)
 
 
-def test_score_customers_falls_back_on_degenerate_fit() -> None:
+@pytest.mark.parametrize("model, label", [("mbg_nbd", "MBG/NBD"), ("bg_nbd", "BG/NBD")])
+def test_score_customers_falls_back_on_degenerate_fit(model: str, label: str) -> None:
     # 40 identical customers still buying at T: no information about drop-out at all
     summary = pd.DataFrame(
         {"customer_id": range(40), "frequency": 3.0, "recency": 100.0, "T": 100.0}
     )
-    scores, metadata = score_customers(summary, as_of=date(2025, 1, 1))
+    scores, metadata = score_customers(summary, as_of=date(2025, 1, 1), model=model)
     _assert_clean_scores(scores, date(2025, 1, 1))
     assert metadata["method"] == "heuristic"
-    assert "BG/NBD" in metadata["fallback_reason"]
+    assert metadata["model"] == model
+    assert metadata["fallback_reason"].startswith(label)
+    assert (scores["scoring_method"] == "heuristic").all()
 
 
 def test_score_customers_repairs_garbage_and_scores_zero_order_customers() -> None:
