@@ -10,6 +10,7 @@ Stores of millions of records are served from byte-offset indexes (`store_index`
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 import random
@@ -139,6 +140,7 @@ def gid(kind: str, value: Any, model: str | None = None) -> str | None:
     return f"gid://shopify/{kind}/{value}{suffix}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _camel(key: str) -> str:
     head, *rest = key.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
@@ -649,6 +651,11 @@ def _op_bulk_run(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, in
         )
         state.bulk_ops[op.id] = op
         state.current_bulk = op.id
+        # result files are big (GBs for a 1M store): keep only the previous op's for late readers
+        finished = [o for o in state.bulk_ops.values() if o.file is not None]
+        for old in finished[:-1]:
+            old.file.unlink(missing_ok=True)
+            old.file = None
     payload = {"bulkOperation": {"id": op.id, "status": op.status}, "userErrors": []}
     threading.Thread(target=_run_bulk, args=(state, op), daemon=True, name=op.id).start()
     return {"bulkOperationRunQuery": payload}, 10, 10
