@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,10 +144,8 @@ def build_index(path: Path, key_fn: KeyFn, *, cache_name: str = "v1") -> JsonlIn
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable index cache %s", cache)
 
-    keys: list[int] = []
-    tags: list[int] = []
-    offsets: list[int] = []
-    lengths: list[int] = []
+    # typed arrays, not lists: 8 bytes per value keeps a 10M-line scan in a few hundred MB
+    keys, tags, offsets, lengths = array("q"), array("q"), array("q"), array("q")
     offset, skipped = 0, 0
     with path.open("rb") as fh:
         for line in fh:
@@ -167,15 +166,15 @@ def build_index(path: Path, key_fn: KeyFn, *, cache_name: str = "v1") -> JsonlIn
             offset += size
     if skipped:
         log.warning("%s: %d lines without a usable id are not served", path, skipped)
-    k = np.array(keys, dtype=np.int64)
+    k = np.frombuffer(keys, dtype=np.int64)
     # stable sort keeps file order among equal timestamps, a total and repeatable order
     order = np.argsort(k, kind="stable")
     index = JsonlIndex(
         path,
         k[order],
-        np.array(offsets, dtype=np.int64)[order],
-        np.array(lengths, dtype=np.int32)[order],
-        np.array(tags, dtype=np.int64)[order],
+        np.frombuffer(offsets, dtype=np.int64)[order],
+        np.frombuffer(lengths, dtype=np.int64)[order].astype(np.int32),
+        np.frombuffer(tags, dtype=np.int64)[order],
     )
     try:
         cache.parent.mkdir(exist_ok=True)
