@@ -7,8 +7,13 @@ maximum rate. Every request is a correctly signed Shopify delivery with a unique
 every one is a real INSERT + COMMIT. Loads go to 127.0.0.1 only, bounded in time.
 
     python bench/bench_receiver.py [--duration 8] [--connections 64] [--workers 2]
+        [--compare-app-dir DIR]
 
-Prints requests/s and p50/p99 latency for each, the ratio, and p99 at half the maximum rate.
+Prints requests/s and p50/p99 latency for each, the ratio, and p99 at half the maximum rate,
+plus the CPU time the server processes (and PostgreSQL) spent per request: on a shared machine
+requests/s move with the neighbours' load, CPU per request much less. `--compare-app-dir DIR`
+also measures the receiver package found in DIR (e.g. a copy of an older `webhook_receiver/`)
+in the same run, for before/after figures under the same conditions.
 """
 
 from __future__ import annotations
@@ -149,6 +154,40 @@ def start_uvicorn(
     raise RuntimeError(f"uvicorn {target} did not start")
 
 
+def _tree(root: int) -> list[int]:
+    """`root` and all its descendants (uvicorn's master and workers; postgres and backends)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds used so far by `root`'s live process tree."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pid(data_root: Path) -> int:
+    pid_file = next(data_root.rglob("postmaster.pid"))
+    return int(pid_file.read_text().split()[0])
+
+
 def run_wrk(
     url: str,
     script: Path,
@@ -157,7 +196,10 @@ def run_wrk(
     connections: int,
     threads: int,
     mean_delay_ms: float = 0.0,
+    cpu_roots: dict[str, int] | None = None,
 ) -> dict[str, float]:
+    """One wrk run; with `cpu_roots` also the CPU microseconds per request of each tree."""
+    before = {name: cpu_seconds(pid) for name, pid in (cpu_roots or {}).items()}
     env = {**os.environ, "BENCH_REQ_PREFIX": prefix, "BENCH_MEAN_DELAY_MS": str(mean_delay_ms)}
     result = subprocess.run(
         [
@@ -182,7 +224,12 @@ def run_wrk(
     )
     line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH "))
     raw = json.loads(line[len("BENCH ") :])
+    cpu = {
+        f"cpu_us_{name}": (cpu_seconds(pid) - before[name]) / max(1, raw["requests"]) * 1e6
+        for name, pid in (cpu_roots or {}).items()
+    }
     return {
+        **cpu,
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
@@ -207,6 +254,9 @@ def show(name: str, r: dict[str, float]) -> None:
         f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']:.0f} requests, non-2xx {r['non_2xx']:.0f}, "
         f"socket errors {r['socket_errors']:.0f})"
     )
+    cpu = [f"{k[len('cpu_us_') :]} {v:.0f} us" for k, v in r.items() if k.startswith("cpu_us_")]
+    if cpu:
+        print(f"{'':<34} CPU per request: {', '.join(cpu)}")
 
 
 def main() -> None:
@@ -215,6 +265,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers, both servers")
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument(
+        "--compare-app-dir",
+        type=Path,
+        help="also measure the webhook_receiver package in this directory (before/after)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -230,16 +285,29 @@ def main() -> None:
         migrate(dsn)
         script = work / "signed.lua"
         script.write_text(WRK_SCRIPT)
+        variants = [("receiver", None)]
+        if args.compare_app_dir:
+            variants.insert(0, (f"receiver from {args.compare_app_dir}", args.compare_app_dir))
         # Unique deliveries per run (a wrapped-around pool would turn inserts into duplicates).
         pool = 6000 * args.duration
-        prefixes = [write_requests(work / f"run{i}", args.wrk_threads, pool) for i in range(3)]
+        prefixes = [
+            write_requests(work / f"run{i}", args.wrk_threads, pool)
+            for i in range(1 + 2 * len(variants))
+        ]
+        pg_root = postmaster_pid(work / "pg")
 
         noop_url, noop_proc = start_uvicorn(
             ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
         )
         processes.append(noop_proc)
         noop = run_wrk(
-            noop_url, script, prefixes[0], args.duration, args.connections, args.wrk_threads
+            noop_url,
+            script,
+            prefixes[0],
+            args.duration,
+            args.connections,
+            args.wrk_threads,
+            cpu_roots={"uvicorn": noop_proc.pid},
         )
         stop(noop_proc)
 
@@ -251,27 +319,39 @@ def main() -> None:
             "CRM_WEBHOOK_RATE_LIMIT_SOURCE": "",
             "CRM_WEBHOOK_RATE_LIMIT_SHOP": "",
         }
-        recv_url, recv_proc = start_uvicorn(
-            ["--factory", "webhook_receiver.main:create_app_from_env"], args.workers, receiver_env
-        )
-        processes.append(recv_proc)
-        full = run_wrk(
-            recv_url, script, prefixes[1], args.duration, args.connections, args.wrk_threads
-        )
-        # Half the maximum rate: each connection waits a random (exponential) pause between
-        # requests so that connections / (pause + latency) is about half the measured maximum.
-        half_rate = full["rps"] / 2
-        pause_ms = max(0.0, args.connections / half_rate * 1000 - full["p50_ms"] / 2)
-        half = run_wrk(
-            recv_url,
-            script,
-            prefixes[2],
-            args.duration,
-            args.connections,
-            args.wrk_threads,
-            mean_delay_ms=pause_ms,
-        )
-        stop(recv_proc)
+        results = []
+        for index, (name, app_dir) in enumerate(variants):
+            target = ["--factory", "webhook_receiver.main:create_app_from_env"]
+            if app_dir is not None:
+                target = ["--app-dir", str(app_dir), *target]
+            recv_url, recv_proc = start_uvicorn(target, args.workers, receiver_env)
+            processes.append(recv_proc)
+            roots = {"uvicorn": recv_proc.pid, "postgres": pg_root}
+            full = run_wrk(
+                recv_url,
+                script,
+                prefixes[1 + 2 * index],
+                args.duration,
+                args.connections,
+                args.wrk_threads,
+                cpu_roots=roots,
+            )
+            # Half the maximum rate: each connection waits a random (exponential) pause between
+            # requests so that connections / (pause + latency) is about half the measured maximum.
+            half_rate = full["rps"] / 2
+            pause_ms = max(0.0, args.connections / half_rate * 1000 - full["p50_ms"] / 2)
+            half = run_wrk(
+                recv_url,
+                script,
+                prefixes[2 + 2 * index],
+                args.duration,
+                args.connections,
+                args.wrk_threads,
+                mean_delay_ms=pause_ms,
+                cpu_roots=roots,
+            )
+            stop(recv_proc)
+            results.append((name, full, half, half_rate))
 
         with __import__("psycopg").connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
@@ -281,14 +361,15 @@ def main() -> None:
             f"{args.wrk_threads} threads x {args.connections} connections, {args.duration} s runs"
         )
         show("(a) no-op FastAPI endpoint", noop)
-        show("(b) receiver, durable group commit", full)
-        print(f"ratio receiver / no-op: {full['rps'] / noop['rps']:.2f}  (target >= 0.50)")
-        show(f"(b) at ~half max ({half_rate:.0f}/s target)", half)
-        print(f"p99 at half the maximum rate: {half['p99_ms']:.2f} ms  (target < 50 ms)")
-        print(
-            f"rows in webhook_events: {stored} (2xx answers: "
-            f"{full['requests'] - full['non_2xx'] + half['requests'] - half['non_2xx']:.0f})"
-        )
+        answered = 0.0
+        for name, full, half, half_rate in results:
+            print(f"-- {name}")
+            show("(b) durable group commit", full)
+            print(f"ratio receiver / no-op: {full['rps'] / noop['rps']:.2f}  (target >= 0.50)")
+            show(f"(b) at ~half max ({half_rate:.0f}/s target)", half)
+            print(f"p99 at half the maximum rate: {half['p99_ms']:.2f} ms  (target < 50 ms)")
+            answered += full["requests"] - full["non_2xx"] + half["requests"] - half["non_2xx"]
+        print(f"rows in webhook_events: {stored} (2xx answers: {answered:.0f})")
     finally:
         for process in processes:
             if process.poll() is None:

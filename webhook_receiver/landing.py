@@ -101,6 +101,8 @@ class Lander:
         self.batch_max = batch_max
         self.batch_wait = batch_wait_ms / 1000.0
         self.timeout = timeout_seconds
+        # The writer's own timeouts answer first; this ceiling only guards against a stuck writer.
+        self._deadline = timeout_seconds * 2 + 0.5
         self._on_batch = on_batch  # callable(size: int) for metrics
         self._queue: asyncio.Queue[_Pending] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,21 +133,36 @@ class Lander:
     # ------------------------------------------------------------------ requests
     async def land(self, rows: Sequence[EventRow]) -> list[bool]:
         """Commit `rows` durably; per row True (stored now) or False (already there)."""
-        if self._queue is None or not self._tasks:
+        if len(rows) == 1:
+            return [await self.land_one(rows[0])]
+        queue = self._queue
+        if queue is None or not self._tasks:
             raise DatabaseUnavailable("landing writer not running")
         loop = asyncio.get_running_loop()
         pendings = [_Pending(row, loop.create_future()) for row in rows]
         for pending in pendings:
-            self._queue.put_nowait(pending)
-        # A hard ceiling so a request never hangs past what the sender waits for.
-        deadline = self.timeout * 2 + 0.5
+            queue.put_nowait(pending)
         try:
-            async with asyncio.timeout(deadline):
-                if len(pendings) == 1:  # the common case, without gather's extra task
-                    return [await pendings[0].future]
+            async with asyncio.timeout(self._deadline):
                 return list(await asyncio.gather(*(p.future for p in pendings)))
         except TimeoutError as exc:
             raise DatabaseUnavailable("landing timed out") from exc
+
+    async def land_one(self, row: EventRow) -> bool:
+        """`land` for the common single-row delivery, with one plain timer instead of a
+        timeout context and a list: this runs for every request."""
+        queue = self._queue
+        if queue is None or not self._tasks:
+            raise DatabaseUnavailable("landing writer not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        queue.put_nowait(_Pending(row, future))
+        # A hard ceiling so a request never hangs past what the sender waits for.
+        timer = loop.call_later(self._deadline, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a fresh connection answers within the timeout."""
@@ -279,6 +296,11 @@ class _RowData(Exception):
 
 class _ConnectionLost(Exception):
     pass
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_exception(DatabaseUnavailable("landing timed out"))
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:

@@ -1,7 +1,9 @@
-"""In-memory rate limits per source and per shop domain (the `limits` library, fixed window).
+"""In-memory rate limits per source and per shop domain (fixed windows).
 
-Fixed windows cost O(1) per hit, which matters at thousands of deliveries a second. Counters are
-per process: with N uvicorn workers the effective ceiling is N times the configured rate.
+Rates use the `limits` notation ("2000/second", "100/minute"); the counting itself is a dict
+lookup and an integer add, because it runs on every delivery and `limits`' storage (locks, timer
+threads, several calls per hit) cost more than the rest of the checks. Counters are per process:
+with N uvicorn workers the effective ceiling is N times the configured rate.
 """
 
 from __future__ import annotations
@@ -9,9 +11,7 @@ from __future__ import annotations
 import math
 import time
 
-from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
+from limits import parse
 
 
 class RateLimited(Exception):
@@ -23,9 +23,37 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def _parse(rate: str) -> RateLimitItem | None:
+class FixedWindow:
+    """At most `amount` hits per key in a window of `seconds` that opens at the key's first hit."""
+
+    __slots__ = ("amount", "seconds", "_windows", "_next_sweep")
+
+    def __init__(self, amount: int, seconds: float) -> None:
+        self.amount = amount
+        self.seconds = seconds
+        self._windows: dict[object, list[float]] = {}  # key -> [window end, hits]
+        self._next_sweep = 0.0
+
+    def hit(self, key: object, now: float) -> float:
+        """Count a hit; 0.0 when allowed, else the seconds until the key's window resets."""
+        window = self._windows.get(key)
+        if window is None or now >= window[0]:
+            if now >= self._next_sweep:  # forget finished windows (per-shop keys come and go)
+                self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+                self._next_sweep = now + self.seconds
+            window = self._windows[key] = [now + self.seconds, 0.0]
+        if window[1] >= self.amount:
+            return window[0] - now
+        window[1] += 1
+        return 0.0
+
+
+def _parse(rate: str) -> FixedWindow | None:
     text = rate.strip().lower()
-    return None if text in ("", "0", "none", "off", "unlimited") else parse(text)
+    if text in ("", "0", "none", "off", "unlimited"):
+        return None
+    item = parse(text)
+    return FixedWindow(item.amount, float(item.get_expiry()))
 
 
 class RateLimiter:
@@ -34,23 +62,17 @@ class RateLimiter:
     def __init__(self, per_source: str, per_shop: str) -> None:
         self._per_source = _parse(per_source)
         self._per_shop = _parse(per_shop)
-        self._limiter = FixedWindowRateLimiter(MemoryStorage())
 
     def hit(self, source: str, shop_domain: str | None = None) -> None:
         """Count a delivery; raise RateLimited when a window is full."""
-        if self._per_source is not None and not self._limiter.hit(
-            self._per_source, "source", source
-        ):
-            raise RateLimited("source", self._retry_after(self._per_source, "source", source))
-        if (
-            shop_domain
-            and self._per_shop is not None
-            and not self._limiter.hit(self._per_shop, "shop", source, shop_domain)
-        ):
-            raise RateLimited(
-                "shop", self._retry_after(self._per_shop, "shop", source, shop_domain)
-            )
-
-    def _retry_after(self, item: RateLimitItem, *identifiers: str) -> int:
-        reset_at = self._limiter.get_window_stats(item, *identifiers).reset_time
-        return max(1, math.ceil(reset_at - time.time()))
+        if self._per_source is None and self._per_shop is None:
+            return
+        now = time.monotonic()
+        if self._per_source is not None:
+            wait = self._per_source.hit(source, now)
+            if wait:
+                raise RateLimited("source", max(1, math.ceil(wait)))
+        if shop_domain and self._per_shop is not None:
+            wait = self._per_shop.hit((source, shop_domain), now)
+            if wait:
+                raise RateLimited("shop", max(1, math.ceil(wait)))

@@ -4,18 +4,25 @@ Order of checks for every delivery: size (413), signature (401), required header
 rate limit (429), commit (200, or 503 when the database cannot take it). Signatures come before
 everything that looks at content so unsigned traffic never reaches the parser or the limiter's
 per-shop counters. Nothing about the payload's people (emails, phones) is logged.
+
+The three POST routes are served by `serve_delivery`, a plain ASGI handler that `ReceiverApp`
+(main.py) calls before FastAPI's middleware, routing and dependency machinery: that machinery
+cost more CPU per request than the checks and the durable landing together. The same routes are
+still declared on the FastAPI router (same handler underneath) so the OpenAPI document describes
+them and a mount under another prefix keeps working.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from webhook_receiver.landing import DatabaseUnavailable, EventRow, Lander, RowRejected
@@ -31,6 +38,12 @@ MAX_KLAVIYO_ITEMS = 1000
 # Never persisted: credentials a proxy might add in front of us.
 _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
+Headers = dict[str, str]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 
 @dataclass
 class Receiver:
@@ -40,14 +53,13 @@ class Receiver:
     lander: Lander
     limiter: RateLimiter
     metrics: ReceiverMetrics
+    # Secrets as bytes, read once: pydantic's SecretStr unwrapping is not free per request.
+    secrets: dict[str, bytes] = field(init=False)
 
-
-async def get_receiver(request: Request) -> Receiver:
-    """Async on purpose: a sync dependency would cost a thread-pool hop on every request."""
-    return request.app.state.receiver
-
-
-ReceiverDep = Annotated[Receiver, Depends(get_receiver)]
+    def __post_init__(self) -> None:
+        self.secrets = {
+            name: self.settings.secret(name) for name in ("shopify", "klaviyo", "admin")
+        }
 
 
 class Rejection(Exception):
@@ -63,20 +75,46 @@ class Rejection(Exception):
         self.headers = headers or {}
 
 
-def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Status, JSON body and extra headers of a delivery's answer, independent of the framework."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def rejection_response(exc: Rejection) -> Response:
-    return _json(
+def _answer(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, orjson.dumps(content), tuple((headers or {}).items()))
+
+
+def _rejected(exc: Rejection) -> Answer:
+    return _answer(
         exc.status, {"status": "rejected", "reason": exc.reason, "detail": exc.detail}, exc.headers
     )
 
 
+def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+# The two everyday answers, built once.
+_ACCEPTED_ONE = _answer(200, {"status": "accepted", "stored": 1, "duplicates": 0})
+_DUPLICATE_ONE = _answer(200, {"status": "duplicate", "stored": 0, "duplicates": 1})
+
+
 # ---------------------------------------------------------------------------- body and parsing
-async def read_body(request: Request, limit: int) -> bytes:
+def scope_headers(scope: Scope) -> Headers:
+    """The request headers as a dict (lower-case names, latin-1 like Starlette; last one wins)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending the whole body: nothing to answer."""
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The raw body, refusing early on Content-Length and again while streaming (chunked)."""
-    declared = request.headers.get("content-length")
     if declared is not None:
         try:
             too_big = int(declared) > limit
@@ -84,13 +122,29 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Rejection(400, "malformed_body", "invalid Content-Length") from exc
         if too_big:
             raise Rejection(413, "too_large", f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message, no copy
+        if len(body) > limit:
+            raise Rejection(413, "too_large", f"body over {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
         if size > limit:
             raise Rejection(413, "too_large", f"body over {limit} bytes")
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if size > limit:
+        raise Rejection(413, "too_large", f"body over {limit} bytes")
     return b"".join(chunks)
 
 
@@ -136,7 +190,7 @@ def parse_time(value: Any) -> datetime | None:
     """An event time from a header or payload (ISO 8601 or epoch seconds); None if unreadable."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and ":" not in value:  # no float literal contains ':'
         try:
             value = float(value.strip())
         except ValueError:
@@ -155,10 +209,12 @@ def parse_time(value: Any) -> datetime | None:
     return moment
 
 
-def headers_json(request: Request) -> str:
+def headers_json(headers: Headers) -> str:
+    """The request headers as stored (credentials a proxy might add are never persisted)."""
     # No NUL check: the HTTP parser refuses NUL in header names and values.
-    kept = {k: v for k, v in request.headers.items() if k not in _DROPPED_HEADERS}
-    return orjson.dumps(kept).decode()
+    if _DROPPED_HEADERS.isdisjoint(headers):
+        return orjson.dumps(headers).decode()
+    return orjson.dumps({k: v for k, v in headers.items() if k not in _DROPPED_HEADERS}).decode()
 
 
 def _dig(payload: Any, *path: str) -> Any:
@@ -219,12 +275,124 @@ def klaviyo_items(parsed: Any) -> list[dict[str, Any]]:
     return items
 
 
+# ---------------------------------------------------------------------------- per-sender rows
+def _rate_limit(receiver: Receiver, source: str, shop_domain: str | None = None) -> None:
+    try:
+        receiver.limiter.hit(source, shop_domain)
+    except RateLimited as exc:
+        raise Rejection(
+            429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after)}
+        ) from exc
+
+
+def shopify_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[EventRow]:
+    """A Shopify webhook delivery, keyed by X-Shopify-Webhook-Id."""
+    get = headers.get
+    verify_base64(body, get("x-shopify-hmac-sha256"), receiver.secrets["shopify"])
+    delivery_id = _text(get("x-shopify-webhook-id"), "X-Shopify-Webhook-Id")
+    topic = _text(get("x-shopify-topic"), "X-Shopify-Topic")
+    shop = _text(get("x-shopify-shop-domain"), "X-Shopify-Shop-Domain")
+    parsed = parse_json(body)
+    _rate_limit(receiver, "shopify", shop)
+    return [
+        EventRow(
+            source="shopify",
+            topic=topic,  # type: ignore[arg-type]
+            delivery_id=delivery_id,  # type: ignore[arg-type]
+            shop_domain=shop,
+            triggered_at=parse_time(get("x-shopify-triggered-at")),
+            headers_json=headers_json(headers),
+            payload_json=storable_json(body, parsed),
+            subject_key=shopify_subject(topic or "", parsed),
+        )
+    ]
+
+
+def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[EventRow]:
+    """A Klaviyo webhook delivery; one row per item, keyed by Klaviyo-Webhook-Id:<index>."""
+    get = headers.get
+    timestamp = get("klaviyo-timestamp")
+    settings = receiver.settings
+    verify_klaviyo(
+        body,
+        get("klaviyo-signature"),
+        timestamp,
+        receiver.secrets["klaviyo"],
+        settings.klaviyo_tolerance_seconds,
+    )
+    webhook_id = _text(get("klaviyo-webhook-id"), "Klaviyo-Webhook-Id")
+    items = klaviyo_items(parse_json(body))
+    _rate_limit(receiver, "klaviyo")
+    sent_at = parse_time(timestamp)
+    stored_headers = headers_json(headers)
+    rows = []
+    for index, item in enumerate(items):
+        topic = _scalar_id(item.get("topic")) or _scalar_id(item.get("type")) or "unknown"
+        happened = _dig(item, "attributes", "datetime") or _dig(item, "attributes", "timestamp")
+        rows.append(
+            EventRow(
+                source="klaviyo",
+                topic=topic,
+                delivery_id=f"{webhook_id}:{index}",
+                shop_domain=None,
+                triggered_at=parse_time(happened) or sent_at,
+                headers_json=stored_headers,
+                payload_json=orjson.dumps(_strip_nul(item)).decode(),
+                subject_key=klaviyo_subject(item),
+            )
+        )
+    return rows
+
+
+def admin_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[EventRow]:
+    """A staff action from the admin app, stored with source 'manual', keyed by X-Crm-Action-Id."""
+    get = headers.get
+    verify_base64(body, get("x-crm-hmac-sha256"), receiver.secrets["admin"])
+    action_id = _text(get("x-crm-action-id"), "X-Crm-Action-Id")
+    parsed = parse_json(body)
+    if not isinstance(parsed, dict):
+        raise Rejection(400, "malformed_body", "an admin action must be a JSON object")
+    topic = _text(get("x-crm-action") or _scalar_id(parsed.get("action")), "X-Crm-Action or action")
+    _rate_limit(receiver, "manual")
+    return [
+        EventRow(
+            source="manual",
+            topic=topic,  # type: ignore[arg-type]
+            delivery_id=action_id,  # type: ignore[arg-type]
+            shop_domain=None,
+            triggered_at=parse_time(parsed.get("occurred_at") or parsed.get("triggered_at")),
+            headers_json=headers_json(headers),
+            payload_json=storable_json(body, parsed),
+            subject_key=admin_subject(parsed),
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRoute:
+    """One POST route: its metrics source label and the function turning a request into rows."""
+
+    source: str
+    rows: Callable[[Receiver, Headers, bytes], list[EventRow]]
+
+
+WEBHOOK_ROUTES: dict[str, WebhookRoute] = {
+    "/webhooks/shopify": WebhookRoute("shopify", shopify_rows),
+    "/webhooks/klaviyo": WebhookRoute("klaviyo", klaviyo_rows),
+    "/webhooks/admin": WebhookRoute("manual", admin_rows),
+}
+
+
 # ---------------------------------------------------------------------------- landing
-async def land(receiver: Receiver, source: str, rows: list[EventRow]) -> Response:
+async def land(receiver: Receiver, source: str, rows: list[EventRow]) -> Answer:
     """Commit rows, count them, and answer; 200 only after the commit."""
     started = time.perf_counter()
+    lander = receiver.lander
     try:
-        results = await receiver.lander.land(rows) if rows else []
+        if len(rows) == 1:
+            results = [await lander.land_one(rows[0])]
+        else:
+            results = await lander.land(rows) if rows else []
     except DatabaseUnavailable as exc:
         raise Rejection(
             503, "db_unavailable", "database unavailable, retry later", {"Retry-After": "5"}
@@ -239,46 +407,60 @@ async def land(receiver: Receiver, source: str, rows: list[EventRow]) -> Respons
         metrics.received_by[source].inc(stored)
     if duplicates:
         metrics.duplicates_by[source].inc(duplicates)
+    if len(results) == 1:
+        return _ACCEPTED_ONE if stored else _DUPLICATE_ONE
     status = "duplicate" if rows and not stored else "accepted"
-    return _json(200, {"status": status, "stored": stored, "duplicates": duplicates})
+    return _answer(200, {"status": status, "stored": stored, "duplicates": duplicates})
 
 
-def _rate_limit(receiver: Receiver, source: str, shop_domain: str | None = None) -> None:
+async def deliver(
+    receiver: Receiver, route: WebhookRoute, headers: Headers, receive: Receive
+) -> Answer:
+    """Read, check and land one delivery; every refusal becomes an answer and a metric."""
+    source = route.source
     try:
-        receiver.limiter.hit(source, shop_domain)
-    except RateLimited as exc:
-        raise Rejection(
-            429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after)}
-        ) from exc
-
-
-async def guarded(receiver: Receiver, source: str, handler: Any) -> Response:
-    """Run a delivery handler, turning Rejections into answers and rejection metrics."""
-    try:
-        return await handler
+        body = await receive_body(
+            receive, headers.get("content-length"), receiver.settings.max_body_bytes
+        )
+        return await land(receiver, source, route.rows(receiver, headers, body))
     except Rejection as exc:
         receiver.metrics.rejected.labels(source, exc.reason).inc()
         if exc.status >= 500:
             log.warning("webhook %s: %s (%s)", source, exc.status, exc.reason)
         else:
             log.info("webhook %s rejected: %s (%s)", source, exc.status, exc.reason)
-        return rejection_response(exc)
+        return _rejected(exc)
     except SignatureError as exc:
         receiver.metrics.rejected.labels(source, exc.reason).inc()
         log.info("webhook %s rejected: 401 (%s)", source, exc.reason)
-        return _json(
+        return _answer(
             401,
             {"status": "rejected", "reason": exc.reason, "detail": "signature verification failed"},
         )
 
 
-# ---------------------------------------------------------------------------- routes
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
+async def serve_delivery(
+    receiver: Receiver, route: WebhookRoute, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """The ASGI handler of a webhook POST: no middleware, routing or dependency resolution."""
+    try:
+        answer = await deliver(receiver, route, scope_headers(scope), receive)
+    except ClientGone:
+        return  # nothing was landed; there is no one to answer
+    headers = [_JSON_TYPE, (b"content-length", str(len(answer.body)).encode())]
+    for name, value in answer.headers:
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+# ---------------------------------------------------------------------------- FastAPI routes
 def _openapi(*headers: str) -> dict[str, Any]:
-    """Headers and body for the OpenAPI schema. The routes read the raw request themselves
-    (the signature covers the exact bytes), and FastAPI's per-request parameter machinery costs
-    more than the whole durable landing, so nothing here is a FastAPI parameter."""
+    """Headers and body for the OpenAPI schema. The handler reads the raw request itself (the
+    signature covers the exact bytes), so nothing here is a FastAPI parameter."""
     return {
         "parameters": [
             {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
@@ -303,6 +485,16 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
+async def _through_fastapi(request: Request, route: WebhookRoute) -> Response:
+    """The same handler when a request reaches the FastAPI router (e.g. a mounted app)."""
+    receiver: Receiver = request.app.state.receiver
+    try:
+        answer = await deliver(receiver, route, scope_headers(request.scope), request.receive)
+    except ClientGone:
+        return Response(status_code=400)
+    return Response(answer.body, answer.status, dict(answer.headers), "application/json")
+
+
 @router.post(
     "/shopify",
     responses=_ANSWERS,
@@ -316,35 +508,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 )
 async def shopify_webhook(request: Request) -> Response:
     """A Shopify webhook delivery, keyed by X-Shopify-Webhook-Id."""
-    receiver: Receiver = request.app.state.receiver
-    get = request.headers.get
-
-    async def handle() -> Response:
-        x_shopify_hmac_sha256 = get("x-shopify-hmac-sha256")
-        x_shopify_webhook_id = get("x-shopify-webhook-id")
-        x_shopify_topic = get("x-shopify-topic")
-        x_shopify_shop_domain = get("x-shopify-shop-domain")
-        x_shopify_triggered_at = get("x-shopify-triggered-at")
-        body = await read_body(request, receiver.settings.max_body_bytes)
-        verify_base64(body, x_shopify_hmac_sha256, receiver.settings.secret("shopify"))
-        delivery_id = _text(x_shopify_webhook_id, "X-Shopify-Webhook-Id")
-        topic = _text(x_shopify_topic, "X-Shopify-Topic")
-        shop = _text(x_shopify_shop_domain, "X-Shopify-Shop-Domain")
-        parsed = parse_json(body)
-        _rate_limit(receiver, "shopify", shop)
-        row = EventRow(
-            source="shopify",
-            topic=topic,  # type: ignore[arg-type]
-            delivery_id=delivery_id,  # type: ignore[arg-type]
-            shop_domain=shop,
-            triggered_at=parse_time(x_shopify_triggered_at),
-            headers_json=headers_json(request),
-            payload_json=storable_json(body, parsed),
-            subject_key=shopify_subject(topic or "", parsed),
-        )
-        return await land(receiver, "shopify", [row])
-
-    return await guarded(receiver, "shopify", handle())
+    return await _through_fastapi(request, WEBHOOK_ROUTES["/webhooks/shopify"])
 
 
 @router.post(
@@ -354,46 +518,7 @@ async def shopify_webhook(request: Request) -> Response:
 )
 async def klaviyo_webhook(request: Request) -> Response:
     """A Klaviyo webhook delivery; one row per item, keyed by Klaviyo-Webhook-Id:<index>."""
-    receiver: Receiver = request.app.state.receiver
-    get = request.headers.get
-
-    async def handle() -> Response:
-        klaviyo_signature = get("klaviyo-signature")
-        klaviyo_timestamp = get("klaviyo-timestamp")
-        klaviyo_webhook_id = get("klaviyo-webhook-id")
-        settings = receiver.settings
-        body = await read_body(request, settings.max_body_bytes)
-        verify_klaviyo(
-            body,
-            klaviyo_signature,
-            klaviyo_timestamp,
-            settings.secret("klaviyo"),
-            settings.klaviyo_tolerance_seconds,
-        )
-        webhook_id = _text(klaviyo_webhook_id, "Klaviyo-Webhook-Id")
-        items = klaviyo_items(parse_json(body))
-        _rate_limit(receiver, "klaviyo")
-        sent_at = parse_time(klaviyo_timestamp)
-        headers = headers_json(request)
-        rows = []
-        for index, item in enumerate(items):
-            topic = _scalar_id(item.get("topic")) or _scalar_id(item.get("type")) or "unknown"
-            happened = _dig(item, "attributes", "datetime") or _dig(item, "attributes", "timestamp")
-            rows.append(
-                EventRow(
-                    source="klaviyo",
-                    topic=topic,
-                    delivery_id=f"{webhook_id}:{index}",
-                    shop_domain=None,
-                    triggered_at=parse_time(happened) or sent_at,
-                    headers_json=headers,
-                    payload_json=orjson.dumps(_strip_nul(item)).decode(),
-                    subject_key=klaviyo_subject(item),
-                )
-            )
-        return await land(receiver, "klaviyo", rows)
-
-    return await guarded(receiver, "klaviyo", handle())
+    return await _through_fastapi(request, WEBHOOK_ROUTES["/webhooks/klaviyo"])
 
 
 @router.post(
@@ -403,34 +528,7 @@ async def klaviyo_webhook(request: Request) -> Response:
 )
 async def admin_webhook(request: Request) -> Response:
     """A staff action from the admin app, stored with source 'manual', keyed by X-Crm-Action-Id."""
-    receiver: Receiver = request.app.state.receiver
-    get = request.headers.get
-
-    async def handle() -> Response:
-        x_crm_hmac_sha256 = get("x-crm-hmac-sha256")
-        x_crm_action_id = get("x-crm-action-id")
-        x_crm_action = get("x-crm-action")
-        body = await read_body(request, receiver.settings.max_body_bytes)
-        verify_base64(body, x_crm_hmac_sha256, receiver.settings.secret("admin"))
-        action_id = _text(x_crm_action_id, "X-Crm-Action-Id")
-        parsed = parse_json(body)
-        if not isinstance(parsed, dict):
-            raise Rejection(400, "malformed_body", "an admin action must be a JSON object")
-        topic = _text(x_crm_action or _scalar_id(parsed.get("action")), "X-Crm-Action or action")
-        _rate_limit(receiver, "manual")
-        row = EventRow(
-            source="manual",
-            topic=topic,  # type: ignore[arg-type]
-            delivery_id=action_id,  # type: ignore[arg-type]
-            shop_domain=None,
-            triggered_at=parse_time(parsed.get("occurred_at") or parsed.get("triggered_at")),
-            headers_json=headers_json(request),
-            payload_json=storable_json(body, parsed),
-            subject_key=admin_subject(parsed),
-        )
-        return await land(receiver, "manual", [row])
-
-    return await guarded(receiver, "manual", handle())
+    return await _through_fastapi(request, WEBHOOK_ROUTES["/webhooks/admin"])
 
 
 ops_router = APIRouter(tags=["operations"])
@@ -443,8 +541,9 @@ async def healthz() -> dict[str, str]:
 
 
 @ops_router.get("/readyz", responses={503: {"description": "Database unreachable."}})
-async def readyz(receiver: ReceiverDep) -> Response:
+async def readyz(request: Request) -> Response:
     """Readiness: the database answers within the timeout."""
+    receiver: Receiver = request.app.state.receiver
     try:
         await receiver.lander.ping()
     except DatabaseUnavailable:
@@ -453,6 +552,7 @@ async def readyz(receiver: ReceiverDep) -> Response:
 
 
 @ops_router.get("/metrics")
-async def metrics(receiver: ReceiverDep) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
+    receiver: Receiver = request.app.state.receiver
     return Response(receiver.metrics.render(), media_type=receiver.metrics.content_type)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
 from datetime import datetime
@@ -24,12 +23,12 @@ class SignatureError(Exception):
 
 def sign_base64(body: bytes, secret: bytes) -> str:
     """Shopify's (and the admin app's) scheme: base64 HMAC-SHA256 of the raw body."""
-    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret, body, "sha256")).decode()
 
 
 def sign_klaviyo(body: bytes, timestamp: str, secret: bytes) -> str:
     """Klaviyo's scheme: hex HMAC-SHA256 of the raw body followed by the timestamp header."""
-    return hmac.new(secret, body + timestamp.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret, body + timestamp.encode(), "sha256").hex()
 
 
 def verify_base64(body: bytes, header: str | None, secret: bytes) -> None:
@@ -40,7 +39,8 @@ def verify_base64(body: bytes, header: str | None, secret: bytes) -> None:
         given = base64.b64decode(header.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SignatureError("bad_signature") from exc
-    expected = hmac.new(secret, body, hashlib.sha256).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object.
+    expected = hmac.digest(secret, body, "sha256")
     if not hmac.compare_digest(given, expected):
         raise SignatureError("bad_signature")
 
