@@ -225,7 +225,7 @@ CREATE TABLE customer_metrics (
 );
 COMMENT ON TABLE customer_metrics IS 'Derived per-customer metrics and predictive scores; definitions in docs/metrics.md.';
 COMMENT ON COLUMN customer_metrics.as_of IS 'The point in time the metrics describe (backfills pass an earlier as_of).';
-COMMENT ON COLUMN customer_metrics.scoring_method IS 'bg_nbd when the BG/NBD + Gamma-Gamma fit was used, heuristic on fallback.';
+COMMENT ON COLUMN customer_metrics.scoring_method IS 'mbg_nbd (default) or bg_nbd when the model fit was used, heuristic on fallback.';
 
 -- ------------------------------------------------------ customer_activities
 CREATE TABLE customer_activities (

@@ -82,7 +82,7 @@ SELECT customer_id,
        'churn_risk:' || CASE WHEN churn_probability >= :churn_high THEN 'high'
                              WHEN churn_probability >= :churn_medium THEN 'medium' ELSE 'low' END,
        'behavioral',
-       CASE WHEN scoring_method = 'bg_nbd' THEN 0.8 ELSE 0.5 END,
+       CASE WHEN scoring_method IN ('mbg_nbd', 'bg_nbd') THEN 0.8 ELSE 0.5 END,
        'ml'
 FROM m WHERE completed_orders > 0 AND churn_probability IS NOT NULL
 UNION ALL

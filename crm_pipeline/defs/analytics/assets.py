@@ -81,7 +81,7 @@ def customer_metrics(
         "scores_written": scores.get("written_customers"),
         "repeat_customers": scores.get("n_repeat"),
         "model_params": dg.MetadataValue.json(
-            {"bg_nbd": scores.get("params"), "spend": scores.get("spend_params")}
+            {"purchase_model": scores.get("params"), "spend": scores.get("spend_params")}
         ),
         "klaviyo_customers_compared": agreement.get("customers_compared", 0),
     }
