@@ -30,7 +30,20 @@ def _consent(subs: dict[str, Any], channel: str) -> tuple[bool | None, Any]:
     return consent == "SUBSCRIBED", parse_timestamp(marketing.get("consent_timestamp"))
 
 
+def _without_links(raw: dict[str, Any]) -> dict[str, Any]:
+    """JSON:API `links` name the host that answered; they are not data and must not change
+    the content hash (a moved base URL would otherwise look like a changed profile)."""
+    clean = {k: v for k, v in raw.items() if k != "links"}
+    if isinstance(clean.get("relationships"), dict):
+        clean["relationships"] = {
+            name: {k: v for k, v in (rel or {}).items() if k != "links"}
+            for name, rel in clean["relationships"].items()
+        }
+    return clean
+
+
 def map_profile(raw: dict[str, Any]) -> CustomerRecord:
+    raw = _without_links(raw)
     attrs = raw.get("attributes") or {}
     location = attrs.get("location") or {}
     country = location.get("country")

@@ -72,14 +72,14 @@ def test_one_person_across_sources_by_email_phone_and_external_id(clean_db):
         [
             klaviyo("K1", "  ana@example.COM "),  # email, other casing/whitespace
             klaviyo("K2", None, phone_number="(415) 555-0134"),  # national-format phone
-            klaviyo("K3", "other@example.com", external_id="1"),  # link wins? email differs
+            klaviyo("K3", "ana@work.example", external_id="1"),  # explicit link, work email
             klaviyo("K4", None, external_id="2"),  # external id only
             klaviyo("K5", "new@example.com"),
         ],
         map_profile,
     )
-    assert report.inserted == 1 + 1  # K5, and K3 (its own email conflicts with customer 1)
-    assert count(clean_db, "SELECT count(*) FROM customers") == 4
+    assert report.inserted == 1  # only K5 is a new person
+    assert count(clean_db, "SELECT count(*) FROM customers") == 3
     assert count(clean_db, "SELECT count(*) FROM customer_sources") == 7
     with clean_db.connect() as conn:
         rows = conn.execute(
@@ -89,7 +89,7 @@ def test_one_person_across_sources_by_email_phone_and_external_id(clean_db):
             )
         ).all()
     owner = dict(rows)
-    assert owner["K1"] == owner["1"] == "ana@example.com"
+    assert owner["K1"] == owner["1"] == owner["K3"] == "ana@example.com"  # Shopify email wins
     assert owner["K2"] == owner["2"] == owner["K4"]
 
 
