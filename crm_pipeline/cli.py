@@ -17,8 +17,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The CRM database: embedded server and migrations.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="The local Shopify + Klaviyo sandbox store.", no_args_is_help=True)
-webhooks_app = typer.Typer(help="Webhook subscriptions and the delivery queue.",
-                           no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="Webhook subscriptions and the delivery queue.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(webhooks_app, name="webhooks")
@@ -58,8 +59,13 @@ def demo(
     from crm_pipeline.demo import Demo
 
     _logging()
-    Demo(customers=customers, seed=seed, ui_port=ui_port, receiver_port=receiver_port,
-         sandbox_port=sandbox_port).run(keep_running=not no_ui)
+    Demo(
+        customers=customers,
+        seed=seed,
+        ui_port=ui_port,
+        receiver_port=receiver_port,
+        sandbox_port=sandbox_port,
+    ).run(keep_running=not no_ui)
 
 
 # -------------------------------------------------------------------------------------- db
@@ -180,26 +186,32 @@ def webhooks_replay(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Name, email or phone, fuzzy.")] = "",
-    status: Annotated[list[str] | None, typer.Option(help="active|inactive|vip|blocked|pending")
-                      ] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="active|inactive|vip|blocked|pending")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Has this tag.")] = None,
     segment: Annotated[list[str] | None, typer.Option(help="In this segment.")] = None,
     customer_type: Annotated[list[str] | None, typer.Option("--type")] = None,
-    country: Annotated[list[str] | None, typer.Option(help="Country code of the address.")
-                       ] = None,
+    country: Annotated[list[str] | None, typer.Option(help="Country code of the address.")] = None,
     source: Annotated[list[str] | None, typer.Option(help="shopify|klaviyo|manual")] = None,
-    sort: Annotated[str, typer.Option(help="Fields, '-' for descending, comma separated.")
-                    ] = "-score",
+    sort: Annotated[
+        str, typer.Option(help="Fields, '-' for descending, comma separated.")
+    ] = "-score",
     limit: Annotated[int, typer.Option(help="Rows per page.")] = 20,
-    cursor: Annotated[str | None, typer.Option(help="Next-page cursor printed last time.")
-                      ] = None,
+    cursor: Annotated[str | None, typer.Option(help="Next-page cursor printed last time.")] = None,
 ) -> None:
     """Fuzzy customer search for people; prints a table (docs/search.md)."""
     from crm_pipeline.analytics.search import SearchError, render_table
     from crm_pipeline.analytics.search import search as run_search
 
-    filters = _filters(status=status, tags=tag, segment=segment, customer_type=customer_type,
-                       country=country, source=source)
+    filters = _filters(
+        status=status,
+        tags=tag,
+        segment=segment,
+        customer_type=customer_type,
+        country=country,
+        source=source,
+    )
     try:
         page = run_search(_engine(), query, filters, sort, limit, cursor)
     except SearchError as exc:
@@ -218,10 +230,10 @@ def _filters(**values: list[str] | None) -> dict[str, list[str]]:
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="Shopify customer CSV, Klaviyo profile CSV, .jsonl")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nothing; same report.")
-                       ] = False,
-    file_format: Annotated[str, typer.Option("--format", help="auto|shopify_csv|klaviyo_csv|jsonl")
-                           ] = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nothing; same report.")] = False,
+    file_format: Annotated[
+        str, typer.Option("--format", help="auto|shopify_csv|klaviyo_csv|jsonl")
+    ] = "auto",
 ) -> None:
     """Bulk import customers; prints inserted, updated, unchanged and quarantined by reason."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -231,13 +243,22 @@ def import_(
     engine = _engine()
     size = file.stat().st_size if file.exists() else 0
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TimeRemainingColumn(), console=err, disable=not err.is_terminal,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task(f"importing {file.name}", total=size)
         try:
-            result = import_file(engine, file, fmt=file_format, dry_run=dry_run,
-                                 on_bytes=lambda n: progress.advance(task, n))
+            result = import_file(
+                engine,
+                file,
+                fmt=file_format,
+                dry_run=dry_run,
+                on_bytes=lambda n: progress.advance(task, n),
+            )
         except ImportFormatError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
@@ -260,7 +281,10 @@ def export(
     from crm_pipeline.analytics.export import export_customers
 
     count = export_customers(
-        _engine(), out, file_format, _filters(segment=segment, status=status, tags=tag),
+        _engine(),
+        out,
+        file_format,
+        _filters(segment=segment, status=status, tags=tag),
         progress=err.is_terminal,
     )
     console.print(f"wrote {count} customers to {out}")

@@ -34,7 +34,9 @@ def resources() -> dict[str, dg.ConfigurableResource]:
             api_version=os.environ.get("SHOPIFY_API_VERSION", "2024-10"),
             api_url=_env("SHOPIFY_API_URL"),
         ),
-        "klaviyo": KlaviyoResource(api_key=_env("KLAVIYO_API_KEY"), api_url=_env("KLAVIYO_API_URL")),
+        "klaviyo": KlaviyoResource(
+            api_key=_env("KLAVIYO_API_KEY"), api_url=_env("KLAVIYO_API_URL")
+        ),
         "firestore": FirestoreResource(
             project=_env("GOOGLE_CLOUD_PROJECT"), emulator_host=_env("FIRESTORE_EMULATOR_HOST")
         ),

@@ -68,14 +68,32 @@ class Demo:
             os.environ.update(env)
             prepare_dagster_home()
             self._spawn(
-                [sys.executable, "-m", "crm_pipeline.cli", "receiver", "--port",
-                 str(self.receiver_port), "--workers", "1"],
+                [
+                    sys.executable,
+                    "-m",
+                    "crm_pipeline.cli",
+                    "receiver",
+                    "--port",
+                    str(self.receiver_port),
+                    "--workers",
+                    "1",
+                ],
                 logs / "receiver.log",
             )
             if keep_running:
                 self._spawn(
-                    [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-                     "-h", "127.0.0.1", "-p", str(self.ui_port)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "dagster",
+                        "dev",
+                        "-w",
+                        str(REPO_ROOT / "workspace.yaml"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.ui_port),
+                    ],
                     logs / "dagster.log",
                 )
             ok = self._full_refresh(logs / "full_refresh.log")
@@ -85,8 +103,10 @@ class Demo:
             if keep_running:
                 self._wait_for_ui()
                 self._start_webhook_sensor(logs / "dagster.log")
-                console.print(f"\n[bold green]Dagster UI[/bold green]  http://127.0.0.1:{self.ui_port}"
-                              "   (Ctrl-C stops everything)")
+                console.print(
+                    f"\n[bold green]Dagster UI[/bold green]  http://127.0.0.1:{self.ui_port}"
+                    "   (Ctrl-C stops everything)"
+                )
                 self._wait()
         except KeyboardInterrupt:
             pass
@@ -140,9 +160,21 @@ class Demo:
         started = time.monotonic()
         with log_file.open("wb") as handle:
             result = subprocess.run(
-                [sys.executable, "-m", "dagster", "job", "execute", "-m",
-                 "crm_pipeline.definitions", "-j", "full_refresh"],
-                stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "job",
+                    "execute",
+                    "-m",
+                    "crm_pipeline.definitions",
+                    "-j",
+                    "full_refresh",
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                check=False,
             )
         elapsed = time.monotonic() - started
         if result.returncode != 0:
@@ -152,11 +184,12 @@ class Demo:
         console.print(f"  full_refresh [green]succeeded[/green] in {elapsed:.0f}s")
         return True
 
-    def _summary(self, engine: sa.Engine, firestore_host: str, sandbox_url: str, ok: bool
-                 ) -> None:
+    def _summary(self, engine: sa.Engine, firestore_host: str, sandbox_url: str, ok: bool) -> None:
         with engine.connect() as conn:
-            counts = conn.execute(sa.text(
-                """
+            counts = (
+                conn.execute(
+                    sa.text(
+                        """
                 SELECT
                   (SELECT count(*) FROM customers WHERE deleted_at IS NULL AND merged_into IS NULL)
                       AS customers,
@@ -167,7 +200,11 @@ class Demo:
                       AS quarantined,
                   (SELECT count(*) FROM customer_segments) AS segment_assignments
                 """
-            )).mappings().one()
+                    )
+                )
+                .mappings()
+                .one()
+            )
         mirrored = self._firestore_count()
         table = Table(title="crm-pipeline demo", show_header=False)
         for label, value in [
@@ -183,10 +220,12 @@ class Demo:
             table.add_row(label, str(value))
         console.print(table)
         console.print(f"  Sandbox API      {sandbox_url}  (Shopify GraphQL + Klaviyo REST)")
-        console.print(f"  Webhook receiver http://127.0.0.1:{self.receiver_port}/webhooks/shopify"
-                      " (demo secrets)")
+        console.print(
+            f"  Webhook receiver http://127.0.0.1:{self.receiver_port}/webhooks/shopify"
+            " (demo secrets)"
+        )
         console.print(f"  Firestore        {firestore_host}  (project {DEMO_PROJECT})")
-        console.print(f"  PostgreSQL       crm-pipeline db url   ->  psql \"$(crm-pipeline db url)\"")
+        console.print('  PostgreSQL       crm-pipeline db url   ->  psql "$(crm-pipeline db url)"')
 
     @staticmethod
     def _firestore_count() -> int:
@@ -214,9 +253,21 @@ class Demo:
         """Deliveries sent to the demo receiver flow through without a click in the UI."""
         with log_file.open("ab") as handle:
             subprocess.run(
-                [sys.executable, "-m", "dagster", "sensor", "start", "webhook_sensor",
-                 "-w", str(REPO_ROOT / "workspace.yaml")],
-                stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, check=False, timeout=120,
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "sensor",
+                    "start",
+                    "webhook_sensor",
+                    "-w",
+                    str(REPO_ROOT / "workspace.yaml"),
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                check=False,
+                timeout=120,
             )
 
     def _wait(self) -> None:

@@ -11,16 +11,29 @@ def _keys() -> set[str]:
 
 def test_every_stage_is_an_asset() -> None:
     assert {
-        "shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events",
-        "unified_customers", "customer_metrics", "customer_segments", "customer_stats",
-        "firestore_customer_mirror", "firestore_dashboard_mirror", "webhook_deliveries",
+        "shopify_customers",
+        "shopify_orders",
+        "klaviyo_profiles",
+        "klaviyo_events",
+        "unified_customers",
+        "customer_metrics",
+        "customer_segments",
+        "customer_stats",
+        "firestore_customer_mirror",
+        "firestore_dashboard_mirror",
+        "webhook_deliveries",
     } <= _keys()
 
 
 def test_contract_jobs_exist_and_full_refresh_reaches_the_mirror() -> None:
     jobs = {job.name: job for job in defs.resolve_all_job_defs()}
-    assert {"full_refresh", "incremental_sync", "process_webhooks", "import_customers",
-            "export_customers"} <= set(jobs)
+    assert {
+        "full_refresh",
+        "incremental_sync",
+        "process_webhooks",
+        "import_customers",
+        "export_customers",
+    } <= set(jobs)
     full = {key.to_user_string() for key in jobs["full_refresh"].asset_layer.executable_asset_keys}
     assert {"shopify_customers", "customer_metrics", "firestore_customer_mirror"} <= full
     webhooks = {
@@ -31,6 +44,7 @@ def test_contract_jobs_exist_and_full_refresh_reaches_the_mirror() -> None:
 
 def test_metrics_wait_for_ingestion_and_the_mirror_for_metrics() -> None:
     graph = defs.resolve_asset_graph()
+
     def upstream(key: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
 

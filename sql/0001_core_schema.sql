@@ -80,7 +80,8 @@ CREATE TRIGGER customers_set_updated_at BEFORE UPDATE ON customers
 -- --------------------------------------------------------- customer_sources
 CREATE TABLE customer_sources (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    customer_id       uuid NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    customer_id       uuid NOT NULL REFERENCES customers (id) ON DELETE CASCADE
+                      DEFERRABLE INITIALLY DEFERRED,
     source            text NOT NULL CHECK (source IN ('shopify', 'klaviyo', 'manual')),
     external_id       text NOT NULL,
     source_data       jsonb NOT NULL DEFAULT '{}'::jsonb,
@@ -110,7 +111,8 @@ CREATE TRIGGER customer_sources_set_updated_at BEFORE UPDATE ON customer_sources
 -- ------------------------------------------------------- customer_addresses
 CREATE TABLE customer_addresses (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    customer_id   uuid NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    customer_id   uuid NOT NULL REFERENCES customers (id) ON DELETE CASCADE
+                  DEFERRABLE INITIALLY DEFERRED,
     source        text NOT NULL CHECK (source IN ('shopify', 'klaviyo', 'manual')),
     external_id   text NOT NULL,
     source_external_id text,

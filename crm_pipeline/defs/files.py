@@ -23,7 +23,10 @@ def import_customer_file(
 ) -> dg.Output[int]:
     try:
         result = import_file(
-            postgres.get_engine(), Path(config.path), fmt=config.format, dry_run=config.dry_run,
+            postgres.get_engine(),
+            Path(config.path),
+            fmt=config.format,
+            dry_run=config.dry_run,
             run_id=context.run_id,
         )
     except ImportFormatError as exc:
@@ -43,7 +46,9 @@ def import_customer_file(
     )
 
 
-@dg.job(description="Import a customer file (config: path, format, dry_run). Terminating the run "
-        "keeps the chunks already committed; re-running the same file converges.")
+@dg.job(
+    description="Import a customer file (config: path, format, dry_run). Terminating the run "
+    "keeps the chunks already committed; re-running the same file converges."
+)
 def import_customers() -> None:
     import_customer_file()

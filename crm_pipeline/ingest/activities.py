@@ -11,7 +11,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
-from crm_pipeline.ingest.customers import CHUNK_SIZE, chunked, clamp_ts
+from crm_pipeline.ingest.customers import (
+    CHUNK_SIZE,
+    clamp_ts,
+    prefetched_chunks,
+    refresh_statistics,
+)
 from crm_pipeline.ingest.orders import bump_last_active
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
@@ -53,7 +58,7 @@ class ActivityLoader:
     def load(
         self, records: Iterable[ActivityRecord], chunk_size: int = CHUNK_SIZE * 2
     ) -> LoadReport:
-        for chunk in chunked(records, chunk_size):
+        for chunk in prefetched_chunks(records, chunk_size):
             with self.engine.begin() as conn:
                 self._load_chunk(conn, chunk)
         return self.report
@@ -161,11 +166,10 @@ class ActivityLoader:
             )
         ).all()
         conn.exec_driver_sql("DROP TABLE stage_activities")
-        if len(rows) > 1000:
-            conn.exec_driver_sql("ANALYZE customer_activities")  # fresh tables plan badly
         n_new = sum(t[2] for t in inserted)
         report.inserted += n_new
         report.unchanged += len(rows) - n_new
+        refresh_statistics(conn, "customer_activities", report.inserted)
         if inserted:
             bump_last_active(conn, {(t[0], t[1]) for t in inserted})
             report.touched_customer_ids |= {t[0] for t in inserted}

@@ -65,8 +65,7 @@ def read_records(
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     row = {"_line": number, "_raw": line.decode("utf-8", "replace")[:2000]}
-                yield _stamp(map_jsonl_row(row) if "_raw" not in row else _broken(row),
-                             imported_at)
+                yield _stamp(map_jsonl_row(row) if "_raw" not in row else _broken(row), imported_at)
             return
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
@@ -87,8 +86,15 @@ def _stamp(record: CustomerRecord, imported_at: datetime) -> CustomerRecord:
 
 
 def _broken(row: dict[str, Any]) -> CustomerRecord:
-    return CustomerRecord(source="manual", external_id=None, source_updated_at=None, email=None,
-                          phone=None, phone_normalized=None, raw=row)
+    return CustomerRecord(
+        source="manual",
+        external_id=None,
+        source_updated_at=None,
+        email=None,
+        phone=None,
+        phone_normalized=None,
+        raw=row,
+    )
 
 
 def import_file(
@@ -109,8 +115,9 @@ def import_file(
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ImportFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    loader = CustomerLoader(engine, origin="import file", origin_detail=path.name, run_id=run_id,
-                            dry_run=dry_run)
+    loader = CustomerLoader(
+        engine, origin="import file", origin_detail=path.name, run_id=run_id, dry_run=dry_run
+    )
     imported_at = datetime.now(UTC)
     result = ImportResult(file=str(path), format=fmt, dry_run=dry_run, report=loader.report)
     try:
@@ -135,6 +142,8 @@ def report_lines(result: ImportResult) -> list[str]:
     for reason, n in r.quarantined.most_common():
         lines.append(f"    {n:>8}  {reason}")
     if result.cancelled:
-        lines.append("CANCELLED: the chunks committed before the interrupt are kept; re-run the "
-                     "same file to finish (already imported rows are recognised as unchanged).")
+        lines.append(
+            "CANCELLED: the chunks committed before the interrupt are kept; re-run the "
+            "same file to finish (already imported rows are recognised as unchanged)."
+        )
     return lines

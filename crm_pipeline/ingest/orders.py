@@ -11,7 +11,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
-from crm_pipeline.ingest.customers import CHUNK_SIZE, chunked, clamp_ts
+from crm_pipeline.ingest.customers import (
+    CHUNK_SIZE,
+    clamp_ts,
+    prefetched_chunks,
+    refresh_statistics,
+)
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.records import OrderRecord, content_hash
@@ -72,7 +77,7 @@ class OrderLoader:
         self.report = LoadReport(kind="orders")
 
     def load(self, records: Iterable[OrderRecord], chunk_size: int = CHUNK_SIZE) -> LoadReport:
-        for chunk in chunked(records, chunk_size):
+        for chunk in prefetched_chunks(records, chunk_size):
             with self.engine.begin() as conn:
                 self._load_chunk(conn, chunk)
         return self.report
@@ -232,8 +237,7 @@ class OrderLoader:
             )
         ).all()
         conn.exec_driver_sql("DROP TABLE stage_orders")
-        if len(writes) > 1000:
-            conn.exec_driver_sql("ANALYZE orders, order_line_items")  # fresh tables plan badly
+        refresh_statistics(conn, "orders", report.inserted, also=("order_line_items",))
         report.unmatched += sum(1 for r, _ in writes if not r.customer_external_id and not r.email)
         if touched:
             bump_last_active(conn, {(t[0], t[1]) for t in touched})

@@ -88,9 +88,7 @@ def map_shopify_csv_row(row: dict[str, Any]) -> CustomerRecord:
         "addresses": [address] if any(v for k, v in address.items() if k != "default") else [],
     }
     if accepts is not None:
-        raw["email_marketing_consent"] = {
-            "state": "subscribed" if accepts else "not_subscribed"
-        }
+        raw["email_marketing_consent"] = {"state": "subscribed" if accepts else "not_subscribed"}
     sms = _yes(_g(row, "Accepts SMS Marketing"))
     if sms is not None:
         raw["sms_marketing_consent"] = {"state": "subscribed" if sms else "not_subscribed"}
@@ -147,14 +145,13 @@ def map_jsonl_row(row: dict[str, Any]) -> CustomerRecord:
     flat["id"] = ext
     if "accepts_email_marketing" in flat and "email_marketing_consent" not in flat:
         accepted = bool(flat.pop("accepts_email_marketing"))
-        flat["email_marketing_consent"] = {
-            "state": "subscribed" if accepted else "not_subscribed"
-        }
+        flat["email_marketing_consent"] = {"state": "subscribed" if accepted else "not_subscribed"}
     return _as_manual(map_customer(flat, source="manual"), ext, row)
 
 
-def _as_manual(record: CustomerRecord, external_id: str | None, row: dict[str, Any]
-               ) -> CustomerRecord:
+def _as_manual(
+    record: CustomerRecord, external_id: str | None, row: dict[str, Any]
+) -> CustomerRecord:
     record.source = "manual"
     record.external_id = external_id
     record.link_shopify_id = None

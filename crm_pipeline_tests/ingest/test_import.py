@@ -30,13 +30,26 @@ def shopify_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 ROWS = [
-    {"Customer ID": "'7001", "First Name": "Zoë", "Last Name": "Ng", "Email": "Zoe@Example.com",
-     "Accepts Email Marketing": "yes", "Default Address City": "Leeds",
-     "Default Address Country Code": "GB", "Phone": "07911 123456", "Tags": "vip, wholesale",
-     "Total Spent": "120.50", "Total Orders": "3"},
-    {"Customer ID": "'7002", "First Name": "Bo", "Email": "bo@example.com",
-     "Accepts Email Marketing": "no"},
-    {"Customer ID": "", "First Name": "Nobody"},                      # no identity at all
+    {
+        "Customer ID": "'7001",
+        "First Name": "Zoë",
+        "Last Name": "Ng",
+        "Email": "Zoe@Example.com",
+        "Accepts Email Marketing": "yes",
+        "Default Address City": "Leeds",
+        "Default Address Country Code": "GB",
+        "Phone": "07911 123456",
+        "Tags": "vip, wholesale",
+        "Total Spent": "120.50",
+        "Total Orders": "3",
+    },
+    {
+        "Customer ID": "'7002",
+        "First Name": "Bo",
+        "Email": "bo@example.com",
+        "Accepts Email Marketing": "no",
+    },
+    {"Customer ID": "", "First Name": "Nobody"},  # no identity at all
     {"Customer ID": "'7004", "First Name": "Bad", "Email": "bad-email"},  # invalid email
 ]
 
@@ -60,9 +73,16 @@ def test_shopify_csv_import_reports_and_dry_run_writes_nothing(clean_db, tmp_pat
     assert "new customers:    2" in real.output and "quarantined:      2" in real.output
     assert "external_id: missing" in real.output and "email: invalid_email" in real.output
     with clean_db.connect() as conn:
-        zoe = conn.execute(sa.text(
-            "SELECT c.*, a.city FROM customers c JOIN customer_addresses a ON a.customer_id = c.id "
-            "WHERE email_lowercase = 'zoe@example.com'")).mappings().one()
+        zoe = (
+            conn.execute(
+                sa.text(
+                    "SELECT c.*, a.city FROM customers c JOIN customer_addresses a ON a.customer_id = c.id "
+                    "WHERE email_lowercase = 'zoe@example.com'"
+                )
+            )
+            .mappings()
+            .one()
+        )
     assert zoe["phone_normalized"] == "+447911123456"  # national UK number, region from address
     assert zoe["tags"] == ["vip", "wholesale"] and zoe["accepts_email_marketing"] is True
     assert zoe["city"] == "Leeds" and zoe["first_name"] == "Zoë"
@@ -84,7 +104,10 @@ def test_import_links_to_existing_customers_and_jsonl_and_klaviyo_csv(clean_db, 
     )
     result = import_file(clean_db, jsonl)
     assert (result.report.inserted, result.report.linked, result.report.quarantined_total) == (
-        1, 1, 1)
+        1,
+        1,
+        1,
+    )
     klaviyo = tmp_path / "klaviyo_profiles.csv"
     klaviyo.write_text(
         "Email,First Name,Last Name,Phone Number,City,State / Region,Country,"
@@ -96,8 +119,9 @@ def test_import_links_to_existing_customers_and_jsonl_and_klaviyo_csv(clean_db, 
     assert result.format == "klaviyo_csv" and result.report.linked == 1
     assert count(clean_db, "SELECT count(*) FROM customers") == 3
     with clean_db.connect() as conn:
-        tags = conn.execute(sa.text(
-            "SELECT tags FROM customers WHERE email_lowercase = 'bo@example.com'")).scalar_one()
+        tags = conn.execute(
+            sa.text("SELECT tags FROM customers WHERE email_lowercase = 'bo@example.com'")
+        ).scalar_one()
     assert tags == ["newsletter"]
 
 

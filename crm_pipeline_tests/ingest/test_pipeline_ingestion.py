@@ -113,8 +113,11 @@ def test_incremental_sync_touches_only_what_changed(
     assert orders["updated"] == len(changed.orders) and orders["inserted"] == 0
     # nothing outside the changed set was rewritten
     with clean_db.connect() as conn:
-        rewritten = conn.execute(sa.text(
-            "SELECT count(*) FROM customer_sources WHERE source = 'shopify' "
-            "AND last_synced_at > :between AND external_id <> ALL(:ids)"
-        ), {"between": between, "ids": [str(i) for i in changed.customers]}).scalar_one()
+        rewritten = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM customer_sources WHERE source = 'shopify' "
+                "AND last_synced_at > :between AND external_id <> ALL(:ids)"
+            ),
+            {"between": between, "ids": [str(i) for i in changed.customers]},
+        ).scalar_one()
     assert rewritten == 0
