@@ -48,6 +48,13 @@ _FREQ_UNITS = {"D": 1.0, "W": 7.0}
 _CLV_MONTH_FACTOR = {"W": 4.345, "M": 1.0, "D": 30.0, "H": 30.0 * 24.0}
 
 
+
+def _stable(value: float) -> float:
+    """A fitted parameter to 7 significant digits: far below the fit's own uncertainty, but
+    enough that optimizer noise in the last bits (thread-dependent BLAS sums) never changes a
+    stored score between two runs on the same data."""
+    return float(f"{float(value):.7g}")
+
 class PredictiveModelError(Exception):
     """Base class for errors raised by this module."""
 
@@ -246,7 +253,7 @@ class BetaGeoModel:
             except ModelFitError as error:
                 last_error = error
                 continue
-            self.params_ = dict(zip(self.param_names, map(float, params), strict=True))
+            self.params_ = dict(zip(self.param_names, map(_stable, params), strict=True))
             ll, _ = self._log_likelihood_terms(result.x, ux, utx, ut)
             self.log_likelihood_ = float(unique_weights @ ll)
             self.n_customers_ = int(x.size)
@@ -507,7 +514,7 @@ class GammaGammaModel:
             lambda lp: self._objective(lp, ux, um, unique_weights), start, 3
         )
         params = _check_converged(result, self.param_names)
-        self.params_ = dict(zip(self.param_names, map(float, params), strict=True))
+        self.params_ = dict(zip(self.param_names, map(_stable, params), strict=True))
         ll, _ = self._log_likelihood_terms(result.x, ux, um)
         self.log_likelihood_ = float(unique_weights @ ll)
         return self

@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "crm_pipeline_tests.fixtures.postgres",
+    "crm_pipeline_tests.fixtures.firestore",
     "crm_pipeline_tests.fixtures.pipeline",
 ]

@@ -59,8 +59,12 @@ METRIC_COLUMNS = (
     "click_rate", "engagement_score",
 )  # fmt: skip
 
+# Decay is measured to the start of as_of's UTC day (never negative): a score then moves once a
+# day without new inputs, like days_since_last_order, instead of on every run; downstream
+# (the Firestore mirror) rewrites a document only when it really changed.
 _DECAY = (
-    "exp(ln(0.5) * extract(epoch FROM (CAST(:as_of AS timestamptz) - {ts}))::float8"
+    "exp(ln(0.5) * greatest(0, extract(epoch FROM ("
+    "date_trunc('day', CAST(:as_of AS timestamptz), 'UTC') - {ts})))::float8"
     " / 86400.0 / :half_life)"
 )
 

@@ -112,10 +112,16 @@ ON CONFLICT (customer_id, segment_name) DO UPDATE SET
     segment_type = EXCLUDED.segment_type,
     confidence = EXCLUDED.confidence,
     assigned_by = EXCLUDED.assigned_by,
-    expires_at = EXCLUDED.expires_at
+    -- renewed only past half its life: an unchanged assignment keeps its row (and the
+    -- Firestore document that shows it) untouched run after run
+    expires_at = CASE WHEN s.expires_at > CAST(:as_of AS timestamptz) + :ttl / 2
+                            AND EXCLUDED.expires_at IS NOT NULL
+                      THEN s.expires_at ELSE EXCLUDED.expires_at END
 WHERE (s.segment_type, s.confidence, s.assigned_by, s.expires_at)
       IS DISTINCT FROM (EXCLUDED.segment_type, EXCLUDED.confidence, EXCLUDED.assigned_by,
-                        EXCLUDED.expires_at)
+                        CASE WHEN s.expires_at > CAST(:as_of AS timestamptz) + :ttl / 2
+                                  AND EXCLUDED.expires_at IS NOT NULL
+                             THEN s.expires_at ELSE EXCLUDED.expires_at END)
   -- a staff assignment is never turned into a system one
   AND NOT (s.assigned_by = 'manual' AND EXCLUDED.assigned_by <> 'manual')
 """

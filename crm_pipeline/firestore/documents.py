@@ -126,8 +126,7 @@ SELECT
             'predicted_purchases_90d', mirror_float(m.predicted_purchases_90d),
             'predicted_next_order_date', to_char(m.predicted_next_order_date, 'YYYY-MM-DD'),
             'scoring_method', m.scoring_method,
-            'last_activity_at', mirror_ts(c.last_active_at),
-            'computed_at', mirror_ts(m.computed_at)),
+            'last_activity_at', mirror_ts(c.last_active_at)),
         'segments', coalesce((
             SELECT json_agg(json_build_object(
                 'name', s.segment_name,

@@ -83,9 +83,11 @@ def expected_metrics(engine: sa.Engine, as_of) -> dict[str, dict]:
             ).sum()
         )
         age = lambda ts: (as_of - ts).total_seconds() / 86400.0  # noqa: E731
-        raw = sum(ORDER_WEIGHT * 0.5 ** (age(t) / HALF_LIFE) for t in done.created_at)
+        day_start = pd.Timestamp(as_of).tz_convert("UTC").normalize()
+        decay_age = lambda ts: max(0.0, (day_start - ts).total_seconds() / 86400.0)  # noqa: E731
+        raw = sum(ORDER_WEIGHT * 0.5 ** (decay_age(t) / HALF_LIFE) for t in done.created_at)
         raw += sum(
-            WEIGHTS.get(k, 0) * 0.5 ** (age(t) / HALF_LIFE)
+            WEIGHTS.get(k, 0) * 0.5 ** (decay_age(t) / HALF_LIFE)
             for k, t in zip(a.activity_type, a.occurred_at, strict=True)
         )
         denominator_open = max(received, opens)
