@@ -156,7 +156,7 @@ class Demo:
         return process
 
     def _full_refresh(self, log_file: Path) -> bool:
-        console.print("  running full_refresh (log: %s) ..." % log_file)
+        console.print(f"  running full_refresh (log: {log_file}) ...")
         started = time.monotonic()
         with log_file.open("wb") as handle:
             result = subprocess.run(

@@ -48,12 +48,12 @@ _FREQ_UNITS = {"D": 1.0, "W": 7.0}
 _CLV_MONTH_FACTOR = {"W": 4.345, "M": 1.0, "D": 30.0, "H": 30.0 * 24.0}
 
 
-
 def _stable(value: float) -> float:
     """A fitted parameter to 7 significant digits: far below the fit's own uncertainty, but
     enough that optimizer noise in the last bits (thread-dependent BLAS sums) never changes a
     stored score between two runs on the same data."""
     return float(f"{float(value):.7g}")
+
 
 class PredictiveModelError(Exception):
     """Base class for errors raised by this module."""

@@ -50,7 +50,8 @@ def test_enum_and_format_checks(clean_db: sa.Engine, column: str, value: str) ->
 
 def test_removed_segment_assignments_stay_in_history(clean_db: sa.Engine) -> None:
     with clean_db.begin() as conn:
-        cid = conn.execute(sa.text("INSERT INTO customers DEFAULT VALUES RETURNING id")).scalar_one()
+        insert = sa.text("INSERT INTO customers DEFAULT VALUES RETURNING id")
+        cid = conn.execute(insert).scalar_one()
         conn.execute(
             sa.text(
                 "INSERT INTO customer_segments (customer_id, segment_name, segment_type) "
@@ -59,10 +60,14 @@ def test_removed_segment_assignments_stay_in_history(clean_db: sa.Engine) -> Non
             {"c": cid},
         )
         conn.execute(sa.text("DELETE FROM customer_segments WHERE customer_id = :c"), {"c": cid})
-        history = conn.execute(
-            sa.text("SELECT segment_name FROM customer_segment_history WHERE customer_id = :c"),
-            {"c": cid},
-        ).scalars().all()
+        history = (
+            conn.execute(
+                sa.text("SELECT segment_name FROM customer_segment_history WHERE customer_id = :c"),
+                {"c": cid},
+            )
+            .scalars()
+            .all()
+        )
     assert history == ["vip"]
 
 

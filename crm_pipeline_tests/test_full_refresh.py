@@ -27,9 +27,9 @@ def pipeline_env(
 
 def sync_log_errors(engine: sa.Engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT count(*) FROM customer_sync_logs WHERE firestore_status = 'failed'"
-        )).scalar_one()
+        return conn.execute(
+            sa.text("SELECT count(*) FROM customer_sync_logs WHERE firestore_status = 'failed'")
+        ).scalar_one()
 
 
 def test_full_refresh_twice_lands_everything_once(
@@ -37,20 +37,25 @@ def test_full_refresh_twice_lands_everything_once(
 ) -> None:
     job = build_definitions().resolve_job_def("full_refresh")
     assert job.execute_in_process().success
-    counts, prints, errors = table_counts(clean_db), fingerprint(clean_db), sync_log_errors(clean_db)
+    counts, prints = table_counts(clean_db), fingerprint(clean_db)
+    errors = sync_log_errors(clean_db)
     with clean_db.connect() as conn:
-        live = conn.execute(sa.text(
-            "SELECT count(*) FROM customers WHERE deleted_at IS NULL AND merged_into IS NULL"
-        )).scalar_one()
+        live = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM customers WHERE deleted_at IS NULL AND merged_into IS NULL"
+            )
+        ).scalar_one()
         with_metrics = conn.execute(sa.text("SELECT count(*) FROM customer_metrics")).scalar_one()
-        duplicate_sources = conn.execute(sa.text(
-            "SELECT count(*) FROM (SELECT source, external_id FROM customer_sources "
-            "GROUP BY 1, 2 HAVING count(*) > 1) d"
-        )).scalar_one()
+        duplicate_sources = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT source, external_id FROM customer_sources "
+                "GROUP BY 1, 2 HAVING count(*) > 1) d"
+            )
+        ).scalar_one()
         # writes the emulator refused in the first run are retried by the next one, by design
-        retry_due = conn.execute(sa.text(
-            "SELECT count(*) FROM firestore_mirror_state WHERE status = 'failed'"
-        )).scalar_one()
+        retry_due = conn.execute(
+            sa.text("SELECT count(*) FROM firestore_mirror_state WHERE status = 'failed'")
+        ).scalar_one()
     assert live > 3000 and with_metrics >= live and duplicate_sources == 0
     mirrored = firestore_client.collection("customers").count().get()[0][0].value
     assert mirrored == live - retry_due

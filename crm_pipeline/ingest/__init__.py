@@ -1,1 +1,1 @@
-"""Loading mapped records into PostgreSQL: validate, quarantine, resolve identity, merge set-based."""
+"""Loading mapped records into PostgreSQL: validate, quarantine, resolve identity, merge."""

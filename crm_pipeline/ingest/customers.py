@@ -290,7 +290,8 @@ class CustomerLoader:
         source = records[0].source
         rows = conn.execute(
             sa.text(
-                "SELECT s.source, s.external_id, s.customer_id::text AS customer_id, s.content_hash, "
+                "SELECT s.source, s.external_id, s.customer_id::text AS customer_id, "
+                "s.content_hash, "
                 "s.source_updated_at, s.deleted_at IS NOT NULL AS deleted, "
                 "c.redacted_at IS NOT NULL AS redacted "
                 "FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
@@ -552,7 +553,8 @@ def reconcile_deletions(
         ).scalar_one()
         live = conn.execute(
             sa.text(
-                "SELECT count(*) FROM customer_sources WHERE source = :source AND deleted_at IS NULL"
+                "SELECT count(*) FROM customer_sources "
+                "WHERE source = :source AND deleted_at IS NULL"
             ),
             {"source": source},
         ).scalar_one()

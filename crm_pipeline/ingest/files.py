@@ -130,7 +130,8 @@ def import_file(
 def report_lines(result: ImportResult) -> list[str]:
     r = result.report
     lines = [
-        f"file: {result.file} ({result.format}){'  [dry run: nothing written]' if result.dry_run else ''}",
+        f"file: {result.file} ({result.format})"
+        + ("  [dry run: nothing written]" if result.dry_run else ""),
         f"rows read:        {r.received}",
         f"new customers:    {r.inserted}",
         f"linked to existing customers: {r.linked}",

@@ -122,7 +122,8 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
         for row in conn.execute(
             sa.text(
                 "SELECT s.profile ->> 'link_shopify_id' AS link, c.id::text AS id, "
-                "c.email_lowercase FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
+                "c.email_lowercase FROM customer_sources s "
+                "JOIN customers c ON c.id = s.customer_id "
                 "WHERE s.source = 'klaviyo' AND s.profile ->> 'link_shopify_id' = ANY(:ids) "
                 "AND c.deleted_at IS NULL"
             ),

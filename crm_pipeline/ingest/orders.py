@@ -210,7 +210,8 @@ class OrderLoader:
                     fulfillment_status = excluded.fulfillment_status,
                     total_price = excluded.total_price, total_refunded = excluded.total_refunded,
                     currency = excluded.currency, content_hash = excluded.content_hash
-                WHERE o.source_updated_at IS NULL OR excluded.source_updated_at >= o.source_updated_at
+                WHERE o.source_updated_at IS NULL
+                   OR excluded.source_updated_at >= o.source_updated_at
                 RETURNING o.id, o.external_id, o.customer_id, o.created_at
             ), items_gone AS (
                 DELETE FROM order_line_items li USING upserted u WHERE li.order_id = u.id

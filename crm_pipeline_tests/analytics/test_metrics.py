@@ -84,7 +84,7 @@ def expected_metrics(engine: sa.Engine, as_of) -> dict[str, dict]:
         )
         age = lambda ts: (as_of - ts).total_seconds() / 86400.0  # noqa: E731
         day_start = pd.Timestamp(as_of).tz_convert("UTC").normalize()
-        decay_age = lambda ts: max(0.0, (day_start - ts).total_seconds() / 86400.0)  # noqa: E731
+        decay_age = lambda ts, start=day_start: max(0.0, (start - ts).total_seconds() / 86400)  # noqa: E731
         raw = sum(ORDER_WEIGHT * 0.5 ** (decay_age(t) / HALF_LIFE) for t in done.created_at)
         raw += sum(
             WEIGHTS.get(k, 0) * 0.5 ** (decay_age(t) / HALF_LIFE)

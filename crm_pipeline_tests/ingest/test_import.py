@@ -76,7 +76,8 @@ def test_shopify_csv_import_reports_and_dry_run_writes_nothing(clean_db, tmp_pat
         zoe = (
             conn.execute(
                 sa.text(
-                    "SELECT c.*, a.city FROM customers c JOIN customer_addresses a ON a.customer_id = c.id "
+                    "SELECT c.*, a.city FROM customers c "
+                    "JOIN customer_addresses a ON a.customer_id = c.id "
                     "WHERE email_lowercase = 'zoe@example.com'"
                 )
             )
