@@ -15,7 +15,6 @@ Failed customers are retried with backoff inside the run, then left `status='fai
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -53,6 +52,7 @@ from crm_pipeline.firestore.documents import (
     firestore_content_hash,
     is_customer_id,
 )
+from crm_pipeline.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -647,50 +647,21 @@ def _record_upserts(
         book.log(item.customer_id, item.operation, outcome, _snapshot(document))
 
 
-def _prefetch(
-    engine: sa.Engine, batch_size: int, stop: threading.Event
-) -> Iterator[list[CustomerDocument]]:
-    """Yield keyset batches while the next one is built in a thread (SQL overlaps writes)."""
-    out: queue.Queue[list[CustomerDocument] | BaseException | None] = queue.Queue(maxsize=1)
-
-    def produce() -> None:
-        after: str | None = None
-        # Start small and double: the writers get work quickly instead of idling while the
-        # first full batch is built.
-        limit = min(batch_size, _FIRST_BATCH)
-        try:
-            with engine.connect() as conn:
-                while not stop.is_set():
-                    batch = fetch_customer_batch(conn, after, limit)
-                    limit = min(batch_size, limit * 2)
-                    conn.commit()  # end the read transaction: no snapshot held for hours
-                    if not batch:
-                        break
-                    out.put(batch)
-                    after = batch[-1].customer_id
-        except BaseException as exc:  # handed to the consumer, which re-raises
-            out.put(exc)
-            return
-        out.put(None)
-
-    thread = threading.Thread(target=produce, name="firestore-mirror-fetch", daemon=True)
-    thread.start()
-    try:
+def _batches(engine: sa.Engine, batch_size: int) -> Iterator[list[CustomerDocument]]:
+    """Keyset batches of live customers' documents."""
+    after: str | None = None
+    # Start small and double: the writers get work quickly instead of idling while the first
+    # full batch is built.
+    limit = min(batch_size, _FIRST_BATCH)
+    with engine.connect() as conn:
         while True:
-            item = out.get()
-            if item is None:
+            batch = fetch_customer_batch(conn, after, limit)
+            limit = min(batch_size, limit * 2)
+            conn.commit()  # end the read transaction: no snapshot held for hours
+            if not batch:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                out.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.1)
+            yield batch
+            after = batch[-1].customer_id
 
 
 def sync_mirror(
@@ -704,7 +675,6 @@ def sync_mirror(
     settings = settings or MirrorSettings()
     summary = MirrorSummary(run_id=run_id or f"mirror-{uuid.uuid4().hex[:12]}")
     started = time.perf_counter()
-    stop = threading.Event()
     with (
         FirestoreWriter(
             client, settings.threads, settings.max_attempts, settings.backoff_seconds, fail_write
@@ -714,7 +684,10 @@ def sync_mirror(
         # Two batches in flight: one batch's last requests and bookkeeping overlap the next
         # batch's writes, so the write threads never idle at batch boundaries.
         in_flight: deque[Future[None]] = deque()
-        for batch in _prefetch(engine, settings.batch_size, stop):
+        batches_ahead = prefetch(
+            _batches(engine, settings.batch_size), depth=1, name="firestore-mirror-fetch"
+        )
+        for batch in batches_ahead:
             in_flight.append(batches.submit(_sync_batch, engine, writer, batch, settings, summary))
             if len(in_flight) >= 2:
                 in_flight.popleft().result()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
@@ -24,6 +22,7 @@ from crm_pipeline.ingest.identity import Candidate, resolve
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
+from crm_pipeline.prefetch import prefetch
 from crm_pipeline.schemas.records import customer_schema
 from crm_pipeline.schemas.validate import validate_frame
 
@@ -45,46 +44,10 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-_DONE = object()
-
-
 def prefetched_chunks(items: Iterable[Any], size: int, depth: int = 2) -> Iterator[list[Any]]:
-    """Chunks of `items` built by a background thread while the caller writes the previous one.
-
-    Pulling, parsing and mapping are Python work; the merge is PostgreSQL work during which the
-    caller only waits. Overlapping the two roughly halves a load on two cores. Errors raised
-    while producing are re-raised here; the producer stops when the consumer goes away.
-    """
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunked(items, size):
-                while not stop.is_set():
-                    try:
-                        buffer.put(chunk, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as exc:  # handed to the consumer
-            buffer.put(exc)
-
-    thread = threading.Thread(target=produce, name="crm-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    """Chunks of `items` built by a background thread while the caller merges the previous one
+    (pulling and mapping are Python work; the merge is PostgreSQL work the caller waits on)."""
+    return prefetch(chunked(items, size), depth=depth, name="crm-ingest-prefetch")
 
 
 _MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
