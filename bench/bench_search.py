@@ -2,9 +2,11 @@
 
     python bench/bench_search.py --customers 200000 --repeat 20
 
-Seeds N customers (names from small pools, so fuzzy queries match many rows like a real base),
-metrics and segments with one generate_series INSERT each, runs typical searches and prints
-p50/p95/p99 latency per query plus EXPLAIN ANALYZE of the fuzzy name search.
+Seeds N customers, metrics and segments with one generate_series INSERT each, runs typical
+searches and prints p50/p95/p99 latency per query plus EXPLAIN ANALYZE of the fuzzy name search.
+Names are realistic in spread: 10% come from small pools of common names (so "jon smith" has a
+few exact hits), the rest from ~3,000 first and ~10,000 last names built from syllables; emails
+are first.last / first initial + last / last + first, plus a number, at a handful of domains.
 """
 
 from __future__ import annotations
@@ -28,11 +30,39 @@ Richard Susan Joseph Jessica Thomas Sarah Charles Karen Jon Anna Liam Olivia Noa
 LAST = "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez \
 Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris".split()
 
+ONSETS = "b br c ch cl d dr f fr g gr h j k kl l m n p pr r s sh st t th tr v w z".split()
+VOWELS = "a e i o u ai ea ie ou ya".split()
+CODAS = ["", "", "n", "r", "l", "s", "th", "m", "rd", "nd", "x", "ck"]
+ENDINGS = "son sen ski berg ley ton man well ford ez ini ova er ley wood ard".split()
+
+
+def syllable_names(n: int, seed: int, endings: list[str]) -> list[str]:
+    """n distinct capitalised pseudo-names of 2-3 syllables (deterministic)."""
+    import random
+
+    rng = random.Random(seed)
+    names: set[str] = set()
+    while len(names) < n:
+        parts = [rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)]
+        parts.append(rng.choice(ONSETS) + rng.choice(VOWELS))
+        if rng.random() < 0.5:
+            parts.append(rng.choice(endings) if endings else rng.choice(CODAS))
+        names.add("".join(parts).capitalize())
+    return sorted(names)
+
+
+FIRST_POOL = syllable_names(3000, 1, [])
+LAST_POOL = syllable_names(10000, 2, ENDINGS)
+
 SEED_SQL = """
 INSERT INTO customers (id, email, phone_normalized, first_name, last_name, status, customer_type,
                        tags, custom_attributes, created_at)
 SELECT gen_random_uuid(),
-       lower(first || '.' || last || g || '@example.com'),
+       lower(CASE g % 3 WHEN 0 THEN first || '.' || last
+                        WHEN 1 THEN left(first, 1) || last ELSE last || '_' || first END
+             || g || '@'
+             || (ARRAY['gmail.com','yahoo.com','outlook.com','example.com','icloud.com',
+                       'corp.io'])[1 + g % 6]),
        '+1' || (2000000000 + g)::text,
        first, last,
        (ARRAY['active','active','active','active','vip','inactive','pending'])[1 + g % 7],
@@ -42,8 +72,14 @@ SELECT gen_random_uuid(),
        now() - (g % 1000) * interval '1 day'
 FROM (
     SELECT g,
-           (CAST(:first AS text[]))[1 + abs(hashint4(g)) % :n_first] AS first,
-           (CAST(:last AS text[]))[1 + abs(hashint4(g * 7 + 1)) % :n_last] AS last
+           CASE WHEN abs(hashint4(g * 3 + 2)) % 10 = 0
+                THEN (CAST(:first AS text[]))[1 + abs(hashint4(g)) % :n_first]
+                ELSE (CAST(:first_pool AS text[]))[1 + abs(hashint4(g)) % :n_first_pool] END
+               AS first,
+           CASE WHEN abs(hashint4(g * 5 + 3)) % 10 = 0
+                THEN (CAST(:last AS text[]))[1 + abs(hashint4(g * 7 + 1)) % :n_last]
+                ELSE (CAST(:last_pool AS text[]))[1 + abs(hashint4(g * 7 + 1)) % :n_last_pool]
+           END AS last
     FROM generate_series(1, :n) g
 ) s
 """
@@ -66,7 +102,8 @@ FROM customer_metrics
 QUERIES: list[tuple[str, dict]] = [
     ("fuzzy name 'jon smth'", {"query": "jon smth"}),
     ("word in name 'hernandez'", {"query": "hernandez"}),
-    ("email prefix", {"query": "mary.lopez12"}),
+    ("email prefix", {"query": "mary.lopez12"}),  # replaced by a seeded address's local part
+    ("fuzzy rare name 'braithe moulsen'", {"query": "braithe moulsen"}),
     ("phone digits", {"query": "2000012345"}),
     ("fuzzy + status filter", {"query": "jon smith", "filters": {"status": "vip"}}),
     ("filter vip, sort -lifetime_value", {"filters": {"status": "vip"}, "sort": "-lifetime_value"}),
@@ -110,6 +147,10 @@ def main() -> None:
                     "last": LAST,
                     "n_first": len(FIRST),
                     "n_last": len(LAST),
+                    "first_pool": FIRST_POOL,
+                    "last_pool": LAST_POOL,
+                    "n_first_pool": len(FIRST_POOL),
+                    "n_last_pool": len(LAST_POOL),
                 },
             )
             conn.execute(sa.text(METRICS_SQL))
@@ -118,8 +159,34 @@ def main() -> None:
             conn.execute(sa.text("VACUUM ANALYZE"))
         print(f"seeded {args.customers:,} customers in {time.perf_counter() - started:.1f}s")
 
+        with engine.connect() as conn:
+            local = conn.execute(
+                sa.text(
+                    "SELECT split_part(email_lowercase, '@', 1) FROM customers"
+                    " WHERE email_lowercase LIKE 'mary.lopez%' ORDER BY id LIMIT 1"
+                )
+            ).scalar()
+            rare = conn.execute(
+                sa.text(
+                    "SELECT lower(full_name) FROM customers WHERE last_name <> ALL(:last)"
+                    " ORDER BY id LIMIT 1"
+                ),
+                {"last": LAST},
+            ).scalar()
+        queries = [
+            (label, {"query": local} if label == "email prefix" and local else kwargs)
+            for label, kwargs in QUERIES
+        ]
+        if rare:  # a real syllable name with its last vowel dropped (a typo)
+            typo = rare[:-1] if rare[-1] not in "aeiou" else rare[:-2] + rare[-1]
+            queries = [
+                (f"fuzzy rare name '{typo}'"[:36], {"query": typo})
+                if label.startswith("fuzzy rare")
+                else (label, kwargs)
+                for label, kwargs in queries
+            ]
         print(f"{'query':36} {'rows':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-        for label, kwargs in QUERIES:
+        for label, kwargs in queries:
             timings, rows = [], 0
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
