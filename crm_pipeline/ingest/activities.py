@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -11,18 +10,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
-from crm_pipeline.ingest.customers import (
-    CHUNK_SIZE,
-    clamp_ts,
-    prefetched_chunks,
-    refresh_statistics,
-)
+from crm_pipeline.ingest.base import CHUNK_SIZE, Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.orders import bump_last_active
-from crm_pipeline.ingest.quarantine import quarantine
-from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.records import ActivityRecord
 from crm_pipeline.schemas.records import activity_schema
-from crm_pipeline.schemas.validate import validate_frame
 
 
 def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
@@ -38,36 +29,18 @@ def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
     )
 
 
-class ActivityLoader:
-    def __init__(
-        self,
-        engine: sa.Engine,
-        *,
-        origin: str,
-        origin_detail: str | None = None,
-        run_id: str | None = None,
-        now: datetime | None = None,
-    ) -> None:
-        self.engine = engine
-        self.origin = origin
-        self.origin_detail = origin_detail
-        self.run_id = run_id
-        self.schema = activity_schema(now or datetime.now(UTC))
-        self.report = LoadReport(kind="activities")
+class ActivityLoader(Loader):
+    """Loads ActivityRecords; events whose person is unknown are quarantined, not dropped."""
 
-    def load(
-        self, records: Iterable[ActivityRecord], chunk_size: int = CHUNK_SIZE * 2
-    ) -> LoadReport:
-        for chunk in prefetched_chunks(records, chunk_size):
-            with self.engine.begin() as conn:
-                self._load_chunk(conn, chunk)
-        return self.report
+    record_kind = "activity"
+    report_kind = "activities"
+    schema_factory = staticmethod(activity_schema)
+    default_chunk_size = CHUNK_SIZE * 2
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[ActivityRecord]) -> None:
         report = self.report
-        report.received += len(chunk)
         source = chunk[0].source
-        failures = validate_frame(self.schema, _frame(chunk))
+        failures = self._validate(chunk, _frame(chunk))
         valid = [r for i, r in enumerate(chunk) if i not in failures]
         owners = {
             row.external_id: row.customer_id
@@ -89,18 +62,7 @@ class ActivityLoader:
                 rejected.append((r.external_id, r.raw, ["profile_external_id: unknown_profile"]))
                 continue
             rows.append((customer_id, r))
-        report.quarantined_records += len(rejected)
-        for _, _, reasons in rejected:
-            report.quarantined.update(reasons)
-        quarantine(
-            conn,
-            origin=self.origin,
-            source=source,
-            record_kind="activity",
-            rows=rejected,
-            origin_detail=self.origin_detail,
-            run_id=self.run_id,
-        )
+        self._quarantine(conn, source, rejected)
         if not rows:
             return
         create_temp_table(

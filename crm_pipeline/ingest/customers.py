@@ -10,7 +10,6 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import orjson
@@ -18,17 +17,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.identity import Candidate, resolve
-from crm_pipeline.ingest.quarantine import quarantine
-from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
-from crm_pipeline.prefetch import prefetch
 from crm_pipeline.schemas.records import customer_schema
-from crm_pipeline.schemas.validate import validate_frame
 
 log = logging.getLogger(__name__)
-
-CHUNK_SIZE = 5_000
 
 _SOURCE_PRIORITY = "CASE s.source WHEN 'manual' THEN 0 WHEN 'shopify' THEN 1 ELSE 2 END"
 
@@ -36,28 +30,6 @@ _SOURCE_PRIORITY = "CASE s.source WHEN 'manual' THEN 0 WHEN 'shopify' THEN 1 ELS
 def identity_hash(kind: str, value: str) -> str:
     """Hash stored for erased identities (GDPR tombstones): proves erasure, reveals nothing."""
     return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def prefetched_chunks(items: Iterable[Any], size: int, depth: int = 2) -> Iterator[list[Any]]:
-    """Chunks of `items` built by a background thread while the caller merges the previous one
-    (pulling and mapping are Python work; the merge is PostgreSQL work the caller waits on)."""
-    return prefetch(chunked(items, size), depth=depth, name="crm-ingest-prefetch")
-
-
-_MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def clamp_ts(value: datetime | None) -> datetime | None:
-    """pandas holds nanosecond timestamps up to 2262; far-future values only need to fail checks."""
-    if value is None:
-        return None
-    return min(value, _MAX_TS) if value.year > 1700 else _MAX_TS.replace(year=1700)
 
 
 def _validation_frame(records: list[CustomerRecord]) -> pd.DataFrame:
@@ -73,73 +45,27 @@ def _validation_frame(records: list[CustomerRecord]) -> pd.DataFrame:
     )
 
 
-def refresh_statistics(
-    conn: sa.Connection, table: str, loaded: int, also: tuple[str, ...] = ()
-) -> None:
-    """ANALYZE while a load has grown `table` past twice what its statistics say.
-
-    A fresh table has no statistics and the merge plans go quadratic without them; analysing
-    on every chunk would cost more than the merge. Doubling keeps it to log2(rows) analyses.
-    """
-    estimate = conn.execute(
-        sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = CAST(:t AS regclass)"),
-        {"t": table},
-    ).scalar_one()
-    if loaded > 1000 and estimate * 2 < loaded:
-        conn.exec_driver_sql(f"ANALYZE {', '.join((table, *also))}")  # names from code
-
-
-class CustomerLoader:
+class CustomerLoader(Loader):
     """Loads CustomerRecords of any source; one instance per run and origin."""
 
-    def __init__(
-        self,
-        engine: sa.Engine,
-        *,
-        origin: str,
-        origin_detail: str | None = None,
-        run_id: str | None = None,
-        reconcile_run_id: str | None = None,
-        dry_run: bool = False,
-        now: datetime | None = None,
-    ) -> None:
-        self.engine = engine
-        self.origin = origin
-        self.origin_detail = origin_detail
-        self.run_id = run_id
-        self.reconcile_run_id = reconcile_run_id
-        self.dry_run = dry_run
-        self.schema = customer_schema(now or datetime.now(UTC))
-        self.report = LoadReport(kind="customers")
+    record_kind = "customer"
+    report_kind = "customers"
+    schema_factory = staticmethod(customer_schema)
 
-    def load(self, records: Iterable[CustomerRecord], chunk_size: int = CHUNK_SIZE) -> LoadReport:
-        for chunk in prefetched_chunks(records, chunk_size):
-            with self.engine.begin() as conn:
-                self._load_chunk(conn, chunk)
-                if self.dry_run:
-                    conn.rollback()
-        return self.report
+    def __init__(
+        self, engine: sa.Engine, *, reconcile_run_id: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(engine, **options)
+        self.reconcile_run_id = reconcile_run_id
 
     # ------------------------------------------------------------------ one chunk
     def _load_chunk(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:
         report = self.report
-        report.received += len(chunk)
-        failures = validate_frame(self.schema, _validation_frame(chunk))
+        failures = self._validate(chunk, _validation_frame(chunk))
         rejected = [
             (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
         ]
-        report.quarantined_records += len(rejected)
-        for _, _, reasons in rejected:
-            report.quarantined.update(reasons)
-        quarantine(
-            conn,
-            origin=self.origin,
-            source=chunk[0].source,
-            record_kind="customer",
-            rows=rejected,
-            origin_detail=self.origin_detail,
-            run_id=self.run_id,
-        )
+        self._quarantine(conn, chunk[0].source, rejected)
         if self.reconcile_run_id:
             self._mark_seen(conn, chunk)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -11,17 +11,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
-from crm_pipeline.ingest.customers import (
-    CHUNK_SIZE,
-    clamp_ts,
-    prefetched_chunks,
-    refresh_statistics,
-)
-from crm_pipeline.ingest.quarantine import quarantine
-from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.mapping.records import OrderRecord, content_hash
 from crm_pipeline.schemas.records import order_schema
-from crm_pipeline.schemas.validate import validate_frame
 
 
 def _frame(records: list[OrderRecord]) -> pd.DataFrame:
@@ -59,48 +51,20 @@ def link_orphan_orders(engine: sa.Engine) -> int:
         return conn.execute(sa.text(LINK_ORPHAN_ORDERS_SQL)).rowcount
 
 
-class OrderLoader:
-    def __init__(
-        self,
-        engine: sa.Engine,
-        *,
-        origin: str,
-        origin_detail: str | None = None,
-        run_id: str | None = None,
-        now: datetime | None = None,
-    ) -> None:
-        self.engine = engine
-        self.origin = origin
-        self.origin_detail = origin_detail
-        self.run_id = run_id
-        self.schema = order_schema(now or datetime.now(UTC))
-        self.report = LoadReport(kind="orders")
+class OrderLoader(Loader):
+    """Loads OrderRecords with their line items, linked to customers by the source's id."""
 
-    def load(self, records: Iterable[OrderRecord], chunk_size: int = CHUNK_SIZE) -> LoadReport:
-        for chunk in prefetched_chunks(records, chunk_size):
-            with self.engine.begin() as conn:
-                self._load_chunk(conn, chunk)
-        return self.report
+    record_kind = "order"
+    report_kind = "orders"
+    schema_factory = staticmethod(order_schema)
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[OrderRecord]) -> None:
         report = self.report
-        report.received += len(chunk)
-        failures = validate_frame(self.schema, _frame(chunk))
+        failures = self._validate(chunk, _frame(chunk))
         rejected = [
             (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
         ]
-        report.quarantined_records += len(rejected)
-        for _, _, reasons in rejected:
-            report.quarantined.update(reasons)
-        quarantine(
-            conn,
-            origin=self.origin,
-            source="shopify",
-            record_kind="order",
-            rows=rejected,
-            origin_detail=self.origin_detail,
-            run_id=self.run_id,
-        )
+        self._quarantine(conn, "shopify", rejected)
         latest: dict[str, OrderRecord] = {}
         for i, r in enumerate(chunk):
             if i in failures:
