@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import dagster as dg
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import dagster as dg
+import sqlalchemy as sa
+
+from crm_pipeline.ingest.base import Loader
+from crm_pipeline.ingest.cursors import HighWaterMark, SyncCursor
+from crm_pipeline.ingest.customers import CustomerLoader, ReconcileRefused, reconcile_deletions
 from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.sources.errors import SourceError
 
 QUARANTINE_CHECK = "quarantine_rate_below_threshold"
 
@@ -47,3 +57,78 @@ def load_metadata(report: LoadReport, **extra: object) -> dict[str, object]:
     )
     metadata.update(extra)
     return metadata
+
+
+@dataclass
+class Pull:
+    """One source stream as the ingestion assets pull it.
+
+    `fetch(since)` returns the raw records (`since=None`: everything, e.g. a bulk operation);
+    `map` turns one into a record; `reconcile_source` names the source whose missing records a
+    full pull soft-deletes (customers and profiles only).
+    """
+
+    stream: str
+    fetch: Callable[[datetime | None], Iterable[Any]]
+    map: Callable[[Any], Any]
+    loader: type[Loader]
+    reconcile_source: str | None = None
+    cursor_field: str = "source_updated_at"
+
+
+def run_pull(
+    context: dg.AssetExecutionContext,
+    config: PullConfig,
+    engine: sa.Engine,
+    pull: Pull,
+    after_load: Callable[[sa.Engine], dict[str, Any]] | None = None,
+) -> dg.MaterializeResult:
+    """Pull a stream (full or since its cursor), load it, move the cursor, report it.
+
+    The cursor only moves after the load committed, and never past the pull's start: a failed
+    or cancelled run re-reads the same window next time.
+    """
+    cursor = SyncCursor(engine, pull.stream)
+    since = None if config.full_refresh else cursor.since()
+    full = since is None
+    mark = HighWaterMark(datetime.now(UTC))
+    options: dict[str, Any] = {
+        "origin": "api pull",
+        "origin_detail": pull.stream,
+        "run_id": context.run_id,
+    }
+    if pull.loader is CustomerLoader:
+        options["reconcile_run_id"] = context.run_id if full and pull.reconcile_source else None
+    loader = pull.loader(engine, **options)
+    try:
+        records = (pull.map(raw) for raw in pull.fetch(since))
+        report = loader.load(mark.track(records, key=pull.cursor_field))
+        reconcile = (
+            reconcile_deletions(engine, pull.reconcile_source, context.run_id)
+            if full and pull.reconcile_source
+            else {}
+        )
+    except (SourceError, ReconcileRefused) as exc:
+        raise dg.Failure(description=f"{pull.stream} pull failed: {exc}") from exc
+    extra = after_load(engine) if after_load else {}
+    cursor.advance(
+        mark.value,
+        {
+            "run_id": context.run_id,
+            "mode": "full" if full else "incremental",
+            "received": report.received,
+            "accounted": report.accounted,
+        },
+    )
+    context.log.info("%s: %s", pull.stream, report.as_metadata())
+    return dg.MaterializeResult(
+        metadata=load_metadata(
+            report,
+            mode="full" if full else "incremental",
+            pulled_since=str(since) if since else "beginning",
+            cursor=str(mark.value),
+            **{f"reconcile_{k}": v for k, v in reconcile.items()},
+            **extra,
+        ),
+        check_results=[quarantine_check(report, config.max_quarantine_rate)],
+    )

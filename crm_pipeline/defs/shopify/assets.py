@@ -1,22 +1,13 @@
 """Shopify customers and orders: pulled through the Admin GraphQL API, validated, merged."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
-from crm_pipeline.defs.common import (
-    PullConfig,
-    load_metadata,
-    quarantine_check,
-    quarantine_check_spec,
-)
+from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, run_pull
 from crm_pipeline.defs.shopify.resources import ShopifyResource
-from crm_pipeline.ingest.cursors import HighWaterMark, SyncCursor
-from crm_pipeline.ingest.customers import CustomerLoader, ReconcileRefused, reconcile_deletions
+from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
 from crm_pipeline.mapping.shopify import map_customer, map_order
-from crm_pipeline.sources.errors import SourceError
 
 
 @dg.asset(
@@ -31,45 +22,18 @@ def shopify_customers(
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
     """Every Shopify customer with addresses, resolved into one customer per person."""
-    engine = postgres.get_engine()
     client = shopify.get_client()
-    cursor = SyncCursor(engine, "shopify.customers")
-    since = None if config.full_refresh else cursor.since()
-    mark = HighWaterMark(datetime.now(UTC))
-    full = since is None
-    loader = CustomerLoader(
-        engine,
-        origin="api pull",
-        origin_detail="shopify.customers",
-        run_id=context.run_id,
-        reconcile_run_id=context.run_id if full else None,
-    )
-    try:
-        raw = client.bulk_customers() if full else client.customers_updated_since(since)
-        report = loader.load(mark.track(map_customer(c) for c in raw))
-        reconcile = reconcile_deletions(engine, "shopify", context.run_id) if full else {}
-    except (SourceError, ReconcileRefused) as exc:
-        raise dg.Failure(description=f"Shopify customer pull failed: {exc}") from exc
-    cursor.advance(
-        mark.value,
-        {
-            "run_id": context.run_id,
-            "mode": "full" if full else "incremental",
-            "received": report.received,
-            "accounted": report.accounted,
-        },
-    )
-    context.log.info("shopify customers: %s", report.as_metadata())
-    return dg.MaterializeResult(
-        metadata=load_metadata(
-            report,
-            mode="full" if full else "incremental",
-            pulled_since=str(since) if since else "beginning",
-            cursor=str(mark.value),
-            **{f"reconcile_{k}": v for k, v in reconcile.items()},
+    pull = Pull(
+        stream="shopify.customers",
+        # full: one bulk operation (JSONL); incremental: paginated updated_at query
+        fetch=lambda since: (
+            client.bulk_customers() if since is None else client.customers_updated_since(since)
         ),
-        check_results=[quarantine_check(report, config.max_quarantine_rate)],
+        map=map_customer,
+        loader=CustomerLoader,
+        reconcile_source="shopify",
     )
+    return run_pull(context, config, postgres.get_engine(), pull)
 
 
 @dg.asset(
@@ -85,30 +49,19 @@ def shopify_orders(
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
     """Shopify orders with line items and refunds, linked to their customers."""
-    engine = postgres.get_engine()
     client = shopify.get_client()
-    cursor = SyncCursor(engine, "shopify.orders")
-    since = None if config.full_refresh else cursor.since()
-    mark = HighWaterMark(datetime.now(UTC))
-    loader = OrderLoader(
-        engine, origin="api pull", origin_detail="shopify.orders", run_id=context.run_id
-    )
-    try:
-        raw = client.bulk_orders() if since is None else client.orders_updated_since(since)
-        report = loader.load(mark.track(map_order(o) for o in raw))
-    except SourceError as exc:
-        raise dg.Failure(description=f"Shopify order pull failed: {exc}") from exc
-    linked = link_orphan_orders(engine)
-    cursor.advance(
-        mark.value,
-        {"run_id": context.run_id, "received": report.received, "accounted": report.accounted},
-    )
-    return dg.MaterializeResult(
-        metadata=load_metadata(
-            report,
-            mode="full" if since is None else "incremental",
-            late_linked_orders=linked,
-            cursor=str(mark.value),
+    pull = Pull(
+        stream="shopify.orders",
+        fetch=lambda since: (
+            client.bulk_orders() if since is None else client.orders_updated_since(since)
         ),
-        check_results=[quarantine_check(report, config.max_quarantine_rate)],
+        map=map_order,
+        loader=OrderLoader,
+    )
+    return run_pull(
+        context,
+        config,
+        postgres.get_engine(),
+        pull,
+        after_load=lambda engine: {"late_linked_orders": link_orphan_orders(engine)},
     )
