@@ -68,6 +68,10 @@ DECLARE
     ands       text[];
     i          integer;
     j          integer;
+    b_sql      text;
+    stmt       text;
+    n_inner    integer;
+    lowest     numeric;
 BEGIN
     IF page_size IS NULL OR page_size < 1 OR page_size > 1000 THEN
         RAISE EXCEPTION 'page_size must be between 1 and 1000' USING ERRCODE = '22023';
@@ -170,44 +174,54 @@ BEGIN
                              cursor_keys ->> 1, key_types[1], array_to_string(ors, ' OR '));
     END IF;
 
-    RETURN QUERY EXECUTE format($q$
-        WITH b AS (
-            -- customers with metrics (an inner join: an index on a metric can drive a sorted
-            -- listing) and, appended, those without (merge-appended by the sort keys)
+    -- /*join*/ becomes LEFT JOIN, or JOIN where customers without metrics cannot reach the
+    -- page (replace(), not format(): the pieces hold % signs of their own)
+    b_sql := format($b$
             SELECT c.id, c.full_name, c.email, c.email_lowercase, c.phone_normalized, c.status,
                    c.customer_type, c.tags, c.created_at, m.total_orders, m.last_order_date,
                    m.lifetime_value, m.churn_probability, m.engagement_score, %1$s AS score
             FROM customers c
-            JOIN customer_metrics m ON m.customer_id = c.id
+            /*join*/ customer_metrics m ON m.customer_id = c.id
             WHERE %2$s AND %3$s
-            UNION ALL
-            SELECT c.id, c.full_name, c.email, c.email_lowercase, c.phone_normalized, c.status,
-                   c.customer_type, c.tags, c.created_at, m.total_orders, m.last_order_date,
-                   m.lifetime_value, m.churn_probability, m.engagement_score, %1$s AS score
-            FROM customers c
-            LEFT JOIN customer_metrics m ON m.customer_id = c.id
-            WHERE m.customer_id IS NULL AND %2$s AND %3$s
-        ), page AS (
-            SELECT b.*, row_number() OVER (ORDER BY %7$s) AS rn, count(*) OVER () AS n_page,
-                   jsonb_build_array(%4$L, %5$s) AS keys
-            FROM (SELECT b.* FROM b WHERE %6$s ORDER BY %7$s LIMIT %8$s) b
+        $b$, score_sql, customer_filter_clause(filters), match_sql);
+    stmt := format($q$
+        WITH b AS (/*b*/), page AS (
+            SELECT b.*, row_number() OVER (ORDER BY %4$s) AS rn, count(*) OVER () AS n_page,
+                   jsonb_build_array(%1$L, %2$s) AS keys
+            FROM (SELECT b.* FROM b WHERE %3$s ORDER BY %4$s LIMIT %5$s) b
         )
         SELECT id, full_name, email, phone_normalized, status, customer_type, tags, created_at,
                total_orders, last_order_date, lifetime_value, churn_probability,
                engagement_score, score,
-               CASE WHEN n_page > %9$s THEN
+               CASE WHEN n_page > %6$s THEN
                    translate(replace(encode(convert_to(
-                       (SELECT p2.keys FROM page p2 ORDER BY p2.rn OFFSET %9$s - 1 LIMIT 1)::text,
+                       (SELECT p2.keys FROM page p2 ORDER BY p2.rn OFFSET %6$s - 1 LIMIT 1)::text,
                        'UTF8'), 'base64'), E'\n', ''), '+/', '-_')
                END
         FROM page
-        WHERE rn <= %9$s
+        WHERE rn <= %6$s
         ORDER BY rn
         $q$,
-        score_sql, customer_filter_clause(filters), match_sql, signature,
-        array_to_string(key_exprs, ', '), keyset_sql, order_sql, page_size + 1, page_size)
+        signature, array_to_string(key_exprs, ', '), keyset_sql, order_sql, page_size + 1,
+        page_size);
     -- the extra row only tells whether there is a next page
-    ;
+
+    -- A listing sorted by a metric, descending: customers without metrics (key -1) come last.
+    -- If the inner join alone fills the page with keys above -1, it is the page, and the index
+    -- on the metric key (0007) makes it an index scan that stops after the page.
+    IF key_desc[1] AND key_exprs[1] IN ('coalesce(b.lifetime_value, -1)',
+                                        'coalesce(b.churn_probability, -1)',
+                                        'coalesce(b.engagement_score, -1)') THEN
+        EXECUTE format('SELECT count(*), min(k) FROM (SELECT %s AS k FROM (%s) b WHERE %s '
+                       'ORDER BY %s LIMIT %s) s', key_exprs[1], replace(b_sql, '/*join*/', 'JOIN'),
+                       keyset_sql, order_sql, page_size + 1)
+            INTO n_inner, lowest;
+        IF n_inner = page_size + 1 AND lowest > -1 THEN
+            RETURN QUERY EXECUTE replace(stmt, '/*b*/', replace(b_sql, '/*join*/', 'JOIN'));
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE replace(stmt, '/*b*/', replace(b_sql, '/*join*/', 'LEFT JOIN'));
 END;
 $$;
 COMMENT ON FUNCTION search_customers(text, jsonb, text, integer, text) IS

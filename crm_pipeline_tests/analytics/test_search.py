@@ -160,3 +160,35 @@ def test_analyst_role_reads_but_cannot_write_or_see_payloads(store: sa.Engine) -
             sa.text("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'crm_analyst'")
         ).scalar_one()
     assert rolcanlogin is False
+
+
+@pytest.mark.parametrize("sort", ["-lifetime_value", "-churn_probability,full_name"])
+def test_metric_listing_fast_path_keeps_customers_without_metrics(
+    store: sa.Engine, sort: str
+) -> None:
+    # 0007 answers descending metric listings from the inner join when the page allows it;
+    # customers without metrics must still come last, on every page, exactly once
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "DELETE FROM customer_metrics WHERE customer_id IN"
+                " (SELECT id FROM customers ORDER BY id LIMIT 30)"
+            )
+        )
+    everything = search(store, sort=sort, page_size=1000).rows
+    pages = all_pages(store, page_size=10, sort=sort)
+    flat = [r["customer_id"] for page in pages for r in page]
+    assert flat == [r["customer_id"] for r in everything]
+    assert len(flat) == len(set(flat)) == 122
+    key = sort.split(",")[0].lstrip("-")
+    missing = [r[key] is None for r in everything]
+    assert sum(missing) >= 30 and missing == sorted(missing)
+    vip = search(store, filters={"status": "vip"}, sort=sort, page_size=2).rows
+    assert all(r["status"] == "vip" for r in vip)
+
+
+def test_trigram_thresholds_do_not_leak_into_the_session(store: sa.Engine) -> None:
+    with store.connect() as conn:
+        search(conn, "jon smth")
+        value = conn.execute(sa.text("SHOW pg_trgm.similarity_threshold")).scalar_one()
+    assert float(value) == pytest.approx(0.3)
