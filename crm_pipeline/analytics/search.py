@@ -1,7 +1,8 @@
 """Fuzzy customer search for people: a thin caller of the search_customers SQL function.
 
-Matching, filters, sort and keyset pagination live in SQL (sql/0004_analytics.sql) so psql
-users and the CLI get the same results; docs/search.md describes them.
+Matching, filters, sort and keyset pagination live in SQL (sql/0004_analytics.sql, made faster
+by sql/0007_search_speed.sql) so psql users and the CLI get the same results; docs/search.md
+describes them.
 """
 
 from __future__ import annotations
