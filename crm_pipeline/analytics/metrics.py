@@ -160,8 +160,9 @@ SELECT customer_id, total_orders, completed_orders, cancelled_orders, returned_o
        coalesce(round(total_spent / nullif(completed_orders, 0), 2), 0) AS average_order_value,
        total_spent - total_refunded AS lifetime_value,
        items_purchased, favorite_category, favorite_brand, first_order_date, last_order_date,
-       floor(extract(epoch FROM (CAST(:as_of AS timestamptz) - last_order_date)) / 86400)::int
-           AS days_since_last_order,
+       -- calendar days (UTC): the number moves at midnight, not at the hour of the last order
+       ((CAST(:as_of AS timestamptz) AT TIME ZONE 'UTC')::date
+        - (last_order_date AT TIME ZONE 'UTC')::date) AS days_since_last_order,
        email_opens, email_clicks, email_received,
        round(email_opens::numeric / nullif(greatest(email_received, email_opens), 0), 4)
            AS open_rate,

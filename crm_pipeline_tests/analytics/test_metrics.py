@@ -82,7 +82,6 @@ def expected_metrics(engine: sa.Engine, as_of) -> dict[str, dict]:
                 & a.properties.map(lambda p: p.get("metric") == "Received Email")
             ).sum()
         )
-        age = lambda ts: (as_of - ts).total_seconds() / 86400.0  # noqa: E731
         day_start = pd.Timestamp(as_of).tz_convert("UTC").normalize()
         decay_age = lambda ts, start=day_start: max(0.0, (start - ts).total_seconds() / 86400)  # noqa: E731
         raw = sum(ORDER_WEIGHT * 0.5 ** (decay_age(t) / HALF_LIFE) for t in done.created_at)
@@ -107,7 +106,11 @@ def expected_metrics(engine: sa.Engine, as_of) -> dict[str, dict]:
             "favorite_brand": favourite("vendor"),
             "first_order_date": done.created_at.min() if len(done) else None,
             "last_order_date": last,
-            "days_since_last_order": math.floor(age(last)) if last is not None else None,
+            "days_since_last_order": (
+                (pd.Timestamp(as_of).tz_convert("UTC").date() - last.tz_convert("UTC").date()).days
+                if last is not None
+                else None
+            ),
             "email_opens": opens,
             "email_clicks": clicks,
             "email_received": received,
