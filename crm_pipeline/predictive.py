@@ -48,6 +48,27 @@ _FREQ_UNITS = {"D": 1.0, "W": 7.0}
 _CLV_MONTH_FACTOR = {"W": 4.345, "M": 1.0, "D": 30.0, "H": 30.0 * 24.0}
 
 
+def _penalized_objective(
+    ll: np.ndarray,
+    gradient: np.ndarray,
+    log_params: np.ndarray,
+    weights: np.ndarray,
+    penalizer_coef: float,
+) -> tuple[float, np.ndarray]:
+    """Weighted mean negative log-likelihood (+ L2 penalty) and its gradient in log-params;
+    non-finite points get a large value so the optimizer steps back instead of failing."""
+    total = weights.sum()
+    value = -(weights @ ll) / total
+    grad = -(gradient @ weights) / total
+    if penalizer_coef > 0:
+        params = np.exp(log_params)
+        value += penalizer_coef * float(params @ params)
+        grad += 2 * penalizer_coef * params * params
+    if not np.isfinite(value) or not np.all(np.isfinite(grad)):
+        return 1e10, np.zeros_like(log_params)
+    return float(value), grad
+
+
 def _stable(value: float) -> float:
     """A fitted parameter to 7 significant digits: far below the fit's own uncertainty, but
     enough that optimizer noise in the last bits (thread-dependent BLAS sums) never changes a
@@ -209,16 +230,7 @@ class BetaGeoModel:
         weights: np.ndarray,
     ) -> tuple[float, np.ndarray]:
         ll, gradient = self._log_likelihood_terms(log_params, x, tx, big_t)
-        total = weights.sum()
-        value = -(weights @ ll) / total
-        grad = -(gradient @ weights) / total
-        if self.penalizer_coef > 0:
-            params = np.exp(log_params)
-            value += self.penalizer_coef * float(params @ params)
-            grad += 2 * self.penalizer_coef * params * params
-        if not np.isfinite(value) or not np.all(np.isfinite(grad)):
-            return 1e10, np.zeros_like(log_params)
-        return float(value), grad
+        return _penalized_objective(ll, gradient, log_params, weights, self.penalizer_coef)
 
     def fit(
         self,
@@ -473,16 +485,7 @@ class GammaGammaModel:
         self, log_params: np.ndarray, x: np.ndarray, m: np.ndarray, weights: np.ndarray
     ) -> tuple[float, np.ndarray]:
         ll, gradient = self._log_likelihood_terms(log_params, x, m)
-        total = weights.sum()
-        value = -(weights @ ll) / total
-        grad = -(gradient @ weights) / total
-        if self.penalizer_coef > 0:
-            params = np.exp(log_params)
-            value += self.penalizer_coef * float(params @ params)
-            grad += 2 * self.penalizer_coef * params * params
-        if not np.isfinite(value) or not np.all(np.isfinite(grad)):
-            return 1e10, np.zeros_like(log_params)
-        return float(value), grad
+        return _penalized_objective(ll, gradient, log_params, weights, self.penalizer_coef)
 
     def fit(
         self,
