@@ -32,19 +32,3 @@ def as_utc(moment: datetime | None) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def copy_rows(conn: sa.Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
-    """COPY rows into a (temp) table through the psycopg 3 driver connection.
-
-    `table` and `columns` are identifiers chosen by the calling code, never user input.
-    """
-    from psycopg import sql
-
-    raw = conn.connection.driver_connection
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from crm_pipeline.analytics._db import Bind, as_utc, copy_rows, transaction
+from crm_pipeline.analytics._db import Bind, as_utc, transaction
+from crm_pipeline.db.copy import copy_rows
 
 log = logging.getLogger(__name__)
 

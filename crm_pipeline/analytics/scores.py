@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_pipeline.analytics._db import Bind, as_utc, copy_rows, transaction
+from crm_pipeline.analytics._db import Bind, as_utc, transaction
 from crm_pipeline.analytics.metrics import COMPLETED_ORDER_SQL
+from crm_pipeline.db.copy import copy_rows
 
 log = logging.getLogger(__name__)
 

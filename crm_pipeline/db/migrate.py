@@ -6,7 +6,8 @@ import logging
 
 from yoyo import get_backend, read_migrations
 
-from crm_pipeline.db.engine import sqlalchemy_url
+from crm_pipeline.db.bulk_indexes import restore_deferred_indexes
+from crm_pipeline.db.engine import make_engine, sqlalchemy_url
 from crm_pipeline.settings import SQL_DIR
 
 log = logging.getLogger(__name__)
@@ -23,4 +24,10 @@ def migrate(dsn: str) -> list[str]:
         if ids:
             log.info("applying migrations: %s", ", ".join(ids))
             backend.apply_migrations(pending)
+    # indexes a bulk load deferred and could not rebuild (it died): rebuild them now
+    engine = make_engine(dsn)
+    try:
+        restore_deferred_indexes(engine)
+    finally:
+        engine.dispose()
     return ids

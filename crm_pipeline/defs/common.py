@@ -96,6 +96,7 @@ def run_pull(
         "origin": "api pull",
         "origin_detail": pull.stream,
         "run_id": context.run_id,
+        "defer_indexes": full,
     }
     if pull.loader is CustomerLoader:
         options["reconcile_run_id"] = context.run_id if full and pull.reconcile_source else None

@@ -34,6 +34,7 @@ class ActivityLoader(Loader):
 
     record_kind = "activity"
     report_kind = "activities"
+    index_tables = ("customer_activities",)
     schema_factory = staticmethod(activity_schema)
     default_chunk_size = CHUNK_SIZE * 2
 
@@ -85,7 +86,7 @@ class ActivityLoader(Loader):
                     r.utm_campaign,
                     r.ip_address,
                     r.user_agent,
-                    orjson.dumps(r.properties, default=str).decode(),
+                    orjson.dumps(r.properties, default=str),
                     r.source,
                     r.external_id,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -11,12 +12,13 @@ import pandas as pd
 import pandera.pandas as pa
 import sqlalchemy as sa
 
+from crm_pipeline.db.bulk_indexes import deferred_indexes
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.prefetch import prefetch
 from crm_pipeline.schemas.validate import validate_frame
 
-CHUNK_SIZE = 5_000
+CHUNK_SIZE = 10_000
 
 _MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
 
@@ -27,10 +29,16 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def prefetched_chunks(items: Iterable[Any], size: int, depth: int = 2) -> Iterator[list[Any]]:
-    """Chunks of `items` built by a background thread while the caller merges the previous one
-    (pulling and mapping are Python work; the merge is PostgreSQL work the caller waits on)."""
-    return prefetch(chunked(items, size), depth=depth, name="crm-ingest-prefetch")
+def prefetched_chunks(
+    items: Iterable[Any], size: int, prepare: Callable[[list[Any]], list[Any]] | None = None
+) -> Iterator[list[Any]]:
+    """Chunks of `items` built (and `prepare`d) by a background thread while the caller merges
+    the previous one: pulling, mapping and encoding are Python work, the merge is PostgreSQL
+    work the caller waits on with the interpreter lock released."""
+    chunks = chunked(items, size)
+    if prepare is not None:
+        chunks = (prepare(chunk) for chunk in chunks)
+    return prefetch(chunks, depth=2, name="crm-ingest-prefetch")
 
 
 def clamp_ts(value: datetime | None) -> datetime | None:
@@ -38,6 +46,25 @@ def clamp_ts(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return min(value, _MAX_TS) if value.year > 1700 else _MAX_TS.replace(year=1700)
+
+
+# The columns the merge plans join and filter on. ANALYZE of only these is a fraction of a full
+# ANALYZE (which detoasts every jsonb sample); autovacuum later gathers the rest for analysts.
+PLANNER_COLUMNS = {
+    "customers": (
+        "id",
+        "email_lowercase",
+        "phone_normalized",
+        "deleted_at",
+        "merged_into",
+        "redacted_at",
+    ),
+    "customer_sources": ("customer_id", "source", "external_id", "deleted_at"),
+    "customer_addresses": ("source", "external_id", "source_external_id"),
+    "orders": ("source", "external_id", "customer_external_id", "customer_id"),
+    "order_line_items": ("order_id", "external_id"),
+    "customer_activities": ("source", "external_id", "customer_id"),
+}
 
 
 def refresh_statistics(
@@ -53,7 +80,8 @@ def refresh_statistics(
         {"t": table},
     ).scalar_one()
     if loaded > 1000 and estimate * 2 < loaded:
-        conn.exec_driver_sql(f"ANALYZE {', '.join((table, *also))}")  # names from code
+        targets = ", ".join(f"{t} ({', '.join(PLANNER_COLUMNS[t])})" for t in (table, *also))
+        conn.exec_driver_sql(f"ANALYZE {targets}")  # names from code
 
 
 class Loader:
@@ -65,6 +93,8 @@ class Loader:
 
     record_kind: str
     report_kind: str
+    # tables whose search/analyst indexes an initial load may defer (db/bulk_indexes.py)
+    index_tables: tuple[str, ...] = ()
     schema_factory: Callable[[datetime], pa.DataFrameSchema]
     default_chunk_size = CHUNK_SIZE
 
@@ -76,6 +106,7 @@ class Loader:
         origin_detail: str | None = None,
         run_id: str | None = None,
         dry_run: bool = False,
+        defer_indexes: bool = False,
         now: datetime | None = None,
     ) -> None:
         self.engine = engine
@@ -83,16 +114,28 @@ class Loader:
         self.origin_detail = origin_detail
         self.run_id = run_id
         self.dry_run = dry_run
+        self.defer_indexes = defer_indexes and not dry_run
         self.schema = type(self).schema_factory(now or datetime.now(UTC))
         self.report = LoadReport(kind=self.report_kind)
 
     def load(self, records: Iterable[Any], chunk_size: int | None = None) -> LoadReport:
-        for chunk in prefetched_chunks(records, chunk_size or self.default_chunk_size):
-            with self.engine.begin() as conn:
-                self._load_chunk(conn, chunk)
-                if self.dry_run:
-                    conn.rollback()
+        """Load every record; `defer_indexes` lets an initial backfill build indexes at the end."""
+        tables = self.index_tables if self.defer_indexes else ()
+        with deferred_indexes(self.engine, tables) if tables else nullcontext([]) as deferred:
+            self.report.deferred_indexes = len(deferred)
+            chunks = (
+                self._prepare(c) for c in chunked(records, chunk_size or self.default_chunk_size)
+            )
+            for chunk in prefetch(chunks, depth=2, name="crm-ingest-prefetch"):
+                with self.engine.begin() as conn:
+                    self._load_chunk(conn, chunk)
+                    if self.dry_run:
+                        conn.rollback()
         return self.report
+
+    def _prepare(self, chunk: list[Any]) -> list[Any]:
+        """Per-record work that needs no database, done in the producer thread; a hook."""
+        return chunk
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[Any]) -> None:
         raise NotImplementedError

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +18,10 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.db.copy import copy_field, copy_lines, copy_rows, create_temp_table
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.identity import Candidate, resolve
+from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.schemas.records import customer_schema
 
@@ -50,6 +53,7 @@ class CustomerLoader(Loader):
 
     record_kind = "customer"
     report_kind = "customers"
+    index_tables = ("customers", "customer_addresses")
     schema_factory = staticmethod(customer_schema)
 
     def __init__(
@@ -57,6 +61,17 @@ class CustomerLoader(Loader):
     ) -> None:
         super().__init__(engine, **options)
         self.reconcile_run_id = reconcile_run_id
+        # encode in the producer thread while most records are new (an initial load); a re-pull
+        # of known records only needs their hashes
+        self._encode_ahead = True
+
+    def _prepare(self, chunk: list[CustomerRecord]) -> list[CustomerRecord]:
+        """Runs in the producer thread, overlapping the previous chunk's merge."""
+        if self._encode_ahead:
+            for record in chunk:
+                if record.encoded is None:
+                    record.encoded = encode_source(record)
+        return chunk
 
     # ------------------------------------------------------------------ one chunk
     def _load_chunk(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:
@@ -88,13 +103,14 @@ class CustomerLoader(Loader):
         existing = self._existing_links(conn, records)
         writes: list[tuple[CustomerRecord, str, str, bool]] = []  # record, customer, hash, new
         new_records: list[tuple[CustomerRecord, str]] = []
+        stateful: list[CustomerRecord] = []  # known records carrying delta-webhook registers
         for record in records:
-            digest = content_hash(record.raw)
+            digest = record.encoded.digest if record.encoded else content_hash(record.raw)
             link = existing.get((record.source, record.external_id))
             if link is None:
                 new_records.append((record, digest))
                 continue
-            customer_id, old_hash, old_updated, deleted, redacted = link
+            customer_id, old_hash, old_updated, deleted, redacted, has_state = link
             if redacted or deleted:
                 report.skipped_redacted += int(bool(redacted))
                 report.unchanged += int(not redacted)
@@ -104,6 +120,8 @@ class CustomerLoader(Loader):
                 report.unchanged += 1
                 continue
             writes.append((record, customer_id, digest, False))
+            if has_state:
+                stateful.append(record)
             report.updated += 1
 
         if new_records:
@@ -116,9 +134,12 @@ class CustomerLoader(Loader):
                 writes.append((record, customer_id, digest, True))
             report.inserted += len(created)
             report.linked += len(new_records) - len(created)
+        self._encode_ahead = len(new_records) * 2 >= len(records)
 
         if writes:
             self._write_sources(conn, writes)
+            if stateful:
+                self._refold_webhook_state(conn, stateful)
             refresh_statistics(
                 conn,
                 "customers",
@@ -175,14 +196,14 @@ class CustomerLoader(Loader):
 
     def _existing_links(
         self, conn: sa.Connection, records: list[CustomerRecord]
-    ) -> dict[tuple[str, str], tuple[str, str | None, datetime | None, bool, bool]]:
+    ) -> dict[tuple[str, str], tuple[str, str | None, datetime | None, bool, bool, bool]]:
         source = records[0].source
         rows = conn.execute(
             sa.text(
                 "SELECT s.source, s.external_id, s.customer_id::text AS customer_id, "
                 "s.content_hash, "
                 "s.source_updated_at, s.deleted_at IS NOT NULL AS deleted, "
-                "c.redacted_at IS NOT NULL AS redacted "
+                "c.redacted_at IS NOT NULL AS redacted, s.webhook_state IS NOT NULL AS has_state "
                 "FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
                 "WHERE s.source = :source AND s.external_id = ANY(:ids)"
             ),
@@ -195,11 +216,65 @@ class CustomerLoader(Loader):
                 r.source_updated_at,
                 r.deleted,
                 r.redacted,
+                r.has_state,
             )
             for r in rows
         }
 
+    def _refold_webhook_state(self, conn: sa.Connection, records: list[CustomerRecord]) -> None:
+        """A pulled record is one more observation of the delta-webhook registers, not the
+        last word: a tag added or a consent change timed after the record's `updated_at` stays
+        (ingest/source_state.py). Rare (only records that got delta webhooks), so row by row."""
+        for record in records:
+            row = load_source(conn, record.source, record.external_id)
+            if row is None:
+                continue
+            state = SourceState(row.webhook_state)
+            if record.source == "shopify":
+                state.shopify_record(record.raw, record.source_updated_at)
+            save_folded(conn, row.id, state)
+
     def _write_sources(
+        self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
+    ) -> None:
+        """Source rows and their addresses: new records by COPY, known ones by merge.
+
+        A record with no source row yet (every record of an initial load) needs no conflict
+        handling, so it is COPYed straight into customer_sources and customer_addresses. If a
+        concurrent writer (a webhook) inserted one meanwhile, the savepoint rolls the COPY back
+        and the chunk takes the merge.
+        """
+        new = [w for w in writes if w[3]]
+        known = [w for w in writes if not w[3]]
+        if new:
+            try:
+                with conn.begin_nested():
+                    self._copy_new_sources(conn, new)
+            except sa.exc.IntegrityError:
+                log.info("a concurrent writer added some of these source records; merging")
+                known = writes
+        if known:
+            self._merge_sources(conn, known)
+
+    def _copy_new_sources(
+        self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
+    ) -> None:
+        now = copy_field(conn.execute(sa.text("SELECT now()")).scalar_one())
+        encoded = [(w[1].encode(), w[0].encoded or encode_source(w[0])) for w in writes]
+        copy_lines(
+            conn,
+            "customer_sources",
+            SOURCE_COLUMNS,
+            (b"%s\t%s\t%s\n" % (cid, e.source_tail, now) for cid, e in encoded),
+        )
+        copy_lines(
+            conn,
+            "customer_addresses",
+            ADDRESS_COLUMNS,
+            (b"%s\t%s\n" % (cid, tail) for cid, e in encoded for tail in e.address_tails),
+        )
+
+    def _merge_sources(
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
     ) -> None:
         create_temp_table(
@@ -215,11 +290,11 @@ class CustomerLoader(Loader):
                     customer_id,
                     record.source,
                     record.external_id,
-                    orjson.dumps(record.raw, default=str).decode(),
-                    orjson.dumps(record.profile(), default=str).decode(),
+                    orjson.dumps(record.raw, default=str),
+                    orjson.dumps(record.profile(), default=str),
                     digest,
                     record.source_updated_at,
-                    orjson.dumps([_address_dict(a) for a in record.addresses]).decode(),
+                    orjson.dumps([_address_dict(a) for a in record.addresses]),
                 )
 
         copy_rows(
@@ -298,6 +373,70 @@ class CustomerLoader(Loader):
 
 def _address_dict(address: Any) -> dict[str, Any]:
     return {name: getattr(address, name) for name in address.__slots__}
+
+
+SOURCE_COLUMNS = (
+    "customer_id", "source", "external_id", "source_data", "profile", "content_hash",
+    "source_updated_at", "sync_status", "last_synced_at",
+)  # fmt: skip
+ADDRESS_COLUMNS = (
+    "customer_id", "source", "external_id", "source_external_id", "address_type", "is_default",
+    "first_name", "last_name", "company", "address1", "address2", "city", "province",
+    "province_code", "country", "country_code", "zip", "phone", "latitude", "longitude",
+    "timezone",
+)  # fmt: skip
+_COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
+
+
+@dataclass(slots=True)
+class EncodedSource:
+    """A source record as COPY writes it, minus the customer id identity resolution assigns."""
+
+    digest: str
+    source_tail: bytes  # SOURCE_COLUMNS after customer_id, up to (without) last_synced_at
+    address_tails: list[bytes]  # ADDRESS_COLUMNS after customer_id, one per address
+
+
+def encode_source(record: CustomerRecord) -> EncodedSource:
+    """Hash and COPY-encode a record; pure, so it runs off the main thread."""
+    digest = content_hash(record.raw)
+    source_fields = (
+        record.source,
+        record.external_id,
+        orjson.dumps(record.raw, default=str),
+        orjson.dumps(record.profile(), default=str),
+        digest,
+        record.source_updated_at,
+        "synced",
+    )
+    return EncodedSource(
+        digest=digest,
+        source_tail=b"\t".join([copy_field(v) for v in source_fields]),
+        address_tails=[
+            b"\t".join([copy_field(v) for v in _address_fields(record, a)])
+            for a in record.addresses
+        ],
+    )
+
+
+def _coordinate(value: Any, limit: float) -> float | None:
+    """A latitude/longitude within +-limit, else None (as the merge's CASE does)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if -limit <= number <= limit else None
+
+
+def _address_fields(record: CustomerRecord, a: Any) -> tuple[Any, ...]:
+    """ADDRESS_COLUMNS after customer_id, cleaned exactly like the merge statement cleans."""
+    code = a.country_code if a.country_code and _COUNTRY_CODE.match(a.country_code) else None
+    return (
+        record.source, a.external_id, record.external_id, "both", bool(a.is_default),
+        a.first_name, a.last_name, a.company, a.address1, a.address2, a.city, a.province,
+        a.province_code, a.country, code, a.zip, a.phone, _coordinate(a.latitude, 90),
+        _coordinate(a.longitude, 180), a.timezone,
+    )  # fmt: skip
 
 
 # Survivorship (docs/identity-resolution.md): for contact fields the best source wins

@@ -116,7 +116,12 @@ def import_file(
     if fmt not in FORMATS:
         raise ImportFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     loader = CustomerLoader(
-        engine, origin="import file", origin_detail=path.name, run_id=run_id, dry_run=dry_run
+        engine,
+        origin="import file",
+        origin_detail=path.name,
+        run_id=run_id,
+        dry_run=dry_run,
+        defer_indexes=True,  # a first import of a big export is an initial backfill
     )
     imported_at = datetime.now(UTC)
     result = ImportResult(file=str(path), format=fmt, dry_run=dry_run, report=loader.report)

@@ -56,6 +56,7 @@ class OrderLoader(Loader):
 
     record_kind = "order"
     report_kind = "orders"
+    index_tables = ("orders", "order_line_items")
     schema_factory = staticmethod(order_schema)
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[OrderRecord]) -> None:
@@ -121,7 +122,7 @@ class OrderLoader(Loader):
                     r.total_refunded,
                     r.currency,
                     digest,
-                    orjson.dumps([_item(li) for li in r.line_items], default=str).decode(),
+                    orjson.dumps([_item(li) for li in r.line_items], default=str),
                 )
 
         copy_rows(

@@ -32,7 +32,7 @@ def quarantine(
         conn,
         "stage_quarantine",
         ("external_id", "record", "reasons"),
-        ((ext, orjson.dumps(rec, default=str).decode(), reasons) for ext, rec, reasons in rows),
+        ((ext, orjson.dumps(rec, default=str), reasons) for ext, rec, reasons in rows),
     )
     result = conn.execute(
         sa.text(

@@ -21,6 +21,7 @@ class LoadReport:
     unmatched: int = 0
     quarantined_records: int = 0
     duplicates: int = 0
+    deferred_indexes: int = 0
     quarantined: Counter = field(default_factory=Counter)
     touched_customer_ids: set = field(default_factory=set)
 
@@ -77,4 +78,5 @@ class LoadReport:
             "quarantine_rate": round(self.quarantine_rate, 6),
             "quarantined_by_reason": dict(self.quarantined.most_common()),
             "customers_touched": len(self.touched_customer_ids),
+            "indexes_deferred_for_initial_load": self.deferred_indexes,
         }

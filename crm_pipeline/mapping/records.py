@@ -62,6 +62,8 @@ class CustomerRecord:
     addresses: list[AddressRecord] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     raw_email: str | None = None
+    # set by the customer loader's producer thread: the bytes COPY will write (ingest/customers)
+    encoded: Any = None
 
     def profile(self) -> dict[str, Any]:
         return {

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 
 from crm_pipeline.ingest.customers import apply_survivorship
 from crm_pipeline.ingest.orders import bump_last_active
+from crm_pipeline.ingest.source_state import load_source
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.mapping.shopify import map_address
 from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
-from crm_pipeline.webhooks.state import load_source
 from crm_pipeline.webhooks.topics import Handler, shopify_id
 
 SEGMENT_TYPES = ("behavioral", "demographic", "value", "custom")

@@ -16,12 +16,12 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.ingest.customers import apply_survivorship
+from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
 from crm_pipeline.mapping.klaviyo import map_event, map_profile
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
 from crm_pipeline.normalize import parse_timestamp
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
-from crm_pipeline.webhooks.state import SourceState, load_source, save_folded
 
 Handler = Callable[[ApplyContext], Outcome]
 

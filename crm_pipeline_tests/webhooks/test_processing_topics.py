@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.mapping.shopify import map_customer
 from crm_pipeline_tests.webhooks.test_processing_support import (
     at,
     customer_by_shopify_id,
@@ -226,3 +228,66 @@ def test_klaviyo_profile_then_event(clean_db: sa.Engine) -> None:
     with engine.connect() as conn:
         kind = conn.execute(sa.text("SELECT activity_type FROM customer_activities")).scalar_one()
     assert kind == "email_open"
+
+
+def test_pull_keeps_delta_webhook_changes_newer_than_the_pulled_record(
+    clean_db: sa.Engine,
+) -> None:
+    """A pulled record is one observation among the webhooks: a tag or consent change timed
+    after the record's updated_at survives it; one timed before it is overridden."""
+    engine = clean_db
+    land(
+        engine,
+        "shopify",
+        "customers/create",
+        shopify_customer(3, at(0), tags="a"),
+        triggered_at=at(0),
+    )
+    land(
+        engine,
+        "shopify",
+        "customer.tags_added",
+        {"customerId": "gid://shopify/Customer/3", "tags": ["vip"], "occurredAt": at(10)},
+        triggered_at=at(10),
+    )
+    land(
+        engine,
+        "shopify",
+        "customers_email_marketing_consent/update",
+        {
+            "customer_id": 3,
+            "email_marketing_consent": {"state": "subscribed", "consent_updated_at": at(10)},
+        },
+        triggered_at=at(10),
+    )
+    run(engine)
+    assert customer_by_shopify_id(engine, 3).tags == ["a", "vip"]
+
+    # a pull (bulk or paginated) of a record updated at t=5: newer than what we hold, older
+    # than the webhooks; it renamed the person and knows nothing of vip or the consent
+    pulled = shopify_customer(
+        3,
+        at(5),
+        tags="a",
+        first_name="Renamed",
+        email_marketing_consent={"state": "not_subscribed", "consent_updated_at": at(1)},
+    )
+    loader = CustomerLoader(engine, origin="api pull")
+    loader.load([map_customer(pulled)])
+    assert loader.report.updated == 1
+    customer = customer_by_shopify_id(engine, 3)
+    assert customer.first_name == "Renamed"
+    assert customer.tags == ["a", "vip"]
+    assert customer.accepts_email_marketing is True
+
+    # a later record without vip (removed in Shopify after the webhook) removes it
+    later = shopify_customer(
+        3,
+        at(20),
+        tags="a",
+        email_marketing_consent={"state": "unsubscribed", "consent_updated_at": at(20)},
+    )
+    CustomerLoader(engine, origin="api pull").load([map_customer(later)])
+    customer = customer_by_shopify_id(engine, 3)
+    assert customer.tags == ["a"]
+    assert customer.accepts_email_marketing is False
