@@ -80,6 +80,7 @@ def deferred_indexes(engine: sa.Engine, tables: Sequence[str]) -> Iterator[list[
             finally:
                 if dropped:
                     _restore(lock_conn)
+                    _analyze(lock_conn, tables)
         finally:
             lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
             lock_conn.commit()
@@ -137,6 +138,13 @@ def _drop(conn: sa.Connection, tables: Sequence[str]) -> list[str]:
     if dropped:
         log.info("initial load: deferred %d indexes until the load ends", len(dropped))
     return dropped
+
+
+def _analyze(conn: sa.Connection, tables: Sequence[str]) -> None:
+    """Complete statistics once the initial load is in: the loaders analysed only their join
+    columns, the analytics and analysts' queries plan on the rest."""
+    conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")  # names from code
+    conn.commit()
 
 
 def _restore(conn: sa.Connection) -> int:

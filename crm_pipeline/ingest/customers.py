@@ -140,14 +140,16 @@ class CustomerLoader(Loader):
             self._write_sources(conn, writes)
             if stateful:
                 self._refold_webhook_state(conn, stateful)
+            touched = {customer_id for _, customer_id, _, _ in writes}
+            apply_survivorship(conn, touched)
+            # after survivorship, so the statistics see the customers it inserted (analysed
+            # before, a first chunk leaves `customers` looking empty to every later plan)
             refresh_statistics(
                 conn,
                 "customers",
                 self.report.inserted,
                 also=("customer_sources", "customer_addresses"),
             )
-            touched = {customer_id for _, customer_id, _, _ in writes}
-            apply_survivorship(conn, touched)
             report.touched_customer_ids |= touched
 
     # ------------------------------------------------------------------ helpers
