@@ -16,7 +16,7 @@ a real INSERT + COMMIT. Loads go to 127.0.0.1 only, bounded in time.
    are printed: on a 2-core machine the Python generator competes with the server for CPU.
 
     python bench/bench_receiver.py [--duration 8] [--connections 16,64,256] [--workers 2]
-        [--open-duration 10] [--generators 2] [--compare-app-dir DIR]
+        [--open-duration 10] [--generators 1] [--open-connections 128] [--compare-app-dir DIR]
 
 Also prints the CPU time the server processes (and PostgreSQL) spent per request: on a shared
 machine requests/s move with the neighbours' load, CPU per request much less.
@@ -237,11 +237,13 @@ def run_wrk(
 
 
 def run_open_loop(
-    url: str, pool: Path, rate: float, duration: float, generators: int, work: Path
+    url: str, pool: Path, rate: float, args: argparse.Namespace, work: Path
 ) -> dict[str, float]:
     """Constant-rate load (bench/openloop.py) from `generators` processes sharing `rate`;
     latency counted from each request's scheduled send time (no coordinated omission)."""
     port = url.rsplit(":", 1)[1]
+    duration, generators = args.open_duration, args.generators
+    connections = str(max(1, args.open_connections // generators))
     start_at = time.time() + 2.0  # every generator has imported uvloop by then
     tag = uuid.uuid4().hex[:8]
     outs, procs = [], []
@@ -265,6 +267,10 @@ def run_open_loop(
                     f"ol{tag}g{g}-",
                     "--start-at",
                     str(start_at),
+                    "--initial-connections",
+                    connections,
+                    "--max-connections",
+                    connections,
                     "--out",
                     str(out),
                 ]
@@ -371,7 +377,10 @@ def main() -> None:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--open-duration", type=float, default=10, help="open-loop seconds")
     parser.add_argument(
-        "--generators", type=int, default=2, help="open-loop generator processes sharing the rate"
+        "--generators", type=int, default=1, help="open-loop generator processes sharing the rate"
+    )
+    parser.add_argument(
+        "--open-connections", type=int, default=128, help="open-loop connections (all generators)"
     )
     parser.add_argument(
         "--compare-app-dir",
@@ -422,15 +431,13 @@ def main() -> None:
             processes.append(proc)
             rows = sweep(name, url, args, script, pool, {"uvicorn": proc.pid, "postgres": pg_root})
             half_rate = ceiling(rows)["rps"] / 2
-            half = run_open_loop(url, pool, half_rate, args.open_duration, args.generators, work)
+            half = run_open_loop(url, pool, half_rate, args, work)
             stop(proc)
             results.append((name, app_dir, rows, half))
 
         # The no-op's latency at the same constant rate: what the load generator and uvicorn
         # alone cost at that rate, for reading the receiver's p99 against.
-        noop_half = run_open_loop(
-            noop_url, pool, results[-1][3]["target_rps"], args.open_duration, args.generators, work
-        )
+        noop_half = run_open_loop(noop_url, pool, results[-1][3]["target_rps"], args, work)
         stop(noop_proc)
 
         with __import__("psycopg").connect(dsn) as conn:
@@ -439,7 +446,8 @@ def main() -> None:
         print(
             f"\nwebhook receiver benchmark: {args.workers} uvicorn worker(s) each; closed-loop "
             f"sweep wrk {args.wrk_threads} threads, {args.duration} s per run; open loop "
-            f"{args.generators} generator process(es), {args.open_duration:g} s (first 1 s not "
+            f"{args.generators} generator process(es), {args.open_connections} connections, "
+            f"{args.open_duration:g} s (first 1 s not "
             f"recorded); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
         )
         for name, app_dir, _, _ in results:
