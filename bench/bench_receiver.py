@@ -310,22 +310,25 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def sweep(
-    name: str,
-    url: str,
+    servers: list[tuple[str, str, dict[str, int]]],
     args: argparse.Namespace,
     script: Path,
     pool: Path,
-    cpu_roots: dict[str, int],
-) -> list[dict[str, float]]:
-    """Closed-loop wrk runs at every connection count; the ceiling is the best of them."""
-    rows = []
+) -> list[list[dict[str, float]]]:
+    """Closed-loop wrk runs at every connection count, each count on every server in turn;
+    per server its rows (its ceiling is the best of them)."""
+    rows: list[list[dict[str, float]]] = [[] for _ in servers]
     for connections in args.connections:
-        row = run_wrk(
-            url, script, pool, args.duration, connections, args.wrk_threads, cpu_roots=cpu_roots
-        )
-        log_line = f"{name} c={connections}: {row['rps']:.0f} req/s p99 {row['p99_ms']:.1f} ms"
-        print(log_line, file=sys.stderr, flush=True)
-        rows.append(row)
+        for index, (name, url, cpu_roots) in enumerate(servers):
+            row = run_wrk(
+                url, script, pool, args.duration, connections, args.wrk_threads, cpu_roots
+            )
+            print(
+                f"{name} c={connections}: {row['rps']:.0f} req/s p99 {row['p99_ms']:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows[index].append(row)
     return rows
 
 
@@ -408,12 +411,6 @@ def main() -> None:
         if args.compare_app_dir:
             variants.insert(0, ("compared", args.compare_app_dir))
 
-        noop_url, noop_proc = start_uvicorn(
-            ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
-        )
-        processes.append(noop_proc)
-        noop_rows = sweep("no-op", noop_url, args, script, pool, {"uvicorn": noop_proc.pid})
-
         receiver_env = {
             "SHOPIFY_WEBHOOK_SECRET": SECRET,
             "KLAVIYO_WEBHOOK_SECRET": SECRET,
@@ -422,23 +419,37 @@ def main() -> None:
             "CRM_WEBHOOK_RATE_LIMIT_SOURCE": "",
             "CRM_WEBHOOK_RATE_LIMIT_SHOP": "",
         }
-        results = []
+        # Every server runs for the whole benchmark (idle ones cost nothing) so that each
+        # connection count is measured on all of them back to back: a neighbour's load that
+        # comes and goes then shifts a whole row of the table, not one server's column.
+        noop_url, noop_proc = start_uvicorn(
+            ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
+        )
+        processes.append(noop_proc)
+        servers: list[tuple[str, str, dict[str, int]]] = [
+            ("no-op", noop_url, {"uvicorn": noop_proc.pid})
+        ]
         for name, app_dir in variants:
             target = ["--factory", "webhook_receiver.main:create_app_from_env"]
             if app_dir is not None:
                 target = ["--app-dir", str(app_dir), *target]
             url, proc = start_uvicorn(target, args.workers, receiver_env)
             processes.append(proc)
-            rows = sweep(name, url, args, script, pool, {"uvicorn": proc.pid, "postgres": pg_root})
-            half_rate = ceiling(rows)["rps"] / 2
-            half = run_open_loop(url, pool, half_rate, args, work)
-            stop(proc)
-            results.append((name, app_dir, rows, half))
+            servers.append((name, url, {"uvicorn": proc.pid, "postgres": pg_root}))
+        rows_by_server = sweep(servers, args, script, pool)
+        noop_rows = rows_by_server[0]
 
+        results = []
+        for (name, app_dir), (_, url, _), rows in zip(
+            variants, servers[1:], rows_by_server[1:], strict=True
+        ):
+            half = run_open_loop(url, pool, ceiling(rows)["rps"] / 2, args, work)
+            results.append((name, app_dir, rows, half))
         # The no-op's latency at the same constant rate: what the load generator and uvicorn
         # alone cost at that rate, for reading the receiver's p99 against.
         noop_half = run_open_loop(noop_url, pool, results[-1][3]["target_rps"], args, work)
-        stop(noop_proc)
+        for process in processes:
+            stop(process)
 
         with __import__("psycopg").connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
