@@ -1,19 +1,27 @@
 """Webhook receiver throughput: durable landing vs. a no-op FastAPI endpoint, same load generator.
 
 Starts a throwaway embedded PostgreSQL, then (a) a no-op FastAPI endpoint and (b) the real
-receiver (group commit into webhook_events), both under uvicorn with the same worker count, and
-drives each with `wrk` (apt-get install wrk) at full speed, then the receiver at about half its
-maximum rate. Every request is a correctly signed Shopify delivery with a unique webhook id, so
-every one is a real INSERT + COMMIT. Loads go to 127.0.0.1 only, bounded in time.
+receiver (group commit into webhook_events), both under uvicorn with the same worker count.
+Every request is a correctly signed Shopify delivery with a unique webhook id, so every one is
+a real INSERT + COMMIT. Loads go to 127.0.0.1 only, bounded in time.
 
-    python bench/bench_receiver.py [--duration 8] [--connections 64] [--workers 2]
-        [--compare-app-dir DIR]
+1. Ceiling: closed-loop `wrk` (apt-get install wrk) at each connection count of the sweep
+   (default 16, 64, 256), the same for both; a server's ceiling is its best requests/s over
+   the sweep, and the target compares the ceilings (closed-loop requests/s at ONE connection
+   count is connections / latency, which penalises the server that must wait for a commit).
+2. Latency at half the receiver's ceiling: an OPEN-loop constant-rate load (bench/openloop.py:
+   requests leave on a fixed schedule and latency counts from the scheduled time, so a slow
+   answer cannot hide the requests queued behind it), then the no-op endpoint at the same rate
+   with the same generator for reference. The achieved send rate and the generator's send lag
+   are printed: on a 2-core machine the Python generator competes with the server for CPU.
 
-Prints requests/s and p50/p99 latency for each, the ratio, and p99 at half the maximum rate,
-plus the CPU time the server processes (and PostgreSQL) spent per request: on a shared machine
-requests/s move with the neighbours' load, CPU per request much less. `--compare-app-dir DIR`
-also measures the receiver package found in DIR (e.g. a copy of an older `webhook_receiver/`)
-in the same run, for before/after figures under the same conditions.
+    python bench/bench_receiver.py [--duration 8] [--connections 16,64,256] [--workers 2]
+        [--open-duration 10] [--generators 1] [--open-connections 128] [--compare-app-dir DIR]
+
+Also prints the CPU time the server processes (and PostgreSQL) spent per request: on a shared
+machine requests/s move with the neighbours' load, CPU per request much less.
+`--compare-app-dir DIR` also measures the receiver package found in DIR (e.g. a copy of an
+older `webhook_receiver/`) in the same run, for before/after figures under the same conditions.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 from fastapi import FastAPI
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,40 +59,31 @@ async def noop() -> dict[str, str]:
 
 
 WRK_SCRIPT = r"""
--- Signed unique deliveries, precomputed per wrk thread (wrk's Lua has no HMAC).
-local counter = 1
+-- Signed deliveries from a pool of bodies; the webhook id (a header, outside the signed body)
+-- is "<run tag>-<thread>-<counter>", so every request of every run is a new row.
+local counter = 0
 local threads = {}
 function setup(thread)
   thread:set("tid", #threads)
   table.insert(threads, thread)
 end
 function init(args)
-  requests_pool = {}
-  local file = io.open(os.getenv("BENCH_REQ_PREFIX") .. tid .. ".tsv", "r")
-  for line in file:lines() do
-    local id, sig, body = line:match("([^\t]*)\t([^\t]*)\t(.*)")
-    requests_pool[#requests_pool + 1] = wrk.format("POST", "/webhooks/shopify", {
-      ["Content-Type"] = "application/json",
-      ["X-Shopify-Hmac-Sha256"] = sig,
-      ["X-Shopify-Webhook-Id"] = id,
-      ["X-Shopify-Topic"] = "customers/update",
-      ["X-Shopify-Shop-Domain"] = "bench.myshopify.com",
-      ["X-Shopify-Triggered-At"] = "2024-10-01T12:00:00Z",
-    }, body)
+  heads, rests = {}, {}
+  local tag = os.getenv("BENCH_RUN_TAG") .. "-" .. tid .. "-"
+  for line in io.lines(os.getenv("BENCH_POOL")) do
+    local sig, body = line:match("([^\t]*)\t(.*)")
+    heads[#heads + 1] = "POST /webhooks/shopify HTTP/1.1\r\nHost: " .. wrk.host .. ":" ..
+      wrk.port .. "\r\nContent-Type: application/json\r\nContent-Length: " .. #body ..
+      "\r\nX-Shopify-Hmac-Sha256: " .. sig .. "\r\nX-Shopify-Topic: customers/update" ..
+      "\r\nX-Shopify-Shop-Domain: bench.myshopify.com" ..
+      "\r\nX-Shopify-Triggered-At: 2024-10-01T12:00:00Z\r\nX-Shopify-Webhook-Id: " .. tag
+    rests[#rests + 1] = "\r\n\r\n" .. body
   end
-  file:close()
-  mean_delay = tonumber(os.getenv("BENCH_MEAN_DELAY_MS") or "0")
-  wrapped = 0
 end
 function request()
-  local r = requests_pool[counter]
   counter = counter + 1
-  if counter > #requests_pool then counter = 1; wrapped = wrapped + 1 end
-  return r
-end
-function delay()
-  if mean_delay <= 0 then return 0 end
-  return -math.log(1 - math.random()) * mean_delay
+  local i = counter % #heads + 1
+  return heads[i] .. counter .. rests[i]
 end
 function done(summary, latency, requests)
   io.write(string.format(
@@ -102,20 +102,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_requests(folder: Path, threads: int, per_thread: int) -> str:
-    """Per-thread files of (id, signature, body) lines; unique ids across all of them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = str(folder / "requests_")
-    for tid in range(threads):
-        with open(f"{prefix}{tid}.tsv", "w") as out:
-            for n in range(per_thread):
-                delivery = uuid.uuid4().hex
-                body = json.dumps(
-                    {"id": n, "email": f"bench{n}@example.com", "first_name": "B", "tags": "x"},
-                    separators=(",", ":"),
-                ).encode()
-                out.write(f"{delivery}\t{sign_base64(body, SECRET.encode())}\t{body.decode()}\n")
-    return prefix
+def write_pool(path: Path, size: int = 2000) -> Path:
+    """`signature<TAB>body` lines: signed bodies both load generators reuse with fresh ids."""
+    with open(path, "w") as out:
+        for n in range(size):
+            body = json.dumps(
+                {"id": n, "email": f"bench{n}@example.com", "first_name": "B", "tags": "x"},
+                separators=(",", ":"),
+            ).encode()
+            out.write(f"{sign_base64(body, SECRET.encode())}\t{body.decode()}\n")
+    return path
 
 
 def start_uvicorn(
@@ -191,16 +187,15 @@ def postmaster_pid(data_root: Path) -> int:
 def run_wrk(
     url: str,
     script: Path,
-    prefix: str,
+    pool: Path,
     duration: int,
     connections: int,
     threads: int,
-    mean_delay_ms: float = 0.0,
     cpu_roots: dict[str, int] | None = None,
 ) -> dict[str, float]:
-    """One wrk run; with `cpu_roots` also the CPU microseconds per request of each tree."""
+    """One closed-loop wrk run; with `cpu_roots` also the CPU microseconds per request."""
     before = {name: cpu_seconds(pid) for name, pid in (cpu_roots or {}).items()}
-    env = {**os.environ, "BENCH_REQ_PREFIX": prefix, "BENCH_MEAN_DELAY_MS": str(mean_delay_ms)}
+    env = {**os.environ, "BENCH_POOL": str(pool), "BENCH_RUN_TAG": uuid.uuid4().hex[:12]}
     result = subprocess.run(
         [
             "wrk",
@@ -230,6 +225,7 @@ def run_wrk(
     }
     return {
         **cpu,
+        "connections": connections,
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
@@ -237,6 +233,71 @@ def run_wrk(
         "requests": raw["requests"],
         "non_2xx": raw["status_errors"],
         "socket_errors": raw["socket_errors"],
+    }
+
+
+def run_open_loop(
+    url: str, pool: Path, rate: float, args: argparse.Namespace, work: Path
+) -> dict[str, float]:
+    """Constant-rate load (bench/openloop.py) from `generators` processes sharing `rate`;
+    latency counted from each request's scheduled send time (no coordinated omission)."""
+    port = url.rsplit(":", 1)[1]
+    duration, generators = args.open_duration, args.generators
+    connections = str(max(1, args.open_connections // generators))
+    start_at = time.time() + 2.0  # every generator has imported uvloop by then
+    tag = uuid.uuid4().hex[:8]
+    outs, procs = [], []
+    for g in range(generators):
+        out = work / f"openloop-{tag}-{g}.json"
+        outs.append(out)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(REPO / "bench" / "openloop.py"),
+                    "--port",
+                    port,
+                    "--rate",
+                    str(rate / generators),
+                    "--duration",
+                    str(duration),
+                    "--pool",
+                    str(pool),
+                    "--tag",
+                    f"ol{tag}g{g}-",
+                    "--start-at",
+                    str(start_at),
+                    "--initial-connections",
+                    connections,
+                    "--max-connections",
+                    connections,
+                    "--out",
+                    str(out),
+                ]
+            )
+        )
+    for proc in procs:
+        proc.wait(duration + 90)
+    parts = [json.loads(out.read_text()) for out in outs]
+    latencies = np.concatenate(
+        [np.frombuffer(Path(f"{out}.lat").read_bytes(), dtype=np.float64) for out in outs]
+    )
+    p50, p99, p999 = (np.percentile(latencies, q) * 1000 for q in (50, 99, 99.9))
+    return {
+        "target_rps": rate,
+        "send_rate": sum(p["send_rate"] for p in parts),
+        "answer_rate": sum(p["answer_rate"] for p in parts),
+        "send_lag_p99_ms": max(p["send_lag_p99_ms"] for p in parts),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "max_ms": float(latencies.max() * 1000),
+        "recorded": len(latencies),
+        "non_2xx": sum(p["status_errors"] for p in parts),
+        "socket_errors": sum(p["socket_errors"] for p in parts),
+        "unanswered": sum(p["unanswered"] for p in parts),
+        "peak_connections": sum(p["peak_connections"] for p in parts),
+        "generator_cpu_us": sum(p["cpu_us_per_request"] for p in parts) / len(parts),
     }
 
 
@@ -248,23 +309,82 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def show(name: str, r: dict[str, float]) -> None:
+def sweep(
+    servers: list[tuple[str, str, dict[str, int]]],
+    args: argparse.Namespace,
+    script: Path,
+    pool: Path,
+) -> list[list[dict[str, float]]]:
+    """Closed-loop wrk runs at every connection count, each count on every server in turn;
+    per server its rows (its ceiling is the best of them)."""
+    rows: list[list[dict[str, float]]] = [[] for _ in servers]
+    for connections in args.connections:
+        for index, (name, url, cpu_roots) in enumerate(servers):
+            row = run_wrk(
+                url, script, pool, args.duration, connections, args.wrk_threads, cpu_roots
+            )
+            print(
+                f"{name} c={connections}: {row['rps']:.0f} req/s p99 {row['p99_ms']:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows[index].append(row)
+    return rows
+
+
+def ceiling(rows: list[dict[str, float]]) -> dict[str, float]:
+    return max(rows, key=lambda r: r["rps"])
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def show_sweep(results: list[tuple[str, list[dict[str, float]]]]) -> None:
+    names = [name for name, _ in results]
+    print(f"{'connections':>11}  " + "  ".join(f"{n:>40}" for n in names))
+    for i, connections in enumerate(results[0][1]):
+        cells = []
+        for _, rows in results:
+            r = rows[i]
+            cpu = "+".join(f"{v:.0f}" for k, v in r.items() if k.startswith("cpu_us_"))
+            errors = f" err {r['non_2xx'] + r['socket_errors']:.0f}" if r["non_2xx"] else ""
+            cells.append(
+                f"{r['rps']:>7.0f}/s p50 {r['p50_ms']:5.1f} p99 {r['p99_ms']:6.1f} "
+                f"cpu {cpu:>7}us{errors}"
+            )
+        print(f"{connections['connections']:>11}  " + "  ".join(f"{c:>40}" for c in cells))
+
+
+def show_open_loop(name: str, r: dict[str, float]) -> None:
     print(
-        f"{name:<34} {r['rps']:>8.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
-        f"p99 {r['p99_ms']:6.2f} ms   ({r['requests']:.0f} requests, non-2xx {r['non_2xx']:.0f}, "
-        f"socket errors {r['socket_errors']:.0f})"
+        f"{name:<28} target {r['target_rps']:>6.0f}/s  sent {r['send_rate']:>6.0f}/s  answered "
+        f"{r['answer_rate']:>6.0f}/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f}  p99.9 "
+        f"{r['p999_ms']:6.2f}  max {r['max_ms']:7.1f} ms  (send lag p99 {r['send_lag_p99_ms']:.1f}"
+        f" ms, generator CPU {r['generator_cpu_us']:.0f} us/request, peak "
+        f"{r['peak_connections']:.0f} connections, non-2xx {r['non_2xx']:.0f}, "
+        f"socket errors {r['socket_errors']:.0f}, unanswered {r['unanswered']:.0f})"
     )
-    cpu = [f"{k[len('cpu_us_') :]} {v:.0f} us" for k, v in r.items() if k.startswith("cpu_us_")]
-    if cpu:
-        print(f"{'':<34} CPU per request: {', '.join(cpu)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=8, help="seconds per load run")
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument(
+        "--connections",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[16, 64, 256],
+        help="comma-separated wrk connection counts of the sweep (default 16,64,256)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers, both servers")
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--open-duration", type=float, default=10, help="open-loop seconds")
+    parser.add_argument(
+        "--generators", type=int, default=1, help="open-loop generator processes sharing the rate"
+    )
+    parser.add_argument(
+        "--open-connections", type=int, default=128, help="open-loop connections (all generators)"
+    )
     parser.add_argument(
         "--compare-app-dir",
         type=Path,
@@ -285,31 +405,11 @@ def main() -> None:
         migrate(dsn)
         script = work / "signed.lua"
         script.write_text(WRK_SCRIPT)
-        variants = [("receiver", None)]
-        if args.compare_app_dir:
-            variants.insert(0, (f"receiver from {args.compare_app_dir}", args.compare_app_dir))
-        # Unique deliveries per run (a wrapped-around pool would turn inserts into duplicates).
-        pool = 6000 * args.duration
-        prefixes = [
-            write_requests(work / f"run{i}", args.wrk_threads, pool)
-            for i in range(1 + 2 * len(variants))
-        ]
+        pool = write_pool(work / "pool.tsv")
         pg_root = postmaster_pid(work / "pg")
-
-        noop_url, noop_proc = start_uvicorn(
-            ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
-        )
-        processes.append(noop_proc)
-        noop = run_wrk(
-            noop_url,
-            script,
-            prefixes[0],
-            args.duration,
-            args.connections,
-            args.wrk_threads,
-            cpu_roots={"uvicorn": noop_proc.pid},
-        )
-        stop(noop_proc)
+        variants: list[tuple[str, Path | None]] = [("receiver", None)]
+        if args.compare_app_dir:
+            variants.insert(0, ("compared", args.compare_app_dir))
 
         receiver_env = {
             "SHOPIFY_WEBHOOK_SECRET": SECRET,
@@ -319,57 +419,81 @@ def main() -> None:
             "CRM_WEBHOOK_RATE_LIMIT_SOURCE": "",
             "CRM_WEBHOOK_RATE_LIMIT_SHOP": "",
         }
-        results = []
-        for index, (name, app_dir) in enumerate(variants):
+        # Every server runs for the whole benchmark (idle ones cost nothing) so that each
+        # connection count is measured on all of them back to back: a neighbour's load that
+        # comes and goes then shifts a whole row of the table, not one server's column.
+        noop_url, noop_proc = start_uvicorn(
+            ["--app-dir", str(REPO / "bench"), "bench_receiver:noop_app"], args.workers, {}
+        )
+        processes.append(noop_proc)
+        servers: list[tuple[str, str, dict[str, int]]] = [
+            ("no-op", noop_url, {"uvicorn": noop_proc.pid})
+        ]
+        for name, app_dir in variants:
             target = ["--factory", "webhook_receiver.main:create_app_from_env"]
             if app_dir is not None:
                 target = ["--app-dir", str(app_dir), *target]
-            recv_url, recv_proc = start_uvicorn(target, args.workers, receiver_env)
-            processes.append(recv_proc)
-            roots = {"uvicorn": recv_proc.pid, "postgres": pg_root}
-            full = run_wrk(
-                recv_url,
-                script,
-                prefixes[1 + 2 * index],
-                args.duration,
-                args.connections,
-                args.wrk_threads,
-                cpu_roots=roots,
-            )
-            # Half the maximum rate: each connection waits a random (exponential) pause between
-            # requests so that connections / (pause + latency) is about half the measured maximum.
-            half_rate = full["rps"] / 2
-            pause_ms = max(0.0, args.connections / half_rate * 1000 - full["p50_ms"] / 2)
-            half = run_wrk(
-                recv_url,
-                script,
-                prefixes[2 + 2 * index],
-                args.duration,
-                args.connections,
-                args.wrk_threads,
-                mean_delay_ms=pause_ms,
-                cpu_roots=roots,
-            )
-            stop(recv_proc)
-            results.append((name, full, half, half_rate))
+            url, proc = start_uvicorn(target, args.workers, receiver_env)
+            processes.append(proc)
+            servers.append((name, url, {"uvicorn": proc.pid, "postgres": pg_root}))
+        rows_by_server = sweep(servers, args, script, pool)
+        noop_rows = rows_by_server[0]
+
+        results = []
+        for (name, app_dir), (_, url, _), rows in zip(
+            variants, servers[1:], rows_by_server[1:], strict=True
+        ):
+            half = run_open_loop(url, pool, ceiling(rows)["rps"] / 2, args, work)
+            results.append((name, app_dir, rows, half))
+        # The no-op's latency at the same constant rate: what the load generator and uvicorn
+        # alone cost at that rate, for reading the receiver's p99 against.
+        noop_half = run_open_loop(noop_url, pool, results[-1][3]["target_rps"], args, work)
+        for process in processes:
+            stop(process)
 
         with __import__("psycopg").connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0]
 
         print(
-            f"\nwebhook receiver benchmark: {args.workers} uvicorn worker(s) each, wrk "
-            f"{args.wrk_threads} threads x {args.connections} connections, {args.duration} s runs"
+            f"\nwebhook receiver benchmark: {args.workers} uvicorn worker(s) each; closed-loop "
+            f"sweep wrk {args.wrk_threads} threads, {args.duration} s per run; open loop "
+            f"{args.generators} generator process(es), {args.open_connections} connections, "
+            f"{args.open_duration:g} s (first 1 s not "
+            f"recorded); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
         )
-        show("(a) no-op FastAPI endpoint", noop)
-        answered = 0.0
-        for name, full, half, half_rate in results:
+        for name, app_dir, _, _ in results:
+            if app_dir is not None:
+                print(f"'{name}' is the webhook_receiver package in {app_dir}")
+        print("cpu = CPU microseconds per request: uvicorn[+postgres]")
+        show_sweep([("no-op FastAPI endpoint", noop_rows)] + [(n, r) for n, _, r, _ in results])
+        noop_max = ceiling(noop_rows)
+        print(
+            f"\nno-op ceiling: {noop_max['rps']:.0f} req/s (at {noop_max['connections']:.0f} "
+            "connections)"
+        )
+        for name, _, rows, half in results:
+            top = ceiling(rows)
+            ratio = top["rps"] / noop_max["rps"]
             print(f"-- {name}")
-            show("(b) durable group commit", full)
-            print(f"ratio receiver / no-op: {full['rps'] / noop['rps']:.2f}  (target >= 0.50)")
-            show(f"(b) at ~half max ({half_rate:.0f}/s target)", half)
-            print(f"p99 at half the maximum rate: {half['p99_ms']:.2f} ms  (target < 50 ms)")
-            answered += full["requests"] - full["non_2xx"] + half["requests"] - half["non_2xx"]
-        print(f"rows in webhook_events: {stored} (2xx answers: {answered:.0f})")
+            print(
+                f"ceiling {top['rps']:.0f} req/s (at {top['connections']:.0f} connections); "
+                f"ratio of ceilings {ratio:.2f} (target >= 0.50: {verdict(ratio >= 0.5)})"
+            )
+            show_open_loop("open loop at half ceiling", half)
+            reached = half["send_rate"] >= 0.97 * half["target_rps"]
+            print(
+                f"p99 at half the maximum rate: {half['p99_ms']:.2f} ms at {half['send_rate']:.0f}"
+                f"/s sent (target < 50 ms: {verdict(half['p99_ms'] < 50 and reached)}"
+                + ("" if reached else "; the generator did not reach the rate")
+                + ")"
+            )
+        show_open_loop("no-op at the same rate", noop_half)
+        answered = sum(r["requests"] - r["non_2xx"] for _, _, rows, _ in results for r in rows)
+        answered += sum(h["recorded"] for *_, h in results)
+        print(
+            f"rows in webhook_events: {stored} (2xx answers to receivers: >= {answered:.0f}; "
+            "the open loop's first second is not counted)"
+        )
     finally:
         for process in processes:
             if process.poll() is None:

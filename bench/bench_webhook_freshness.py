@@ -14,9 +14,16 @@ Processing modes (`--mode`):
           `webhook_deliveries` asset materialized in process, as the process_webhooks job does.
           Not included: the daemon's run launch (a new process per run) and the
           customer_metrics / Firestore steps that follow in the same run.
-  both    loop, then sensor, on separate customers.
+  daemon  production's path: a real `dagster-daemon run -w workspace.yaml` with a temporary
+          DAGSTER_HOME holding the repo's dagster.yaml (run/event storage in the `dagster`
+          database of the same PostgreSQL, QueuedRunCoordinator, default run launcher), the
+          Firestore emulator for the mirror step, and `webhook_sensor` turned on with
+          `dagster sensor start`. Freshness then includes the sensor tick, the run queue, the
+          launch of a run process and the whole process_webhooks run (deliveries, metrics,
+          Firestore); the process_webhooks runs' queue/launch and run times are printed too.
+  both    loop, then sensor, on separate customers; `all`: loop, sensor, then daemon.
 
-    python bench/bench_webhook_freshness.py [--rate 20] [--duration 30] [--mode both]
+    python bench/bench_webhook_freshness.py [--rate 20] [--duration 30] [--mode both|all|daemon]
 
 Prints p50/p95/p99 of receiver latency (200 - sent), processed_at - received_at,
 processed_at - 200, and end to end (customer row visible - request sent).
@@ -191,6 +198,78 @@ def sensor_loop(dsn: str, stop: threading.Event, interval: float) -> None:
             stop.wait(max(0.0, interval - (time.monotonic() - tick)))
 
 
+class DagsterDaemon:
+    """dagster-daemon on a throwaway DAGSTER_HOME backed by the bench's PostgreSQL."""
+
+    def __init__(self, work: Path, server: EmbeddedPostgres, dsn: str) -> None:
+        from crm_pipeline.db.engine import sqlalchemy_url
+        from crm_pipeline.db.server import DAGSTER_DATABASE
+        from crm_pipeline.firestore.emulator import FirestoreEmulator
+
+        self.home = work / "dagster"
+        self.home.mkdir()
+        shutil.copyfile(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        self.emulator = FirestoreEmulator(work / "firestore", project="crm-local")
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            # dagster-postgres needs the psycopg2 dialect (as crm_pipeline.instance sets it)
+            "CRM_DAGSTER_STORAGE_URL": sqlalchemy_url(server.dsn(DAGSTER_DATABASE), "psycopg2"),
+            "CRM_DATABASE_URL": dsn,
+            "GOOGLE_CLOUD_PROJECT": "crm-local",
+            "CRM_DEMO": "1",
+        }
+        self.log_file = work / "dagster-daemon.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.env["FIRESTORE_EMULATOR_HOST"] = self.emulator.start()
+        workspace = ["-w", str(REPO / "workspace.yaml")]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dagster-daemon")), "run", *workspace],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            subprocess.run(
+                [sys.executable, "-m", "dagster", "sensor", "start", "webhook_sensor", *workspace],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=120,
+            )
+
+    def run_times(self) -> tuple[list[float], list[float], list[float]]:
+        """Per process_webhooks run: created -> started, started -> ended, seconds (ms)."""
+        import dagster as dg
+
+        os.environ.update({k: self.env[k] for k in ("DAGSTER_HOME", "CRM_DAGSTER_STORAGE_URL")})
+        with dg.DagsterInstance.get() as instance:
+            records = instance.get_run_records(filters=dg.RunsFilter(job_name="process_webhooks"))
+        launch, run, failed = [], [], []
+        for record in records:
+            if record.start_time and record.end_time:
+                launch.append((record.start_time - record.create_timestamp.timestamp()) * 1000)
+                run.append((record.end_time - record.start_time) * 1000)
+            if record.dagster_run.status == dg.DagsterRunStatus.FAILURE:
+                failed.append(1.0)
+        return launch, run, failed
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)  # the daemon and the run processes it started
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+        self.emulator.stop()
+
+
 def customer_payload(customer: int, seq: int) -> bytes:
     """A Shopify customer (REST webhook shape) whose first name carries the sequence."""
     updated = BASE + timedelta(milliseconds=seq)
@@ -340,7 +419,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="deliveries per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
     parser.add_argument("--customers", type=int, default=50, help="distinct customers")
-    parser.add_argument("--mode", choices=("loop", "sensor", "both"), default="both")
+    parser.add_argument(
+        "--mode", choices=("loop", "sensor", "daemon", "both", "all"), default="both"
+    )
     parser.add_argument("--idle-ms", type=float, default=25.0, help="loop: sleep when idle")
     parser.add_argument("--sensor-interval", type=float, default=5.0, help="sensor: seconds")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="visibility poll interval")
@@ -352,12 +433,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="crm-bench-fresh-", dir="/tmp"))
     server = EmbeddedPostgres(work / "pg")
     receiver: subprocess.Popen | None = None
+    daemon: DagsterDaemon | None = None
     try:
         dsn = server.start()
         migrate(dsn)
         engine = make_engine(dsn)
         url, receiver = start_receiver(dsn, args.workers)
-        phases = ["loop", "sensor"] if args.mode == "both" else [args.mode]
+        phases = {"both": ["loop", "sensor"], "all": ["loop", "sensor", "daemon"]}.get(
+            args.mode, [args.mode]
+        )
         for index, phase in enumerate(phases):
             customers = range(1000 * (index + 1), 1000 * (index + 1) + args.customers)
             if phase == "loop":
@@ -370,6 +454,22 @@ def main() -> None:
                     customers,
                     settle_seconds=30,
                 )
+            elif phase == "daemon":
+                daemon = DagsterDaemon(work, server, dsn)
+                daemon.start()
+                run_phase(
+                    "daemon",
+                    url,
+                    engine,
+                    lambda stop: stop.wait(),  # the daemon does the processing
+                    args,
+                    customers,
+                    settle_seconds=90,
+                )
+                launch, run, failed = daemon.run_times()
+                print(f"process_webhooks runs: {len(run)} finished, {len(failed)} failed")
+                print(f"  run created -> started (queue + launch)  {percentiles(launch)}")
+                print(f"  run started -> ended                     {percentiles(run)}")
             else:
                 run_phase(
                     "sensor",
@@ -382,6 +482,8 @@ def main() -> None:
                 )
         engine.dispose()
     finally:
+        if daemon is not None:
+            daemon.stop()
         if receiver is not None and receiver.poll() is None:
             receiver.terminate()
             try:
