@@ -49,6 +49,8 @@ def test_metrics_wait_for_ingestion_and_the_mirror_for_metrics() -> None:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
 
     assert {"unified_customers", "shopify_orders", "klaviyo_events"} <= upstream("customer_metrics")
+    # in process_webhooks the touched customers' metrics are recomputed after the deliveries
+    assert "webhook_deliveries" in upstream("customer_metrics")
     assert "customer_metrics" in upstream("firestore_customer_mirror")
     assert "shopify_customers" in upstream("shopify_orders")
 

@@ -49,6 +49,8 @@ def _number(value: Any) -> dg.MetadataValue | None:
         dg.AssetKey("unified_customers"),
         dg.AssetKey("shopify_orders"),
         dg.AssetKey("klaviyo_events"),
+        # process_webhooks recomputes the customers its deliveries touched: after them
+        dg.AssetKey("webhook_deliveries"),
     ],
 )
 def customer_metrics(
