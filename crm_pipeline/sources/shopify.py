@@ -8,6 +8,7 @@ mapping downstream serves API pulls, webhooks and files alike.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -193,7 +194,9 @@ def _lower(value: str | None) -> str | None:
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=1024)
 def _snake(key: str) -> str:
+    """camelCase -> snake_case; cached: the same few dozen keys repeat on every record."""
     return _SNAKE.sub("_", key).lower()
 
 
