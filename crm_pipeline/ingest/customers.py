@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -279,40 +279,26 @@ class CustomerLoader(Loader):
     def _merge_sources(
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
     ) -> None:
+        # the same encoded source line as the COPY path, plus the addresses as one jsonb
         create_temp_table(
             conn,
             "stage_sources",
             "customer_id uuid, source text, external_id text, source_data jsonb, profile jsonb, "
-            "content_hash text, source_updated_at timestamptz, addresses jsonb",
+            "content_hash text, source_updated_at timestamptz, sync_status text, addresses jsonb",
         )
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for record, customer_id, digest, _ in writes:
-                yield (
-                    customer_id,
-                    record.source,
-                    record.external_id,
-                    orjson.dumps(record.raw, default=str),
-                    orjson.dumps(record.profile(), default=str),
-                    digest,
-                    record.source_updated_at,
-                    orjson.dumps([_address_dict(a) for a in record.addresses]),
-                )
-
-        copy_rows(
+        copy_lines(
             conn,
             "stage_sources",
+            (*SOURCE_COLUMNS[:-1], "addresses"),
             (
-                "customer_id",
-                "source",
-                "external_id",
-                "source_data",
-                "profile",
-                "content_hash",
-                "source_updated_at",
-                "addresses",
+                b"%s\t%s\t%s\n"
+                % (
+                    customer_id.encode(),
+                    (record.encoded or encode_source(record)).source_tail,
+                    copy_field(orjson.dumps([_address_dict(a) for a in record.addresses])),
+                )
+                for record, customer_id, _, _ in writes
             ),
-            rows(),
         )
         conn.exec_driver_sql(
             """
