@@ -123,10 +123,8 @@ class Loader:
         tables = self.index_tables if self.defer_indexes else ()
         with deferred_indexes(self.engine, tables) if tables else nullcontext([]) as deferred:
             self.report.deferred_indexes = len(deferred)
-            chunks = (
-                self._prepare(c) for c in chunked(records, chunk_size or self.default_chunk_size)
-            )
-            for chunk in prefetch(chunks, depth=2, name="crm-ingest-prefetch"):
+            size = chunk_size or self.default_chunk_size
+            for chunk in prefetched_chunks(records, size, self._prepare):
                 with self.engine.begin() as conn:
                     self._load_chunk(conn, chunk)
                     if self.dry_run:

@@ -69,8 +69,7 @@ class CustomerLoader(Loader):
         """Runs in the producer thread, overlapping the previous chunk's merge."""
         if self._encode_ahead:
             for record in chunk:
-                if record.encoded is None:
-                    record.encoded = encode_source(record)
+                _encoded(record)
         return chunk
 
     # ------------------------------------------------------------------ one chunk
@@ -262,7 +261,7 @@ class CustomerLoader(Loader):
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
     ) -> None:
         now = copy_field(conn.execute(sa.text("SELECT now()")).scalar_one())
-        encoded = [(w[1].encode(), w[0].encoded or encode_source(w[0])) for w in writes]
+        encoded = [(customer_id.encode(), _encoded(record)) for record, customer_id, _, _ in writes]
         copy_lines(
             conn,
             "customer_sources",
@@ -294,7 +293,7 @@ class CustomerLoader(Loader):
                 b"%s\t%s\t%s\n"
                 % (
                     customer_id.encode(),
-                    (record.encoded or encode_source(record)).source_tail,
+                    _encoded(record).source_tail,
                     copy_field(orjson.dumps([_address_dict(a) for a in record.addresses])),
                 )
                 for record, customer_id, _, _ in writes
@@ -405,6 +404,13 @@ def encode_source(record: CustomerRecord) -> EncodedSource:
             for a in record.addresses
         ],
     )
+
+
+def _encoded(record: CustomerRecord) -> EncodedSource:
+    """The record's encoding, computed once (ahead in the producer thread, or here on demand)."""
+    if record.encoded is None:
+        record.encoded = encode_source(record)
+    return record.encoded
 
 
 def _coordinate(value: Any, limit: float) -> float | None:
