@@ -35,6 +35,12 @@ def _escape(data: bytes) -> bytes:
     return data
 
 
+def copy_json(data: bytes) -> bytes:
+    """JSON text from orjson as a COPY field: orjson escapes control characters, so only the
+    backslash of JSON escapes needs doubling (a quarter of `_escape`'s scans)."""
+    return data.replace(b"\\", b"\\\\") if b"\\" in data else data
+
+
 def _array_element(value: Any) -> str:
     if value is None:
         return "NULL"
@@ -64,6 +70,43 @@ def copy_field(value: Any) -> bytes:
     if hasattr(value, "item"):  # numpy scalars from the analytics frames
         return copy_field(value.item())
     raise TypeError(f"no COPY format for {type(value).__name__}")
+
+
+def copy_text_fields(values: Sequence[Any]) -> bytes:
+    """`values` tab-joined in COPY text format (no newline), for rows of text, NULLs, booleans
+    and numbers: one escaping probe over the whole row instead of one per field, which made
+    the per-field `copy_field` calls the costliest part of encoding an address row."""
+    parts: list[str] = []
+    texts: list[str] = []
+    for value in values:
+        kind = type(value)
+        if value is None:
+            parts.append("\\N")
+        elif kind is str:
+            parts.append(value)
+            texts.append(value)
+        elif kind is bool:
+            parts.append("t" if value else "f")
+        elif kind is int or kind is float:
+            parts.append(repr(value))
+        else:
+            return b"\t".join([copy_field(v) for v in values])
+    probe = "".join(texts)
+    if "\\" in probe or "\t" in probe or "\n" in probe or "\r" in probe:
+        return b"\t".join([copy_field(v) for v in values])
+    return "\t".join(parts).encode()
+
+
+def text_array(items: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal, bound as one string and cast in SQL (`CAST(:x AS text[])`):
+    psycopg adapts a Python list element by element, which showed in the load's profile."""
+    values = list(items)
+    if not values:
+        return "{}"
+    joined = '","'.join(values)
+    if "\\" in joined or joined.count('"') != 2 * (len(values) - 1):
+        return "{" + ",".join(_array_element(v) for v in values) + "}"
+    return '{"' + joined + '"}'
 
 
 def copy_rows(

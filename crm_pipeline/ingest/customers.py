@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,11 +19,18 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from crm_pipeline.db.copy import copy_field, copy_lines, copy_rows, create_temp_table
+from crm_pipeline.db.copy import (
+    copy_field,
+    copy_json,
+    copy_lines,
+    copy_text_fields,
+    create_temp_table,
+    text_array,
+)
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.identity import Candidate, resolve
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
-from crm_pipeline.mapping.records import CustomerRecord, content_hash
+from crm_pipeline.mapping.records import CustomerRecord, canonical_json, content_hash, json_hash
 from crm_pipeline.schemas.records import customer_schema
 
 log = logging.getLogger(__name__)
@@ -123,6 +131,7 @@ class CustomerLoader(Loader):
                 stateful.append(record)
             report.updated += 1
 
+        alone: list[tuple[CustomerRecord, str]] = []  # new people with one source record
         if new_records:
             candidates = [
                 Candidate(r.source, r.external_id, r.email, r.phone_normalized, r.link_shopify_id)
@@ -133,14 +142,21 @@ class CustomerLoader(Loader):
                 writes.append((record, customer_id, digest, True))
             report.inserted += len(created)
             report.linked += len(new_records) - len(created)
+            records_of = Counter(customer_ids)
+            alone = [
+                (record, customer_id)
+                for (record, _), customer_id in zip(new_records, customer_ids, strict=True)
+                if customer_id in created and records_of[customer_id] == 1
+            ]
         self._encode_ahead = len(new_records) * 2 >= len(records)
 
         if writes:
-            self._write_sources(conn, writes)
+            copied = self._write_sources(conn, writes)
             if stateful:
                 self._refold_webhook_state(conn, stateful)
             touched = {customer_id for _, customer_id, _, _ in writes}
-            apply_survivorship(conn, touched)
+            inserted = self._insert_single_source_customers(conn, alone) if copied else set()
+            apply_survivorship(conn, touched - inserted)
             # after survivorship, so the statistics see the customers it inserted (analysed
             # before, a first chunk leaves `customers` looking empty to every later plan)
             refresh_statistics(
@@ -153,17 +169,18 @@ class CustomerLoader(Loader):
 
     # ------------------------------------------------------------------ helpers
     def _mark_seen(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:
-        ids = {(r.source, r.external_id) for r in chunk if r.external_id}
-        create_temp_table(conn, "stage_seen", "source text, external_id text")
-        copy_rows(conn, "stage_seen", ("source", "external_id"), ids)
-        conn.execute(
-            sa.text(
-                "INSERT INTO reconcile_seen (run_id, source, external_id) "
-                "SELECT :run, source, external_id FROM stage_seen ON CONFLICT DO NOTHING"
-            ),
-            {"run": self.reconcile_run_id},
-        )
-        conn.exec_driver_sql("DROP TABLE stage_seen")
+        by_source: dict[str, set[str]] = {}
+        for r in chunk:
+            if r.external_id:
+                by_source.setdefault(r.source, set()).add(r.external_id)
+        for source, ids in by_source.items():
+            conn.execute(
+                sa.text(
+                    "INSERT INTO reconcile_seen (run_id, source, external_id) "
+                    "SELECT :run, :source, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"
+                ),
+                {"run": self.reconcile_run_id, "source": source, "ids": text_array(ids)},
+            )
 
     def _drop_redacted(
         self, conn: sa.Connection, records: list[CustomerRecord]
@@ -206,9 +223,9 @@ class CustomerLoader(Loader):
                 "s.source_updated_at, s.deleted_at IS NOT NULL AS deleted, "
                 "c.redacted_at IS NOT NULL AS redacted, s.webhook_state IS NOT NULL AS has_state "
                 "FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
-                "WHERE s.source = :source AND s.external_id = ANY(:ids)"
+                "WHERE s.source = :source AND s.external_id = ANY(CAST(:ids AS text[]))"
             ),
-            {"source": source, "ids": [r.external_id for r in records]},
+            {"source": source, "ids": text_array(r.external_id for r in records)},
         )
         return {
             (r.source, r.external_id): (
@@ -235,27 +252,59 @@ class CustomerLoader(Loader):
                 state.shopify_record(record.raw, record.source_updated_at)
             save_folded(conn, row.id, state)
 
+    def _insert_single_source_customers(
+        self, conn: sa.Connection, alone: list[tuple[CustomerRecord, str]]
+    ) -> set[str]:
+        """COPY the customers row of each new person known from one source record alone.
+
+        Survivorship over one record is that record (`customer_fields`, the Python twin of
+        SURVIVORSHIP_SQL for this case): an initial load writes these rows directly instead of
+        aggregating their jsonb profiles in SQL. Returns the customer ids written; if any row
+        is refused (a live customer holds the email), none are, and survivorship decides.
+        """
+        if not alone:
+            return set()
+        now = conn.execute(sa.text("SELECT now()")).scalar_one()
+        lines = (
+            b"%s\t%s\t%s\n"
+            % (
+                customer_id.encode(),
+                _encoded(record).customer_tail,
+                copy_field(min(record.created_at or now, now)),
+            )
+            for record, customer_id in alone
+        )
+        try:
+            with conn.begin_nested():
+                copy_lines(conn, "customers", NEW_CUSTOMER_COLUMNS, lines)
+        except sa.exc.IntegrityError:
+            return set()
+        return {customer_id for _, customer_id in alone}
+
     def _write_sources(
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
-    ) -> None:
+    ) -> bool:
         """Source rows and their addresses: new records by COPY, known ones by merge.
 
         A record with no source row yet (every record of an initial load) needs no conflict
         handling, so it is COPYed straight into customer_sources and customer_addresses. If a
         concurrent writer (a webhook) inserted one meanwhile, the savepoint rolls the COPY back
-        and the chunk takes the merge.
+        and the chunk takes the merge. Returns whether the new records went in by COPY (each
+        with the customer identity resolution gave it).
         """
         new = [w for w in writes if w[3]]
         known = [w for w in writes if not w[3]]
+        copied = bool(new)
         if new:
             try:
                 with conn.begin_nested():
                     self._copy_new_sources(conn, new)
             except sa.exc.IntegrityError:
                 log.info("a concurrent writer added some of these source records; merging")
-                known = writes
+                known, copied = writes, False
         if known:
             self._merge_sources(conn, known)
+        return copied
 
     def _copy_new_sources(
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
@@ -382,28 +431,71 @@ class EncodedSource:
     digest: str
     source_tail: bytes  # SOURCE_COLUMNS after customer_id, up to (without) last_synced_at
     address_tails: list[bytes]  # ADDRESS_COLUMNS after customer_id, one per address
+    customer_tail: bytes  # NEW_CUSTOMER_COLUMNS between id and created_at (customer_fields)
 
 
 def encode_source(record: CustomerRecord) -> EncodedSource:
     """Hash and COPY-encode a record; pure, so it runs off the main thread."""
-    digest = content_hash(record.raw)
-    source_fields = (
-        record.source,
-        record.external_id,
-        orjson.dumps(record.raw, default=str),
-        orjson.dumps(record.profile(), default=str),
-        digest,
-        record.source_updated_at,
-        "synced",
+    raw_json = canonical_json(record.raw)  # hashed and stored: one serialisation
+    digest = json_hash(raw_json)
+    source_tail = b"\t".join(
+        (
+            copy_text_fields((record.source, record.external_id)),
+            copy_json(raw_json),
+            copy_json(orjson.dumps(record.profile(), default=str)),
+            digest.encode(),
+            copy_field(record.source_updated_at),
+            b"synced",
+        )
     )
     return EncodedSource(
         digest=digest,
-        source_tail=b"\t".join([copy_field(v) for v in source_fields]),
-        address_tails=[
-            b"\t".join([copy_field(v) for v in _address_fields(record, a)])
-            for a in record.addresses
-        ],
+        source_tail=source_tail,
+        address_tails=[copy_text_fields(_address_fields(record, a)) for a in record.addresses],
+        customer_tail=_customer_tail(record),
     )
+
+
+def _customer_tail(record: CustomerRecord) -> bytes:
+    *scalars, tags, attributes, status, customer_type, updated = customer_fields(record)
+    return b"\t".join(
+        (
+            copy_text_fields(scalars),
+            copy_field(tags),
+            copy_json(orjson.dumps(attributes, default=str)),
+            copy_text_fields((status, customer_type)),
+            copy_field(updated),
+        )
+    )
+
+
+NEW_CUSTOMER_COLUMNS = (
+    "id", "email", "phone", "phone_normalized", "first_name", "last_name", "notes",
+    "accepts_email_marketing", "accepts_sms_marketing", "tags", "custom_attributes", "status",
+    "customer_type", "source_updated_at", "created_at",
+)  # fmt: skip
+
+
+def customer_fields(record: CustomerRecord) -> tuple[Any, ...]:
+    """NEW_CUSTOMER_COLUMNS between id and created_at for a person known from this record alone:
+    what SURVIVORSHIP_SQL computes for one source row and no existing customer (a test checks
+    that survivorship changes nothing after these rows are written)."""
+    tags = sorted(set(record.tags))
+    if "wholesale" in tags:
+        customer_type = "wholesale"
+    elif "affiliate" in tags:
+        customer_type = "affiliate"
+    elif record.source == "shopify" and record.state == "enabled":
+        customer_type = "registered"
+    else:
+        customer_type = "guest"
+    invited = record.source == "shopify" and record.state == "invited"
+    return (
+        record.email, record.phone, record.phone_normalized, record.first_name,
+        record.last_name, record.note, bool(record.accepts_email_marketing),
+        bool(record.accepts_sms_marketing), tags, record.attributes,
+        "pending" if invited else "active", customer_type, record.source_updated_at,
+    )  # fmt: skip
 
 
 def _encoded(record: CustomerRecord) -> EncodedSource:
@@ -415,11 +507,14 @@ def _encoded(record: CustomerRecord) -> EncodedSource:
 
 def _coordinate(value: Any, limit: float) -> float | None:
     """A latitude/longitude within +-limit, else None (as the merge's CASE does)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    if value is None:
         return None
-    return number if -limit <= number <= limit else None
+    if type(value) is not float:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+    return value if -limit <= value <= limit else None
 
 
 def _address_fields(record: CustomerRecord, a: Any) -> tuple[Any, ...]:
@@ -439,7 +534,7 @@ def _address_fields(record: CustomerRecord, a: Any) -> tuple[Any, ...]:
 # (internal_notes, manual_tags, a manual status) are never touched here.
 SURVIVORSHIP_SQL = f"""
 WITH ids AS MATERIALIZED (
-    SELECT DISTINCT id FROM unnest(CAST(:ids AS uuid[])) AS t(id)
+    SELECT DISTINCT id FROM unnest(CAST(CAST(:ids AS text[]) AS uuid[])) AS t(id)
 ), src AS (
     SELECT s.customer_id, s.source, s.profile AS p, s.source_updated_at,
            {_SOURCE_PRIORITY} AS prio
@@ -557,7 +652,7 @@ def apply_survivorship(conn: sa.Connection, customer_ids: Iterable[str]) -> int:
     ids = sorted({str(i) for i in customer_ids})
     if not ids:
         return 0
-    return conn.execute(sa.text(SURVIVORSHIP_SQL), {"ids": ids}).rowcount
+    return conn.execute(sa.text(SURVIVORSHIP_SQL), {"ids": text_array(ids)}).rowcount
 
 
 def reconcile_deletions(

@@ -14,11 +14,25 @@ Records already linked in `customer_sources` keep their customer (re-pulls never
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from crm_pipeline.db.copy import text_array
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def random_uuids(n: int) -> list[str]:
+    """n random (version 4) UUIDs as text, from one read of the OS's random source:
+    `uuid.uuid4()` reads it once per id, which showed in the load's profile."""
+    data = os.urandom(16 * n).hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        for h in (data[i : i + 32] for i in range(0, 32 * n, 32))
+    ]
 
 
 @dataclass(slots=True)
@@ -87,10 +101,10 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
         for row in conn.execute(
             sa.text(
                 "SELECT id::text, email_lowercase FROM customers "
-                "WHERE email_lowercase = ANY(:emails) AND deleted_at IS NULL "
+                "WHERE email_lowercase = ANY(CAST(:emails AS text[])) AND deleted_at IS NULL "
                 "AND merged_into IS NULL"
             ),
-            {"emails": emails},
+            {"emails": text_array(emails)},
         ):
             by_email[row.email_lowercase] = (row.id, row.email_lowercase)
     by_phone: dict[str, tuple[str, str | None]] = {}
@@ -99,10 +113,10 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
             sa.text(
                 "SELECT phone_normalized, min(id::text) AS id, count(*) AS n, "
                 "min(email_lowercase) AS email FROM customers "
-                "WHERE phone_normalized = ANY(:phones) AND deleted_at IS NULL "
+                "WHERE phone_normalized = ANY(CAST(:phones AS text[])) AND deleted_at IS NULL "
                 "AND merged_into IS NULL GROUP BY phone_normalized"
             ),
-            {"phones": phones},
+            {"phones": text_array(phones)},
         ):
             if row.n == 1:
                 by_phone[row.phone_normalized] = (row.id, row.email)
@@ -112,9 +126,10 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
             sa.text(
                 "SELECT s.external_id, c.id::text AS id, c.email_lowercase FROM customer_sources s "
                 "JOIN customers c ON c.id = s.customer_id "
-                "WHERE s.source = 'shopify' AND s.external_id = ANY(:ids) AND c.deleted_at IS NULL"
+                "WHERE s.source = 'shopify' AND s.external_id = ANY(CAST(:ids AS text[])) "
+                "AND c.deleted_at IS NULL"
             ),
-            {"ids": links},
+            {"ids": text_array(links)},
         ):
             shopify_link[row.external_id] = (row.id, row.email_lowercase)
     klaviyo_back: dict[str, list[tuple[str, str | None]]] = {}
@@ -124,10 +139,11 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
                 "SELECT s.profile ->> 'link_shopify_id' AS link, c.id::text AS id, "
                 "c.email_lowercase FROM customer_sources s "
                 "JOIN customers c ON c.id = s.customer_id "
-                "WHERE s.source = 'klaviyo' AND s.profile ->> 'link_shopify_id' = ANY(:ids) "
+                "WHERE s.source = 'klaviyo' "
+                "AND s.profile ->> 'link_shopify_id' = ANY(CAST(:ids AS text[])) "
                 "AND c.deleted_at IS NULL"
             ),
-            {"ids": shopify_ids},
+            {"ids": text_array(shopify_ids)},
         ):
             klaviyo_back.setdefault(row.link, []).append((row.id, row.email_lowercase))
 
@@ -177,6 +193,7 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
     new_ids: dict[object, str] = {}
     result: list[str] = []
     created: set[str] = set()
+    fresh = iter(random_uuids(len(candidates)))
     for i in range(len(candidates)):
         root = comps.find(i)
         existing = comps.customers[root]
@@ -184,7 +201,7 @@ def resolve(conn: sa.Connection, candidates: Sequence[Candidate]) -> tuple[list[
             result.append(next(iter(existing)))
             continue
         if root not in new_ids:
-            new_ids[root] = str(uuid.uuid4())
+            new_ids[root] = next(fresh)
             created.add(new_ids[root])
         result.append(new_ids[root])
     return result, created

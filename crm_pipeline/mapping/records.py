@@ -11,9 +11,20 @@ from typing import Any
 import orjson
 
 
+def canonical_json(data: Any) -> bytes:
+    """A JSON-able value as JSON with sorted keys: what `content_hash` hashes, and what the
+    loaders store, so one serialisation serves both."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
+
+
 def content_hash(data: Any) -> str:
     """Stable hash of a JSON-able value (keys sorted) to skip unchanged records."""
-    return hashlib.md5(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return json_hash(canonical_json(data))
+
+
+def json_hash(canonical: bytes) -> str:
+    """`content_hash` of a value whose `canonical_json` is already at hand."""
+    return hashlib.md5(canonical).hexdigest()
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # the SDK keeps the active session in class and thread-local state: switch it under a lock
 _SESSION_LOCK = threading.Lock()
 
+_BLOCK = 1 << 20
 _TRANSPORT_ERRORS = (
     urllib.error.URLError,
     http.client.HTTPException,
@@ -210,12 +211,29 @@ def _address_to_rest(
         if key == "id":
             out["id"] = gid_to_id(value)
             out["customer_id"] = customer_id
-        elif key == "countryCodeV2":
-            out["country_code"] = value
         else:
-            out[_snake(key)] = value
+            out[_ADDRESS_KEYS.get(key) or _snake(key)] = value
     out["default"] = out.get("id") is not None and out.get("id") == default_id
     return out
+
+
+# REST names of the GraphQL address fields (a dict lookup per key instead of a call)
+_ADDRESS_KEYS = {key: _snake(key) for key in _ADDRESS.split() if key != "id"}
+_ADDRESS_KEYS["countryCodeV2"] = "country_code"
+
+
+def _default_address(
+    default: dict | None,
+    nodes: list[dict],
+    converted: list[dict | None],
+    customer_id: int | None,
+    default_id: int | None,
+) -> dict | None:
+    """The default address, converted once: it is usually one of `addresses`, field for field."""
+    for node, address in zip(nodes, converted, strict=True):
+        if node == default and address is not None:
+            return dict(address)
+    return _address_to_rest(default, customer_id, default_id)
 
 
 def _consent_to_rest(node: dict | None) -> dict | None:
@@ -238,6 +256,8 @@ def customer_to_rest(node: dict) -> dict:
     default_id = gid_to_id(default.get("id")) if default else None
     spent = node.get("amountSpent") or {}
     tags = node.get("tags") or []
+    nodes = node.get("addresses") or []
+    addresses = [_address_to_rest(a, cid, default_id) for a in nodes]
     return {
         "id": cid,
         "admin_graphql_api_id": node["id"],
@@ -252,8 +272,8 @@ def customer_to_rest(node: dict) -> dict:
         "tax_exempt": node.get("taxExempt"),
         "email_marketing_consent": _consent_to_rest(node.get("emailMarketingConsent")),
         "sms_marketing_consent": _consent_to_rest(node.get("smsMarketingConsent")),
-        "addresses": [_address_to_rest(a, cid, default_id) for a in node.get("addresses") or []],
-        "default_address": _address_to_rest(default, cid, default_id),
+        "addresses": addresses,
+        "default_address": _default_address(default, nodes, addresses, cid, default_id),
         "created_at": node.get("createdAt"),
         "updated_at": node.get("updatedAt"),
         "orders_count": int(node.get("numberOfOrders") or 0),
@@ -645,7 +665,10 @@ class ShopifyClient:
             delay = min(self.bulk_poll_max, delay * 1.5)
 
     def _stream_lines(self, url: str) -> Iterator[bytes]:
-        """The result file line by line, resuming with a Range request if the stream breaks."""
+        """The result file line by line, resuming with a Range request if the stream breaks.
+
+        Read in 1 MiB blocks and split here: iterating the response line by line cost a
+        buffered `readline` call per customer."""
         offset, attempt = 0, 0
         while True:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -653,17 +676,23 @@ class ShopifyClient:
                 request = urllib.request.Request(url, headers=headers)
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     skip = offset if offset and response.status != 206 else 0
-                    for line in response:
-                        if skip:
-                            skip -= len(line)  # server ignored Range: drop what we have
-                            continue
-                        if not line.endswith(b"\n"):
-                            # last line without a newline: only complete if the body ended
-                            if response.read(1):
-                                raise http.client.IncompleteRead(line)
-                        offset += len(line)
-                        if line.strip():
-                            yield line
+                    pending = b""
+                    while block := response.read(_BLOCK):
+                        if skip:  # server ignored Range: drop what we have
+                            cut = min(skip, len(block))
+                            block, skip = block[cut:], skip - cut
+                        lines = (pending + block).split(b"\n")
+                        pending = lines.pop()
+                        for line in lines:
+                            offset += len(line) + 1
+                            if line.strip():
+                                yield line
+                    if response.length:  # closed short of its Content-Length
+                        raise http.client.IncompleteRead(pending, response.length)
+                    if pending:  # a last line without a newline: complete, the body ended
+                        offset += len(pending)
+                        if pending.strip():
+                            yield pending
                 return
             except urllib.error.HTTPError as exc:
                 err = error_for_status(exc.code, f"bulk result download HTTP {exc.code}")

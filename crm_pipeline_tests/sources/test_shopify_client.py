@@ -135,3 +135,53 @@ def test_store_path_fixture_is_contract_shaped(tiny_store) -> None:
     root, _ = tiny_store
     for name in ("shopify/customers.jsonl", "shopify/orders.jsonl", "klaviyo/profiles.jsonl"):
         assert (Path(root) / name).exists()
+
+
+class _BreakingFileServer:
+    """Serves one JSONL body; the first response is cut off mid-line after `cut` bytes (the
+    connection closes short of its Content-Length), later ones honour Range or not."""
+
+    def __init__(self, body: bytes, cut: int, honour_range: bool) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                first = not outer.requests
+                outer.requests.append(self.headers.get("Range"))
+                start = 0
+                if self.headers.get("Range") and honour_range:
+                    start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+                    self.send_response(206)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                self.wfile.write(body[start:cut] if first else body[start:])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/result.jsonl"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_bulk_download_resumes_after_a_broken_stream_without_losing_or_repeating_lines(
+    honour_range: bool,
+) -> None:
+    lines = [orjson.dumps({"id": i, "pad": "x" * (i % 97)}) for i in range(5000)]
+    body = b"\n".join(lines)  # Shopify's last line has no newline either
+    server = _BreakingFileServer(body, cut=len(body) // 2 + 7, honour_range=honour_range)
+    try:
+        client = ShopifyClient(None, "shpat_test", api_url=server.url, retry_policy=FAST_POLICY)
+        got = list(client._stream_lines(server.url))
+    finally:
+        server.httpd.shutdown()
+    assert got == lines
+    assert len(server.requests) == 2 and server.requests[0] is None
+    assert server.requests[1].startswith("bytes=")
