@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -79,8 +80,7 @@ def deferred_indexes(engine: sa.Engine, tables: Sequence[str]) -> Iterator[list[
                 yield dropped
             finally:
                 if dropped:
-                    _restore(lock_conn)
-                    _analyze(lock_conn, tables)
+                    _restore(lock_conn, engine, analyze=tables)
         finally:
             lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
             lock_conn.commit()
@@ -140,20 +140,55 @@ def _drop(conn: sa.Connection, tables: Sequence[str]) -> list[str]:
     return dropped
 
 
-def _analyze(conn: sa.Connection, tables: Sequence[str]) -> None:
+def _analyze(engine: sa.Engine, tables: Sequence[str]) -> None:
     """Complete statistics once the initial load is in: the loaders analysed only their join
     columns, the analytics and analysts' queries plan on the rest."""
-    conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")  # names from code
-    conn.commit()
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")  # names from code
+        conn.commit()
 
 
-def _restore(conn: sa.Connection) -> int:
+# Index builds (and the final ANALYZE) run on this many connections at once: each CREATE INDEX
+# is one server process on one core, and builds of one table do not block each other.
+_BUILDERS = 2
+
+
+def _restore(
+    conn: sa.Connection, engine: sa.Engine | None = None, *, analyze: Sequence[str] = ()
+) -> int:
+    """Build the indexes listed in `deferred_indexes`; with `engine`, on `_BUILDERS`
+    connections at once, the ANALYZE of `analyze` alongside."""
     pending = conn.execute(
         sa.text("SELECT index_name, definition FROM deferred_indexes ORDER BY index_name")
     ).all()
     conn.commit()
+    if engine is None:
+        _build(conn, pending)
+    else:
+        # GIN builds are the long ones: deal them out first so each connection gets its share
+        order = sorted(pending, key=lambda row: " USING gin " not in row.definition)
+        with ThreadPoolExecutor(_BUILDERS, thread_name_prefix="crm-index-build") as pool:
+            jobs = [
+                pool.submit(_build_on_new_connection, engine, order[i::_BUILDERS])
+                for i in range(_BUILDERS)
+            ]
+            if analyze:
+                jobs.append(pool.submit(_analyze, engine, analyze))
+            for job in jobs:
+                job.result()
+    if pending:
+        log.info("rebuilt %d deferred indexes", len(pending))
+    return len(pending)
+
+
+def _build_on_new_connection(engine: sa.Engine, pending: Sequence[sa.Row]) -> None:
+    with engine.connect() as conn:
+        _build(conn, pending)
+
+
+def _build(conn: sa.Connection, pending: Sequence[sa.Row]) -> None:
     if not pending:
-        return 0
+        return
     conn.exec_driver_sql("SET maintenance_work_mem = '256MB'")
     for name, definition in pending:
         # definitions come from pg_get_indexdef of our own indexes, not from input
@@ -162,5 +197,3 @@ def _restore(conn: sa.Connection) -> int:
         conn.commit()
     conn.exec_driver_sql("RESET maintenance_work_mem")
     conn.commit()
-    log.info("rebuilt %d deferred indexes", len(pending))
-    return len(pending)

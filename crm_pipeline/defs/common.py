@@ -64,13 +64,14 @@ class Pull:
     """One source stream as the ingestion assets pull it.
 
     `fetch(since)` returns the raw records (`since=None`: everything, e.g. a bulk operation);
-    `map` turns one into a record; `reconcile_source` names the source whose missing records a
+    `map` turns one into a record (None: `fetch` returns records, e.g. mapped in a worker
+    process); `reconcile_source` names the source whose missing records a
     full pull soft-deletes (customers and profiles only).
     """
 
     stream: str
     fetch: Callable[[datetime | None], Iterable[Any]]
-    map: Callable[[Any], Any]
+    map: Callable[[Any], Any] | None
     loader: type[Loader]
     reconcile_source: str | None = None
     cursor_field: str = "source_updated_at"
@@ -102,7 +103,8 @@ def run_pull(
         options["reconcile_run_id"] = context.run_id if full and pull.reconcile_source else None
     loader = pull.loader(engine, **options)
     try:
-        records = (pull.map(raw) for raw in pull.fetch(since))
+        fetched = pull.fetch(since)
+        records = fetched if pull.map is None else (pull.map(raw) for raw in fetched)
         report = loader.load(mark.track(records, key=pull.cursor_field))
         reconcile = (
             reconcile_deletions(engine, pull.reconcile_source, context.run_id)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +21,20 @@ from crm_pipeline.db.copy import (
     copy_field,
     copy_json,
     copy_lines,
-    copy_text_fields,
     create_temp_table,
     text_array,
 )
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
+from crm_pipeline.ingest.encoding import (
+    ADDRESS_COLUMNS,
+    NEW_CUSTOMER_COLUMNS,
+    SOURCE_COLUMNS,
+    address_dict,
+    encoded,
+)
 from crm_pipeline.ingest.identity import Candidate, resolve
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
-from crm_pipeline.mapping.records import CustomerRecord, canonical_json, content_hash, json_hash
+from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.schemas.records import customer_schema
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ class CustomerLoader(Loader):
         """Runs in the producer thread, overlapping the previous chunk's merge."""
         if self._encode_ahead:
             for record in chunk:
-                _encoded(record)
+                encoded(record)
         return chunk
 
     # ------------------------------------------------------------------ one chunk
@@ -85,7 +89,8 @@ class CustomerLoader(Loader):
         report = self.report
         failures = self._validate(chunk, _validation_frame(chunk))
         rejected = [
-            (chunk[i].external_id, chunk[i].raw, reasons) for i, reasons in failures.items()
+            (chunk[i].external_id, chunk[i].source_record(), reasons)
+            for i, reasons in failures.items()
         ]
         self._quarantine(conn, chunk[0].source, rejected)
         if self.reconcile_run_id:
@@ -112,7 +117,9 @@ class CustomerLoader(Loader):
         new_records: list[tuple[CustomerRecord, str]] = []
         stateful: list[CustomerRecord] = []  # known records carrying delta-webhook registers
         for record in records:
-            digest = record.encoded.digest if record.encoded else content_hash(record.raw)
+            digest = (
+                record.encoded.digest if record.encoded else content_hash(record.source_record())
+            )
             link = existing.get((record.source, record.external_id))
             if link is None:
                 new_records.append((record, digest))
@@ -249,7 +256,7 @@ class CustomerLoader(Loader):
                 continue
             state = SourceState(row.webhook_state)
             if record.source == "shopify":
-                state.shopify_record(record.raw, record.source_updated_at)
+                state.shopify_record(record.source_record(), record.source_updated_at)
             save_folded(conn, row.id, state)
 
     def _insert_single_source_customers(
@@ -269,7 +276,7 @@ class CustomerLoader(Loader):
             b"%s\t%s\t%s\n"
             % (
                 customer_id.encode(),
-                _encoded(record).customer_tail,
+                encoded(record).customer_tail,
                 copy_field(min(record.created_at or now, now)),
             )
             for record, customer_id in alone
@@ -310,18 +317,18 @@ class CustomerLoader(Loader):
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
     ) -> None:
         now = copy_field(conn.execute(sa.text("SELECT now()")).scalar_one())
-        encoded = [(customer_id.encode(), _encoded(record)) for record, customer_id, _, _ in writes]
+        rows = [(customer_id.encode(), encoded(record)) for record, customer_id, _, _ in writes]
         copy_lines(
             conn,
             "customer_sources",
             SOURCE_COLUMNS,
-            (b"%s\t%s\t%s\n" % (cid, e.source_tail, now) for cid, e in encoded),
+            (b"%s\t%s\t%s\n" % (cid, e.source_tail, now) for cid, e in rows),
         )
         copy_lines(
             conn,
             "customer_addresses",
             ADDRESS_COLUMNS,
-            (b"%s\t%s\n" % (cid, tail) for cid, e in encoded for tail in e.address_tails),
+            (b"%s\t%s\n" % (cid, tail) for cid, e in rows for tail in e.address_tails),
         )
 
     def _merge_sources(
@@ -342,8 +349,11 @@ class CustomerLoader(Loader):
                 b"%s\t%s\t%s\n"
                 % (
                     customer_id.encode(),
-                    _encoded(record).source_tail,
-                    copy_field(orjson.dumps([_address_dict(a) for a in record.addresses])),
+                    encoded(record).source_tail,
+                    copy_json(
+                        encoded(record).addresses_json
+                        or orjson.dumps([address_dict(a) for a in record.addresses])
+                    ),
                 )
                 for record, customer_id, _, _ in writes
             ),
@@ -405,127 +415,6 @@ class CustomerLoader(Loader):
             """
         )
         conn.exec_driver_sql("DROP TABLE stage_sources")
-
-
-def _address_dict(address: Any) -> dict[str, Any]:
-    return {name: getattr(address, name) for name in address.__slots__}
-
-
-SOURCE_COLUMNS = (
-    "customer_id", "source", "external_id", "source_data", "profile", "content_hash",
-    "source_updated_at", "sync_status", "last_synced_at",
-)  # fmt: skip
-ADDRESS_COLUMNS = (
-    "customer_id", "source", "external_id", "source_external_id", "address_type", "is_default",
-    "first_name", "last_name", "company", "address1", "address2", "city", "province",
-    "province_code", "country", "country_code", "zip", "phone", "latitude", "longitude",
-    "timezone",
-)  # fmt: skip
-_COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
-
-
-@dataclass(slots=True)
-class EncodedSource:
-    """A source record as COPY writes it, minus the customer id identity resolution assigns."""
-
-    digest: str
-    source_tail: bytes  # SOURCE_COLUMNS after customer_id, up to (without) last_synced_at
-    address_tails: list[bytes]  # ADDRESS_COLUMNS after customer_id, one per address
-    customer_tail: bytes  # NEW_CUSTOMER_COLUMNS between id and created_at (customer_fields)
-
-
-def encode_source(record: CustomerRecord) -> EncodedSource:
-    """Hash and COPY-encode a record; pure, so it runs off the main thread."""
-    raw_json = canonical_json(record.raw)  # hashed and stored: one serialisation
-    digest = json_hash(raw_json)
-    source_tail = b"\t".join(
-        (
-            copy_text_fields((record.source, record.external_id)),
-            copy_json(raw_json),
-            copy_json(orjson.dumps(record.profile(), default=str)),
-            digest.encode(),
-            copy_field(record.source_updated_at),
-            b"synced",
-        )
-    )
-    return EncodedSource(
-        digest=digest,
-        source_tail=source_tail,
-        address_tails=[copy_text_fields(_address_fields(record, a)) for a in record.addresses],
-        customer_tail=_customer_tail(record),
-    )
-
-
-def _customer_tail(record: CustomerRecord) -> bytes:
-    *scalars, tags, attributes, status, customer_type, updated = customer_fields(record)
-    return b"\t".join(
-        (
-            copy_text_fields(scalars),
-            copy_field(tags),
-            copy_json(orjson.dumps(attributes, default=str)),
-            copy_text_fields((status, customer_type)),
-            copy_field(updated),
-        )
-    )
-
-
-NEW_CUSTOMER_COLUMNS = (
-    "id", "email", "phone", "phone_normalized", "first_name", "last_name", "notes",
-    "accepts_email_marketing", "accepts_sms_marketing", "tags", "custom_attributes", "status",
-    "customer_type", "source_updated_at", "created_at",
-)  # fmt: skip
-
-
-def customer_fields(record: CustomerRecord) -> tuple[Any, ...]:
-    """NEW_CUSTOMER_COLUMNS between id and created_at for a person known from this record alone:
-    what SURVIVORSHIP_SQL computes for one source row and no existing customer (a test checks
-    that survivorship changes nothing after these rows are written)."""
-    tags = sorted(set(record.tags))
-    if "wholesale" in tags:
-        customer_type = "wholesale"
-    elif "affiliate" in tags:
-        customer_type = "affiliate"
-    elif record.source == "shopify" and record.state == "enabled":
-        customer_type = "registered"
-    else:
-        customer_type = "guest"
-    invited = record.source == "shopify" and record.state == "invited"
-    return (
-        record.email, record.phone, record.phone_normalized, record.first_name,
-        record.last_name, record.note, bool(record.accepts_email_marketing),
-        bool(record.accepts_sms_marketing), tags, record.attributes,
-        "pending" if invited else "active", customer_type, record.source_updated_at,
-    )  # fmt: skip
-
-
-def _encoded(record: CustomerRecord) -> EncodedSource:
-    """The record's encoding, computed once (ahead in the producer thread, or here on demand)."""
-    if record.encoded is None:
-        record.encoded = encode_source(record)
-    return record.encoded
-
-
-def _coordinate(value: Any, limit: float) -> float | None:
-    """A latitude/longitude within +-limit, else None (as the merge's CASE does)."""
-    if value is None:
-        return None
-    if type(value) is not float:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-    return value if -limit <= value <= limit else None
-
-
-def _address_fields(record: CustomerRecord, a: Any) -> tuple[Any, ...]:
-    """ADDRESS_COLUMNS after customer_id, cleaned exactly like the merge statement cleans."""
-    code = a.country_code if a.country_code and _COUNTRY_CODE.match(a.country_code) else None
-    return (
-        record.source, a.external_id, record.external_id, "both", bool(a.is_default),
-        a.first_name, a.last_name, a.company, a.address1, a.address2, a.city, a.province,
-        a.province_code, a.country, code, a.zip, a.phone, _coordinate(a.latitude, 90),
-        _coordinate(a.longitude, 180), a.timezone,
-    )  # fmt: skip
 
 
 # Survivorship (docs/identity-resolution.md): for contact fields the best source wins

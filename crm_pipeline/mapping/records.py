@@ -71,10 +71,19 @@ class CustomerRecord:
     link_shopify_id: str | None = None  # Klaviyo external_id pointing at a Shopify customer
     attributes: dict[str, Any] = field(default_factory=dict)
     addresses: list[AddressRecord] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
+    # the source record as received; None when a worker process mapped the record and sent
+    # `raw_json` instead (ingest/workers.py): read it through `source_record()`
+    raw: dict[str, Any] | None = field(default_factory=dict)
     raw_email: str | None = None
-    # set by the customer loader's producer thread: the bytes COPY will write (ingest/customers)
+    # set by the customer loader's producer thread: the bytes COPY will write (ingest/encoding)
     encoded: Any = None
+    raw_json: bytes | None = None
+
+    def source_record(self) -> dict[str, Any]:
+        """The raw source record, decoded on first use for records mapped in a worker."""
+        if self.raw is None:
+            self.raw = orjson.loads(self.raw_json or b"{}")
+        return self.raw
 
     def profile(self) -> dict[str, Any]:
         return {

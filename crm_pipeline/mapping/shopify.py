@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from crm_pipeline.mapping.records import (
     AddressRecord,
     CustomerRecord,
@@ -12,6 +14,7 @@ from crm_pipeline.mapping.records import (
     OrderRecord,
 )
 from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp, split_tags
+from crm_pipeline.sources.shopify import customer_to_rest
 
 _FINANCIAL = {
     "pending",
@@ -115,6 +118,15 @@ def map_customer(raw: dict[str, Any], source: str = "shopify") -> CustomerRecord
         addresses=addresses,
         raw=raw,
     )
+
+
+def map_bulk_customer_line(line: bytes) -> CustomerRecord | None:
+    """One line of a customers bulk-operation result (GraphQL JSONL) as a record; child lines
+    (`__parentId`, none with our query) are skipped. Module-level: workers import it by name."""
+    node = orjson.loads(line)
+    if "__parentId" in node:
+        return None
+    return map_customer(customer_to_rest(node))
 
 
 def map_order(raw: dict[str, Any]) -> OrderRecord:

@@ -588,6 +588,11 @@ class ShopifyClient:
             if "__parentId" not in obj:
                 yield customer_to_rest(obj)
 
+    def bulk_customer_lines(self, since: datetime | None = None) -> Iterator[bytes]:
+        """The JSONL lines of a customers bulk operation, undecoded: for decoding elsewhere
+        (`mapping.shopify.map_bulk_customer_line` in ingest/workers.py)."""
+        return self._bulk_lines(BULK_CUSTOMERS, since)
+
     def bulk_orders(self, since: datetime | None = None) -> Iterator[dict]:
         """Every order with its line items and refunds, through one bulk operation."""
         current: dict | None = None
@@ -615,6 +620,10 @@ class ShopifyClient:
             yield order_to_rest(current)
 
     def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict]:
+        for line in self._bulk_lines(template, since):
+            yield orjson.loads(line)
+
+    def _bulk_lines(self, template: str, since: datetime | None) -> Iterator[bytes]:
         search = f'(query: "{_search_since(since)}")' if since else ""
         op = self._start_bulk(template.replace("{filter}", search))
         final = self._wait_bulk(op["id"])
@@ -628,8 +637,7 @@ class ShopifyClient:
             )
         if not final.get("url"):
             return  # no objects matched: Shopify gives no file
-        for line in self._stream_lines(final["url"]):
-            yield orjson.loads(line)
+        yield from self._stream_lines(final["url"])
 
     def _start_bulk(self, query: str) -> dict:
         deadline = time.monotonic() + self.bulk_timeout

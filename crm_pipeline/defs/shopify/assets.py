@@ -7,7 +7,8 @@ from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, ru
 from crm_pipeline.defs.shopify.resources import ShopifyResource
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
-from crm_pipeline.mapping.shopify import map_customer, map_order
+from crm_pipeline.ingest.workers import decode_in_workers
+from crm_pipeline.mapping.shopify import map_bulk_customer_line, map_customer, map_order
 
 
 @dg.asset(
@@ -23,13 +24,18 @@ def shopify_customers(
 ) -> dg.MaterializeResult:
     """Every Shopify customer with addresses, resolved into one customer per person."""
     client = shopify.get_client()
+
+    def fetch(since):
+        """Full: one bulk operation whose JSONL lines are decoded and mapped in a worker process
+        (ingest/workers.py); incremental: paginated updated_at queries, mapped here."""
+        if since is None:
+            return decode_in_workers(client.bulk_customer_lines(), map_bulk_customer_line)
+        return (map_customer(c) for c in client.customers_updated_since(since))
+
     pull = Pull(
         stream="shopify.customers",
-        # full: one bulk operation (JSONL); incremental: paginated updated_at query
-        fetch=lambda since: (
-            client.bulk_customers() if since is None else client.customers_updated_since(since)
-        ),
-        map=map_customer,
+        fetch=fetch,
+        map=None,
         loader=CustomerLoader,
         reconcile_source="shopify",
     )
