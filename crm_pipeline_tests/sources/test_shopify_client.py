@@ -185,3 +185,28 @@ def test_bulk_download_resumes_after_a_broken_stream_without_losing_or_repeating
     assert got == lines
     assert len(server.requests) == 2 and server.requests[0] is None
     assert server.requests[1].startswith("bytes=")
+
+
+@pytest.mark.parametrize("kind", ["customers", "orders"])
+def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
+    tiny_store, monkeypatch, kind: str
+) -> None:
+    """Big results are rendered in slices by processes (sandbox/server.py): same lines, same
+    order, same counts as one thread renders them."""
+    import crm_pipeline.sandbox.server as sandbox_server
+
+    query = "{ customers { edges { node { id } } } }".replace("customers", kind)
+
+    def pull() -> tuple[list[bytes], dict]:
+        with SandboxServer(tiny_store[0], bulk_seconds=0.05) as server:
+            client = _client(server)
+            final = client._wait_bulk(client._start_bulk(query)["id"])
+            return list(client._stream_lines(final["url"])), final
+
+    sequential, seq_final = pull()
+    monkeypatch.setattr(sandbox_server, "_PARALLEL_RENDER_MIN", 2)
+    parallel, par_final = pull()
+    assert len(sequential) > 10
+    assert parallel == sequential
+    assert par_final["objectCount"] == seq_final["objectCount"] == str(len(parallel))
+    assert par_final["rootObjectCount"] == seq_final["rootObjectCount"]
