@@ -12,7 +12,6 @@ outstanding, so memory stays bounded on a 1M-customer file.
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import os
 import threading
 from collections import deque
@@ -25,6 +24,7 @@ import orjson
 
 from crm_pipeline.ingest.encoding import EncodedSource, address_dict, encode_source
 from crm_pipeline.mapping.records import CustomerRecord
+from crm_pipeline.process_pool import spawn_pool
 
 Decode = Callable[[bytes], CustomerRecord | None]
 
@@ -93,14 +93,11 @@ def _result(future: Future) -> list[tuple]:
 
 
 def _shared_pool() -> ProcessPoolExecutor:
-    """One pool per process, started on first use and kept for later loads. Spawned, not
-    forked: the loading process runs threads, which `fork` would copy mid-state."""
+    """One pool per process, started on first use and kept for later loads."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(
-                worker_count(), mp_context=multiprocessing.get_context("spawn")
-            )
+            _pool = spawn_pool(worker_count())
         return _pool
 
 

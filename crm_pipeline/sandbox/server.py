@@ -13,7 +13,6 @@ import base64
 import functools
 import logging
 import math
-import multiprocessing
 import os
 import random
 import re
@@ -35,6 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 import orjson
 
+from crm_pipeline.process_pool import spawn_pool
 from crm_pipeline.sandbox.store_index import (
     MIN_US,
     JsonlIndex,
@@ -487,13 +487,10 @@ class SandboxState:
             return wait
 
     def render_pool(self) -> ProcessPoolExecutor:
-        """Processes that render big bulk results, started on first use (spawned: the server
-        runs threads)."""
+        """Processes that render big bulk results, started on first use."""
         with self.lock:
             if self._render_pool is None:
-                self._render_pool = ProcessPoolExecutor(
-                    _render_processes(), mp_context=multiprocessing.get_context("spawn")
-                )
+                self._render_pool = spawn_pool(_render_processes())
             return self._render_pool
 
     def close(self) -> None:
