@@ -72,6 +72,9 @@ def decode_in_workers(
                 yield from _rebuilt(_result(pending.popleft()))
         while pending:
             yield from _rebuilt(_result(pending.popleft()))
+    except BrokenProcessPool as exc:  # submitting to a pool a worker death already broke
+        _discard_pool()
+        raise DecodeFailed(f"a decoding worker process died: {exc}") from exc
     finally:
         for future in pending:  # the consumer stopped early: drop what is still queued
             future.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import orjson
@@ -106,3 +107,20 @@ def test_a_changed_record_from_a_worker_merges_its_addresses(clean_db, bulk_line
             .all()
         )
     assert "Nowhere Springs" in cities
+
+
+def die_on_marker(line: bytes):
+    """A decoder whose worker process dies on one line (module-level: workers import it)."""
+    if line == b"die":
+        os._exit(1)
+    return map_bulk_customer_line(line)
+
+
+def test_a_dead_worker_fails_the_pull_and_the_next_pull_gets_a_new_pool(bulk_lines) -> None:
+    lines = [*bulk_lines[:30], b"die", *bulk_lines[30:60]]
+    with pytest.raises(DecodeFailed, match="worker process died"):
+        list(decode_in_workers(lines, die_on_marker, batch_size=10))
+    again = list(decode_in_workers(bulk_lines[:60], die_on_marker, batch_size=10))
+    assert [r.external_id for r in again] == [
+        map_bulk_customer_line(line).external_id for line in bulk_lines[:60]
+    ]
