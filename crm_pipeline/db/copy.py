@@ -90,11 +90,15 @@ def copy_text_fields(values: Sequence[Any]) -> bytes:
         elif kind is int or kind is float:
             parts.append(repr(value))
         else:
-            return b"\t".join([copy_field(v) for v in values])
+            return _fields(values)
     probe = "".join(texts)
     if "\\" in probe or "\t" in probe or "\n" in probe or "\r" in probe:
-        return b"\t".join([copy_field(v) for v in values])
+        return _fields(values)
     return "\t".join(parts).encode()
+
+
+def _fields(values: Sequence[Any]) -> bytes:
+    return b"\t".join([copy_field(v) for v in values])
 
 
 def text_array(items: Iterable[str]) -> str:
@@ -118,7 +122,7 @@ def copy_rows(
 
 def copy_line(row: Sequence[Any]) -> bytes:
     """One row in COPY text format, newline included."""
-    return b"\t".join([copy_field(v) for v in row]) + b"\n"
+    return _fields(row) + b"\n"
 
 
 def copy_lines(

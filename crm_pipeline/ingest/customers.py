@@ -316,13 +316,12 @@ class CustomerLoader(Loader):
     def _copy_new_sources(
         self, conn: sa.Connection, writes: list[tuple[CustomerRecord, str, str, bool]]
     ) -> None:
-        now = copy_field(conn.execute(sa.text("SELECT now()")).scalar_one())
         rows = [(customer_id.encode(), encoded(record)) for record, customer_id, _, _ in writes]
         copy_lines(
             conn,
             "customer_sources",
             SOURCE_COLUMNS,
-            (b"%s\t%s\t%s\n" % (cid, e.source_tail, now) for cid, e in rows),
+            (b"%s\t%s\n" % (cid, e.source_tail) for cid, e in rows),
         )
         copy_lines(
             conn,
@@ -339,12 +338,12 @@ class CustomerLoader(Loader):
             conn,
             "stage_sources",
             "customer_id uuid, source text, external_id text, source_data jsonb, profile jsonb, "
-            "content_hash text, source_updated_at timestamptz, sync_status text, addresses jsonb",
+            "content_hash text, source_updated_at timestamptz, addresses jsonb",
         )
         copy_lines(
             conn,
             "stage_sources",
-            (*SOURCE_COLUMNS[:-1], "addresses"),
+            (*SOURCE_COLUMNS, "addresses"),
             (
                 b"%s\t%s\t%s\n"
                 % (

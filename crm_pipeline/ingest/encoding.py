@@ -18,9 +18,10 @@ def address_dict(address: Any) -> dict[str, Any]:
     return {name: getattr(address, name) for name in address.__slots__}
 
 
+# sync_status ('synced') and last_synced_at (now()) come from the column defaults
 SOURCE_COLUMNS = (
     "customer_id", "source", "external_id", "source_data", "profile", "content_hash",
-    "source_updated_at", "sync_status", "last_synced_at",
+    "source_updated_at",
 )  # fmt: skip
 ADDRESS_COLUMNS = (
     "customer_id", "source", "external_id", "source_external_id", "address_type", "is_default",
@@ -36,15 +37,17 @@ class EncodedSource:
     """A source record as COPY writes it, minus the customer id identity resolution assigns."""
 
     digest: str
-    source_tail: bytes  # SOURCE_COLUMNS after customer_id, up to (without) last_synced_at
+    source_tail: bytes  # SOURCE_COLUMNS after customer_id
     address_tails: list[bytes]  # ADDRESS_COLUMNS after customer_id, one per address
     customer_tail: bytes  # NEW_CUSTOMER_COLUMNS between id and created_at (customer_fields)
     addresses_json: bytes | None = None  # the addresses for the merge path (set by workers)
 
 
-def encode_source(record: CustomerRecord) -> EncodedSource:
-    """Hash and COPY-encode a record; pure, so it runs off the main thread."""
-    raw_json = canonical_json(record.source_record())  # hashed and stored: once
+def encode_source(record: CustomerRecord, raw_json: bytes | None = None) -> EncodedSource:
+    """Hash and COPY-encode a record; pure, so it runs off the main thread. `raw_json` is the
+    record's `canonical_json` when the caller already has it."""
+    if raw_json is None:
+        raw_json = canonical_json(record.source_record())  # hashed and stored: once
     digest = json_hash(raw_json)
     source_tail = b"\t".join(
         (
@@ -53,7 +56,6 @@ def encode_source(record: CustomerRecord) -> EncodedSource:
             copy_json(orjson.dumps(record.profile(), default=str)),
             digest.encode(),
             copy_field(record.source_updated_at),
-            b"synced",
         )
     )
     return EncodedSource(

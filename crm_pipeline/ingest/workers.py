@@ -23,7 +23,7 @@ from itertools import islice
 import orjson
 
 from crm_pipeline.ingest.encoding import EncodedSource, address_dict, encode_source
-from crm_pipeline.mapping.records import CustomerRecord
+from crm_pipeline.mapping.records import CustomerRecord, canonical_json
 from crm_pipeline.process_pool import spawn_pool
 
 Decode = Callable[[bytes], CustomerRecord | None]
@@ -120,7 +120,8 @@ def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[t
             record = decode(line)
             if record is None:
                 continue
-            enc = encode_source(record)
+            raw_json = canonical_json(record.raw)
+            enc = encode_source(record, raw_json)
         except Exception as exc:  # noqa: BLE001 (any decoding error, re-raised in the loader)
             raise DecodeFailed(f"line {n} of the pulled data: {exc!r}") from None
         out.append(
@@ -134,7 +135,7 @@ def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[t
                 record.phone,
                 record.phone_normalized,
                 record.link_shopify_id,
-                orjson.dumps(record.raw, default=str),
+                raw_json,
                 enc.digest,
                 enc.source_tail,
                 enc.address_tails,
