@@ -206,9 +206,10 @@ class DagsterDaemon:
         from crm_pipeline.db.server import DAGSTER_DATABASE
         from crm_pipeline.firestore.emulator import FirestoreEmulator
 
+        from crm_pipeline.instance import write_instance_yaml
+
         self.home = work / "dagster"
-        self.home.mkdir()
-        shutil.copyfile(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        write_instance_yaml(self.home)
         self.emulator = FirestoreEmulator(work / "firestore", project="crm-local")
         self.env = {
             **os.environ,

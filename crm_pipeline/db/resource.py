@@ -6,7 +6,11 @@ import dagster as dg
 import sqlalchemy as sa
 
 from crm_pipeline.db.engine import make_engine
+from crm_pipeline.db.migrate import migrate
 from crm_pipeline.db.server import database_dsn
+
+# Embedded databases whose schema this process brought up to date (once each).
+_migrated: set[str] = set()
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -15,7 +19,14 @@ class PostgresResource(dg.ConfigurableResource):
     dsn: str | None = None
 
     def get_dsn(self) -> str:
-        return self.dsn or database_dsn()
+        if self.dsn:
+            return self.dsn
+        dsn = database_dsn()
+        if dsn not in _migrated:
+            # `dagster dev` / `dagster job execute` with nothing set: nobody ran `db migrate`
+            migrate(dsn)
+            _migrated.add(dsn)
+        return dsn
 
     def get_engine(self) -> sa.Engine:
         return make_engine(self.get_dsn())
