@@ -205,7 +205,6 @@ class DagsterDaemon:
         from crm_pipeline.db.engine import sqlalchemy_url
         from crm_pipeline.db.server import DAGSTER_DATABASE
         from crm_pipeline.firestore.emulator import FirestoreEmulator
-
         from crm_pipeline.instance import write_instance_yaml
 
         self.home = work / "dagster"
