@@ -2,7 +2,9 @@
 
 Starts embedded PostgreSQL, the Firestore emulator, a generated sandbox store behind the
 sandbox API, the webhook receiver and the Dagster UI (webserver + daemon); runs `full_refresh`
-once through the persistent instance; prints the URLs and a summary; Ctrl-C stops everything.
+once through the persistent instance; prints the URLs and a summary. Ctrl-C, SIGTERM and SIGHUP
+stop everything; children die with the demo even when it is killed outright, and the next demo
+stops whatever an earlier one left (pid files in CRM_HOME/run).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from crm_pipeline.child_processes import (
+    PidFiles,
+    PortBusy,
+    die_with_parent,
+    require_free_ports,
+    stop_on_termination,
+    uninterrupted,
+)
 from crm_pipeline.db.engine import make_engine
 from crm_pipeline.db.migrate import migrate
 from crm_pipeline.db.server import EmbeddedPostgres
@@ -46,9 +56,25 @@ class Demo:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def run(self, keep_running: bool = True) -> None:
+        with stop_on_termination():
+            self._run(keep_running)
+
+    def _run(self, keep_running: bool) -> None:
         home = crm_home()
         logs = home / "logs"
         logs.mkdir(exist_ok=True)
+        self.pid_files = PidFiles(home / "run")
+        for leftover in self.pid_files.stop_leftovers():
+            console.print(f"  stopped {leftover.name} (pid {leftover.pid}) left by an earlier demo")
+        ports = {"Dagster UI": self.ui_port, "webhook receiver": self.receiver_port}
+        ports["sandbox API"] = self.sandbox_port
+        try:
+            require_free_ports(
+                ports if keep_running else {k: v for k, v in ports.items() if k != "Dagster UI"}
+            )
+        except PortBusy as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise SystemExit(3) from None
         postgres = EmbeddedPostgres.default()
         emulator = FirestoreEmulator(logs, project=DEMO_PROJECT)
         sandbox: SandboxServer | None = None
@@ -59,6 +85,8 @@ class Demo:
             engine = make_engine(dsn)
             console.print(f"  PostgreSQL   {dsn}")
             firestore_host = emulator.start()
+            if emulator.pid is not None:
+                self.pid_files.record("firestore-emulator", emulator.pid)
             console.print(f"  Firestore    emulator on {firestore_host}")
             self._forget_mirror_state(engine)
             store = self._store(home)
@@ -79,6 +107,7 @@ class Demo:
                     "1",
                 ],
                 logs / "receiver.log",
+                name="receiver",
             )
             if keep_running:
                 self._spawn(
@@ -95,6 +124,7 @@ class Demo:
                         str(self.ui_port),
                     ],
                     logs / "dagster.log",
+                    name="dagster-dev",
                 )
             ok = self._full_refresh(logs / "full_refresh.log")
             self._summary(engine, firestore_host, sandbox.url, ok)
@@ -111,13 +141,15 @@ class Demo:
         except KeyboardInterrupt:
             pass
         finally:
-            console.print("stopping ...")
-            self._stop_processes()
-            if sandbox is not None:
-                sandbox.stop()
-            emulator.stop()
-            postgres.stop()
-            console.print("stopped.")
+            with uninterrupted():
+                console.print("stopping ...")
+                self._stop_processes()
+                if sandbox is not None:
+                    sandbox.stop()
+                emulator.stop()
+                self.pid_files.forget("firestore-emulator")
+                postgres.stop()
+                console.print("stopped.")
 
     # -------------------------------------------------------------------------- steps
     def _store(self, home: Path) -> Path:
@@ -147,37 +179,47 @@ class Demo:
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM firestore_mirror_state"))
 
-    def _spawn(self, cmd: list[str], log_file: Path) -> subprocess.Popen:
+    def _spawn(self, cmd: list[str], log_file: Path, name: str) -> subprocess.Popen:
+        """A child in its own process group that dies with the demo, recorded in a pid file."""
         handle = log_file.open("ab")
         process = subprocess.Popen(
-            cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True
+            cmd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
+        handle.close()
         self.processes.append(process)
+        self.pid_files.record(name, process.pid)
         return process
 
     def _full_refresh(self, log_file: Path) -> bool:
         console.print(f"  running full_refresh (log: {log_file}) ...")
         started = time.monotonic()
-        with log_file.open("wb") as handle:
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "dagster",
-                    "job",
-                    "execute",
-                    "-m",
-                    "crm_pipeline.definitions",
-                    "-j",
-                    "full_refresh",
-                ],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                check=False,
-            )
+        log_file.write_bytes(b"")
+        process = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "job",
+                "execute",
+                "-m",
+                "crm_pipeline.definitions",
+                "-j",
+                "full_refresh",
+            ],
+            log_file,
+            name="full-refresh",
+        )
+        returncode = process.wait()
+        self.processes.remove(process)
+        self.pid_files.forget("full-refresh")
         elapsed = time.monotonic() - started
-        if result.returncode != 0:
+        if returncode != 0:
             tail = log_file.read_text(errors="replace").splitlines()[-30:]
             console.print("[red]full_refresh failed[/red]:\n" + "\n".join(tail))
             return False
@@ -279,12 +321,25 @@ class Demo:
             time.sleep(1)
 
     def _stop_processes(self) -> None:
+        """SIGTERM each child's process group, SIGKILL what is left after 20 s."""
         for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+            self._signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for process in self.processes:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                self._signal_group(process, signal.SIGKILL)
+                process.wait(10)
+            # grandchildren (dagster dev's webserver and daemon) share the child's group
+            self._signal_group(process, signal.SIGKILL)
+        for name in ("receiver", "dagster-dev", "full-refresh"):
+            self.pid_files.forget(name)
+        self.processes.clear()
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -24,6 +24,8 @@ from typing import IO
 
 import httpx
 
+from crm_pipeline.child_processes import die_with_parent
+
 log = logging.getLogger(__name__)
 
 JAR_ENV = "CRM_FIRESTORE_EMULATOR_JAR"
@@ -133,6 +135,10 @@ class FirestoreEmulator:
         return self.log_dir / "firestore-emulator.log"
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -164,6 +170,7 @@ class FirestoreEmulator:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             self._wait_ready()
