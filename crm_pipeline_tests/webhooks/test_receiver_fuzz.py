@@ -17,9 +17,9 @@ from schemathesis import GenerationMode
 
 from crm_pipeline_tests.webhooks.conftest import make_settings
 from crm_pipeline_tests.webhooks.helpers import (
-    ADMIN_SECRET,
     KLAVIYO_SECRET,
     SHOPIFY_SECRET,
+    admin_signature_headers,
 )
 from webhook_receiver.main import create_app
 from webhook_receiver.signatures import sign_base64, sign_klaviyo
@@ -101,13 +101,10 @@ def test_signed_random_deliveries_never_5xx(
             "Klaviyo-Webhook-Id": delivery_id,
         }
     else:
-        headers = {
-            "X-Crm-Hmac-Sha256": sign_base64(body, ADMIN_SECRET.encode()),
-            "X-Crm-Action-Id": delivery_id,
-            "X-Crm-Action": topic,
-        }
+        headers = admin_signature_headers(body)
     answer = fuzz_client.post(f"/webhooks/{route}", content=body, headers=headers)
-    assert answer.status_code in (200, 400, 413), (answer.status_code, answer.text)
+    allowed = (200, 400, 413, 422) if route == "admin" else (200, 400, 413)
+    assert answer.status_code in allowed, (answer.status_code, answer.text)
 
 
 @pytest.fixture(scope="module")
