@@ -8,15 +8,16 @@ received to applied through the real processing path.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from crm_pipeline.webhooks.admin_actions import ADMIN_HANDLERS
-from crm_pipeline.webhooks.admin_schema import ADMIN_ACTIONS
 from crm_pipeline_tests.webhooks.conftest import count_events
 from crm_pipeline_tests.webhooks.helpers import (
     admin_request,
@@ -178,4 +179,23 @@ def test_status_route_is_signed_and_404_only_after_the_signature(
 
 
 def test_every_handled_action_has_a_model() -> None:
+    from crm_pipeline.webhooks.admin_schema import ADMIN_ACTIONS
+
     assert sorted(ADMIN_ACTIONS) == sorted(ADMIN_HANDLERS)
+
+
+def test_documented_payloads_are_valid_actions() -> None:
+    from crm_pipeline.webhooks.admin_schema import parse_admin_action
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhook-processing.md").read_text()
+    section = doc[doc.index("## Admin actions") : doc.index("## GDPR")]
+    decoder = json.JSONDecoder()
+    seen = set()
+    for block in re.findall(r"```json\n(.*?)```", section, flags=re.DOTALL):
+        block, position = block.strip(), 0
+        while position < len(block):
+            document, position = decoder.raw_decode(block, position)
+            position = len(block) - len(block[position:].lstrip())
+            parse_admin_action({**document, "action_id": "doc"})
+            seen.add(document["action"])
+    assert seen == set(ADMIN_HANDLERS)
