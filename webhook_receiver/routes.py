@@ -1,9 +1,11 @@
 """HTTP routes of the receiver (CONTRACT.md section 4): thin checks, then durable landing.
 
 Order of checks for every delivery: size (413), signature (401), required headers and JSON (400),
-rate limit (429), commit (200, or 503 when the database cannot take it). Signatures come before
-everything that looks at content so unsigned traffic never reaches the parser or the limiter's
-per-shop counters. Nothing about the payload's people (emails, phones) is logged.
+for admin actions the action's model (422), rate limit (429), commit (200, or 503 when the
+database cannot take it). Signatures come before everything that looks at content so unsigned
+traffic never reaches the parser or the limiter's per-shop counters. Nothing about the
+payload's people (emails, phones) is logged. `GET /webhooks/admin/{action_id}` answers an admin
+action's state.
 
 The three POST routes are served by `serve_delivery`, a plain ASGI handler that `ReceiverApp`
 (main.py) calls before FastAPI's middleware, routing and dependency machinery: that machinery
@@ -26,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from crm_pipeline.webhooks.admin_schema import InvalidAdminAction, parse_admin_action
-from crm_pipeline.webhooks.subjects import subject_key
+from crm_pipeline.webhooks.subjects import dig, scalar_id, subject_key
 from webhook_receiver.landing import DatabaseUnavailable, EventRow, Lander, RowRejected
 from webhook_receiver.metrics import ReceiverMetrics
 from webhook_receiver.ratelimit import RateLimited, RateLimiter
@@ -233,21 +235,6 @@ def headers_json(headers: Headers) -> str:
     return orjson.dumps({k: v for k, v in headers.items() if k not in _DROPPED_HEADERS}).decode()
 
 
-def _dig(payload: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(payload, dict):
-            return None
-        payload = payload.get(key)
-    return payload
-
-
-def _scalar_id(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    text = str(value).replace("\x00", "").strip()
-    return text if text and len(text) <= MAX_ID_LENGTH else None
-
-
 def klaviyo_items(parsed: Any) -> list[dict[str, Any]]:
     """The events of a Klaviyo delivery: `{"data": [...]}`, `{"data": {...}}`, a list or one."""
     if isinstance(parsed, dict) and "data" in parsed:
@@ -316,8 +303,8 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
     stored_headers = headers_json(headers)
     rows = []
     for index, item in enumerate(items):
-        topic = _scalar_id(item.get("topic")) or _scalar_id(item.get("type")) or "unknown"
-        happened = _dig(item, "attributes", "datetime") or _dig(item, "attributes", "timestamp")
+        topic = scalar_id(item.get("topic")) or scalar_id(item.get("type")) or "unknown"
+        happened = dig(item, "attributes", "datetime") or dig(item, "attributes", "timestamp")
         rows.append(
             EventRow(
                 source="klaviyo",

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from crm_pipeline.normalize import parse_timestamp, split_tags
+from crm_pipeline.webhooks.subjects import MAX_IDENT_LENGTH
 
 SEGMENT_TYPES = ("behavioral", "demographic", "value", "custom")
 ACTIVITY_TYPES = (
@@ -40,7 +41,6 @@ ACTIVITY_TYPES = (
     "other",
 )
 CUSTOMER_TYPES = ("guest", "registered", "wholesale", "affiliate")
-MAX_ID_LENGTH = 255
 
 
 def _no_nul(value: str) -> str:
@@ -58,7 +58,7 @@ def _iso_time(value: str) -> str:
 
 Ident = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_IDENT_LENGTH),
     AfterValidator(_no_nul),
 ]
 IsoTime = Annotated[str, AfterValidator(_iso_time)]

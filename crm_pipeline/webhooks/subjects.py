@@ -23,7 +23,7 @@ def shopify_id(value: Any) -> str | None:
     return str(value).rsplit("/", 1)[-1].strip() or None
 
 
-def _ident(value: Any) -> str | None:
+def scalar_id(value: Any) -> str | None:
     """A scalar id as text; None for objects, lists, booleans, blanks and absurd lengths."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
@@ -31,7 +31,8 @@ def _ident(value: Any) -> str | None:
     return text if text and len(text) <= MAX_IDENT_LENGTH else None
 
 
-def _get(payload: Any, *path: str) -> Any:
+def dig(payload: Any, *path: str) -> Any:
+    """payload[path[0]][path[1]]...; None where a level is missing or not an object."""
     for key in path:
         if not isinstance(payload, dict):
             return None
@@ -46,32 +47,32 @@ def _key(prefix: str, ident: str | None) -> str | None:
 def _shopify(topic: str, payload: dict[str, Any]) -> str | None:
     if topic == "customers/merge":
         kept = payload.get("admin_graphql_api_customer_kept_id") or payload.get("customer_kept_id")
-        return _key("shopify", _ident(shopify_id(kept)))
+        return _key("shopify", scalar_id(shopify_id(kept)))
     if topic.startswith(("orders/", "refunds/", "checkouts/")):
-        return _key("shopify", _ident(shopify_id(_get(payload, "customer", "id"))))
+        return _key("shopify", scalar_id(shopify_id(dig(payload, "customer", "id"))))
     for key in ("customerId", "customer_id", "admin_graphql_api_id", "id"):
-        ident = _ident(shopify_id(payload.get(key)))
+        ident = scalar_id(shopify_id(payload.get(key)))
         if ident:
             return _key("shopify", ident)
-    return _key("shopify", _ident(shopify_id(_get(payload, "customer", "id"))))
+    return _key("shopify", scalar_id(shopify_id(dig(payload, "customer", "id"))))
 
 
 def _klaviyo(item: dict[str, Any]) -> str | None:
-    ident = _ident(_get(item, "relationships", "profile", "data", "id"))
+    ident = scalar_id(dig(item, "relationships", "profile", "data", "id"))
     if ident is None and item.get("type") == "profile":
-        ident = _ident(item.get("id"))
-    return _key("klaviyo", ident or _ident(_get(item, "attributes", "profile_id")))
+        ident = scalar_id(item.get("id"))
+    return _key("klaviyo", ident or scalar_id(dig(item, "attributes", "profile_id")))
 
 
 def _manual(payload: dict[str, Any]) -> str | None:
     """Admin actions: the first of customer_id, admin_id, shopify_customer_id, customer.admin_id."""
-    if ident := _ident(payload.get("customer_id")):
+    if ident := scalar_id(payload.get("customer_id")):
         return _key("crm", ident)
-    if ident := _ident(payload.get("admin_id")):
+    if ident := scalar_id(payload.get("admin_id")):
         return _key("manual", ident)
-    if ident := _ident(shopify_id(payload.get("shopify_customer_id"))):
+    if ident := scalar_id(shopify_id(payload.get("shopify_customer_id"))):
         return _key("shopify", ident)
-    return _key("manual", _ident(_get(payload, "customer", "admin_id")))
+    return _key("manual", scalar_id(dig(payload, "customer", "admin_id")))
 
 
 def subject_key(source: str, topic: str, payload: Any) -> str | None:
