@@ -23,6 +23,7 @@ from webhook_receiver.routes import (
     serve_delivery,
 )
 from webhook_receiver.settings import WebhookSettings
+from webhook_receiver.status import ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def create_app(settings: WebhookSettings | None = None) -> ReceiverApp:
     """The FastAPI app; settings come from the environment unless given (tests, bench)."""
     settings = settings or WebhookSettings()
     metrics = ReceiverMetrics()
+    dsn = settings.dsn()
     lander = Lander(
-        settings.dsn(),
+        dsn,
         writers=settings.writer_connections,
         batch_max=settings.batch_max,
         batch_wait_ms=settings.batch_wait_ms,
@@ -70,6 +72,7 @@ def create_app(settings: WebhookSettings | None = None) -> ReceiverApp:
         lander=lander,
         limiter=RateLimiter(settings.rate_limit_per_source, settings.rate_limit_per_shop),
         metrics=metrics,
+        statuses=ActionStatus(dsn, settings.db_timeout_seconds),
     )
 
     @asynccontextmanager

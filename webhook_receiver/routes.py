@@ -1,9 +1,11 @@
 """HTTP routes of the receiver (CONTRACT.md section 4): thin checks, then durable landing.
 
 Order of checks for every delivery: size (413), signature (401), required headers and JSON (400),
-rate limit (429), commit (200, or 503 when the database cannot take it). Signatures come before
-everything that looks at content so unsigned traffic never reaches the parser or the limiter's
-per-shop counters. Nothing about the payload's people (emails, phones) is logged.
+for admin actions the action's model (422), rate limit (429), commit (200, or 503 when the
+database cannot take it). Signatures come before everything that looks at content so unsigned
+traffic never reaches the parser or the limiter's per-shop counters. Nothing about the
+payload's people (emails, phones) is logged. `GET /webhooks/admin/{action_id}` answers an admin
+action's state.
 
 The three POST routes are served by `serve_delivery`, a plain ASGI handler that `ReceiverApp`
 (main.py) calls before FastAPI's middleware, routing and dependency machinery: that machinery
@@ -25,11 +27,19 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from crm_pipeline.webhooks.admin_schema import InvalidAdminAction, parse_admin_action
+from crm_pipeline.webhooks.subjects import dig, scalar_id, subject_key
 from webhook_receiver.landing import DatabaseUnavailable, EventRow, Lander, RowRejected
 from webhook_receiver.metrics import ReceiverMetrics
 from webhook_receiver.ratelimit import RateLimited, RateLimiter
 from webhook_receiver.settings import WebhookSettings
-from webhook_receiver.signatures import SignatureError, verify_base64, verify_klaviyo
+from webhook_receiver.signatures import (
+    SignatureError,
+    verify_admin,
+    verify_base64,
+    verify_klaviyo,
+)
+from webhook_receiver.status import ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,7 @@ class Receiver:
     lander: Lander
     limiter: RateLimiter
     metrics: ReceiverMetrics
+    statuses: ActionStatus
     # Secrets as bytes, read once: pydantic's SecretStr unwrapping is not free per request.
     secrets: dict[str, bytes] = field(init=False)
 
@@ -66,13 +77,19 @@ class Rejection(Exception):
     """A delivery refused with an HTTP status; `reason` is the metrics label."""
 
     def __init__(
-        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.reason = reason
         self.detail = detail
         self.headers = headers or {}
+        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +106,10 @@ def _answer(status: int, content: dict[str, Any], headers: dict[str, str] | None
 
 
 def _rejected(exc: Rejection) -> Answer:
-    return _answer(
-        exc.status, {"status": "rejected", "reason": exc.reason, "detail": exc.detail}, exc.headers
-    )
+    content: dict[str, Any] = {"status": "rejected", "reason": exc.reason, "detail": exc.detail}
+    if exc.errors is not None:
+        content["errors"] = exc.errors
+    return _answer(exc.status, content, exc.headers)
 
 
 def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -217,48 +235,6 @@ def headers_json(headers: Headers) -> str:
     return orjson.dumps({k: v for k, v in headers.items() if k not in _DROPPED_HEADERS}).decode()
 
 
-def _dig(payload: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(payload, dict):
-            return None
-        payload = payload.get(key)
-    return payload
-
-
-def _scalar_id(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    text = str(value).replace("\x00", "").strip()
-    return text if text and len(text) <= MAX_ID_LENGTH else None
-
-
-def shopify_subject(topic: str, payload: Any) -> str | None:
-    """'shopify:<customer id>' for customer and order topics, so processing can order per person."""
-    if topic.startswith("customers/") or topic.startswith("customers_"):
-        ident = _scalar_id(_dig(payload, "id"))
-    elif topic.startswith(("orders/", "refunds/", "checkouts/")):
-        ident = _scalar_id(_dig(payload, "customer", "id"))
-    else:
-        ident = _scalar_id(_dig(payload, "customer", "id"))
-    return f"shopify:{ident}" if ident else None
-
-
-def klaviyo_subject(item: Any) -> str | None:
-    ident = _scalar_id(_dig(item, "relationships", "profile", "data", "id"))
-    if ident is None and _dig(item, "type") == "profile":
-        ident = _scalar_id(_dig(item, "id"))
-    ident = ident or _scalar_id(_dig(item, "attributes", "profile_id"))
-    return f"klaviyo:{ident}" if ident else None
-
-
-def admin_subject(payload: Any) -> str | None:
-    ident = _scalar_id(_dig(payload, "customer_id"))
-    if ident:
-        return f"crm:{ident}"
-    ident = _scalar_id(_dig(payload, "shopify_customer_id"))
-    return f"shopify:{ident}" if ident else None
-
-
 def klaviyo_items(parsed: Any) -> list[dict[str, Any]]:
     """The events of a Klaviyo delivery: `{"data": [...]}`, `{"data": {...}}`, a list or one."""
     if isinstance(parsed, dict) and "data" in parsed:
@@ -303,7 +279,7 @@ def shopify_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
             triggered_at=parse_time(get("x-shopify-triggered-at")),
             headers_json=headers_json(headers),
             payload_json=storable_json(body, parsed),
-            subject_key=shopify_subject(topic or "", parsed),
+            subject_key=subject_key("shopify", topic or "", parsed),
         )
     ]
 
@@ -327,8 +303,8 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
     stored_headers = headers_json(headers)
     rows = []
     for index, item in enumerate(items):
-        topic = _scalar_id(item.get("topic")) or _scalar_id(item.get("type")) or "unknown"
-        happened = _dig(item, "attributes", "datetime") or _dig(item, "attributes", "timestamp")
+        topic = scalar_id(item.get("topic")) or scalar_id(item.get("type")) or "unknown"
+        happened = dig(item, "attributes", "datetime") or dig(item, "attributes", "timestamp")
         rows.append(
             EventRow(
                 source="klaviyo",
@@ -338,32 +314,40 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
                 triggered_at=parse_time(happened) or sent_at,
                 headers_json=stored_headers,
                 payload_json=orjson.dumps(_strip_nul(item)).decode(),
-                subject_key=klaviyo_subject(item),
+                subject_key=subject_key("klaviyo", topic, item),
             )
         )
     return rows
 
 
 def admin_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[EventRow]:
-    """A staff action from the admin app, stored with source 'manual', keyed by X-Crm-Action-Id."""
+    """A staff action from the admin app, stored with source 'manual', keyed by its action_id.
+
+    Everything that decides the effect (action, action_id, the customer, the fields) is in the
+    signed body; the signature also covers X-Crm-Timestamp, so a captured request can neither
+    be edited, relabelled nor replayed after the window. The body must be a valid action
+    (admin_schema, the models the processor applies) or it is 422 and nothing is stored.
+    """
     get = headers.get
-    verify_base64(body, get("x-crm-hmac-sha256"), receiver.secrets["admin"])
-    action_id = _text(get("x-crm-action-id"), "X-Crm-Action-Id")
+    verify_admin(body, get("x-crm-hmac-sha256"), get("x-crm-timestamp"), receiver.secrets["admin"])
     parsed = parse_json(body)
-    if not isinstance(parsed, dict):
-        raise Rejection(400, "malformed_body", "an admin action must be a JSON object")
-    topic = _text(get("x-crm-action") or _scalar_id(parsed.get("action")), "X-Crm-Action or action")
+    try:
+        action = parse_admin_action(parsed)
+    except InvalidAdminAction as exc:
+        raise Rejection(
+            422, "invalid_action", "not a valid admin action", errors=exc.errors
+        ) from exc
     _rate_limit(receiver, "manual")
     return [
         EventRow(
             source="manual",
-            topic=topic,  # type: ignore[arg-type]
-            delivery_id=action_id,  # type: ignore[arg-type]
+            topic=action.action,
+            delivery_id=action.action_id,
             shop_domain=None,
-            triggered_at=parse_time(parsed.get("occurred_at") or parsed.get("triggered_at")),
+            triggered_at=parse_time(action.occurred_at),
             headers_json=headers_json(headers),
             payload_json=storable_json(body, parsed),
-            subject_key=admin_subject(parsed),
+            subject_key=subject_key("manual", action.action, parsed),
         )
     ]
 
@@ -477,6 +461,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Committed (or already stored: duplicate delivery)."},
     400: {"description": "Malformed body or missing headers; the sender's retry will not help."},
     401: {"description": "Missing or bad signature (or stale timestamp); nothing stored."},
+    422: {"description": "Admin route: not a valid action (field errors given); nothing stored."},
     413: {"description": "Body over the size limit."},
     429: {"description": "Rate limited; see Retry-After."},
     503: {"description": "Database unavailable; nothing acknowledged, the sender retries."},
@@ -524,11 +509,52 @@ async def klaviyo_webhook(request: Request) -> Response:
 @router.post(
     "/admin",
     responses=_ANSWERS,
-    openapi_extra=_openapi("X-Crm-Hmac-Sha256", "X-Crm-Action-Id", "X-Crm-Action"),
+    openapi_extra=_openapi("X-Crm-Timestamp", "X-Crm-Hmac-Sha256"),
 )
 async def admin_webhook(request: Request) -> Response:
-    """A staff action from the admin app, stored with source 'manual', keyed by X-Crm-Action-Id."""
+    """A staff action from the admin app (`action`, `action_id` in the signed body)."""
     return await _through_fastapi(request, WEBHOOK_ROUTES["/webhooks/admin"])
+
+
+@router.get(
+    "/admin/{action_id:path}",
+    responses={
+        200: {"description": "The action's state: received, applied, failed (reason), dead."},
+        401: {"description": "Missing or bad signature, or stale timestamp."},
+        404: {"description": "No action with this id was received."},
+        503: {"description": "Database unavailable; ask again later."},
+    },
+    openapi_extra={
+        "parameters": [
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+            for name in ("X-Crm-Timestamp", "X-Crm-Hmac-Sha256")
+        ]
+    },
+)
+async def admin_action_status(action_id: str, request: Request) -> Response:
+    """Where an admin action is: signed like the POST, over `GET /webhooks/admin/{action_id}`."""
+    receiver: Receiver = request.app.state.receiver
+    get = request.headers.get
+    try:
+        verify_admin(
+            f"GET /webhooks/admin/{action_id}".encode(),
+            get("x-crm-hmac-sha256"),
+            get("x-crm-timestamp"),
+            receiver.secrets["admin"],
+        )
+    except SignatureError as exc:
+        receiver.metrics.rejected.labels("manual", exc.reason).inc()
+        return _json(
+            401,
+            {"status": "rejected", "reason": exc.reason, "detail": "signature verification failed"},
+        )
+    try:
+        state = await receiver.statuses.lookup(action_id)
+    except DatabaseUnavailable:
+        return _json(503, {"status": "unavailable"}, {"Retry-After": "5"})
+    if state is None:
+        return _json(404, {"status": "unknown", "action_id": action_id})
+    return _json(200, state.as_json())
 
 
 ops_router = APIRouter(tags=["operations"])

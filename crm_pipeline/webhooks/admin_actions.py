@@ -1,4 +1,4 @@
-"""Staff actions from the admin app (source 'manual'); payloads in docs/webhook-processing.md.
+"""Staff actions from the admin app (source 'manual'); payloads are the admin_schema models.
 
 Staff-owned fields (internal_notes, manual_tags, a manual status, manual segments) are written
 only here and never by a source pull. Each is last-writer-wins by the time staff acted
@@ -22,27 +22,26 @@ from crm_pipeline.ingest.orders import bump_last_active
 from crm_pipeline.ingest.source_state import load_source
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.mapping.shopify import map_address
-from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp
-from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
-from crm_pipeline.webhooks.topics import Handler, shopify_id
-
-SEGMENT_TYPES = ("behavioral", "demographic", "value", "custom")
-ACTIVITY_TYPES = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "checkout_started",
-    "purchase",
-    "email_open",
-    "email_click",
-    "email_unsubscribe",
-    "sms_click",
-    "active_on_site",
-    "note",
-    "other",
+from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp, split_tags
+from crm_pipeline.webhooks.admin_schema import (
+    CUSTOMER_TYPES,
+    AboutCustomer,
+    ActivityRecord,
+    CustomerCreate,
+    CustomerNote,
+    CustomerTags,
+    CustomerUpdate,
+    InvalidAdminAction,
+    SegmentAdd,
+    SegmentRemove,
+    parse_admin_action,
 )
-CUSTOMER_TYPES = ("guest", "registered", "wholesale", "affiliate")
-# Profile fields staff may set on a customer (everything else in "customer" is ignored).
+from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
+from crm_pipeline.webhooks.subjects import shopify_id
+from crm_pipeline.webhooks.topics import Handler
+
+# Profile fields staff may set on a customer (the model refuses unknown fields; admin_id, tags
+# and created_at are read elsewhere).
 PROFILE_FIELDS = (
     "email",
     "phone",
@@ -104,27 +103,31 @@ def map_admin_customer(admin_id: str, fields: dict[str, Any], at: datetime) -> C
     )
 
 
-def _payload(ctx: ApplyContext) -> dict[str, Any]:
+def _action(ctx: ApplyContext) -> Any:
+    """The delivery's action, parsed by the same models the receiver validated it with."""
     if not isinstance(ctx.payload, dict):
         raise PermanentError("admin action payload is not a JSON object")
-    return ctx.payload
+    # the row's topic and delivery id are the action's (rows landed before the action and its
+    # id moved into the signed body carry them only there)
+    data = {**ctx.payload, "action": ctx.delivery.topic}
+    data.setdefault("action_id", ctx.delivery.delivery_id)
+    try:
+        return parse_admin_action(data)
+    except InvalidAdminAction as exc:
+        raise PermanentError(f"invalid admin action: {exc}") from exc
 
 
-def resolve_customer(conn: sa.Connection, payload: dict[str, Any]) -> str:
+def resolve_customer(conn: sa.Connection, ref: AboutCustomer) -> str:
     """The live CRM customer an action is about, following merges (customer_id, admin_id, ...)."""
     customer_id = None
-    if payload.get("customer_id"):
+    if ref.customer_id:
         customer_id = conn.execute(
             sa.text("SELECT id::text FROM customers WHERE id::text = :id"),
-            {"id": str(payload["customer_id"])},
+            {"id": ref.customer_id},
         ).scalar_one_or_none()
-    elif payload.get("admin_id") or payload.get("shopify_customer_id"):
-        source = "manual" if payload.get("admin_id") else "shopify"
-        ext = (
-            str(payload["admin_id"])
-            if source == "manual"
-            else shopify_id(payload["shopify_customer_id"])
-        )
+    elif ref.admin_id or ref.shopify_customer_id:
+        source = "manual" if ref.admin_id else "shopify"
+        ext = ref.admin_id if source == "manual" else shopify_id(ref.shopify_customer_id)
         customer_id = conn.execute(
             sa.text(
                 "SELECT customer_id::text FROM customer_sources "
@@ -132,13 +135,13 @@ def resolve_customer(conn: sa.Connection, payload: dict[str, Any]) -> str:
             ),
             {"source": source, "ext": ext},
         ).scalar_one_or_none()
-    elif payload.get("email"):
+    elif ref.email:
         customer_id = conn.execute(
             sa.text(
                 "SELECT id::text FROM customers WHERE email_lowercase = :email "
                 "AND deleted_at IS NULL"
             ),
-            {"email": normalize_email(payload["email"])},
+            {"email": normalize_email(ref.email)},
         ).scalar_one_or_none()
     else:
         raise PermanentError(
@@ -204,29 +207,17 @@ def _set_manual_tags(
     return True
 
 
-def _tag_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        raise PermanentError("tags must be a list of strings")
-    return sorted({str(t).strip() for t in value if str(t).strip()})
-
-
 # ------------------------------------------------------------------ actions
 def customer_upsert(ctx: ApplyContext) -> Outcome:
     """customer.create / customer.update: a manual source record, patched field by field."""
-    payload = _payload(ctx)
-    fields = payload.get("customer")
-    if not isinstance(fields, dict):
-        raise PermanentError("customer.create/update needs a 'customer' object")
+    action: CustomerCreate | CustomerUpdate = _action(ctx)
+    fields = action.customer.model_dump(exclude_unset=True)
     at = ctx.event_time()
-    admin_id = payload.get("admin_id") or fields.get("admin_id")
+    admin_id = action.admin_id or action.customer.admin_id
     target: str | None = None
-    if ctx.delivery.topic != "customer.create" or payload.get("customer_id"):
-        if payload.get("customer_id") or not admin_id:
-            target = resolve_customer(ctx.conn, payload)
+    if action.action != "customer.create" or action.customer_id:
+        if action.customer_id or not admin_id:
+            target = resolve_customer(ctx.conn, action)
     if not admin_id:
         if target is None:
             raise PermanentError("customer.create needs admin_id (the admin app's id)")
@@ -264,17 +255,15 @@ def customer_upsert(ctx: ApplyContext) -> Outcome:
     if row is None:
         return Outcome("refused")
     if "tags" in fields:
-        _set_manual_tags(ctx, row.customer_id, _tag_list(fields.get("tags")), [], at)
+        _set_manual_tags(ctx, row.customer_id, split_tags(fields.get("tags")), [], at)
     return Outcome(outcome, {row.customer_id})
 
 
 def customer_note(ctx: ApplyContext) -> Outcome:
     """customer.note: the full internal notes text (the editor saves it whole); kept in history."""
-    payload = _payload(ctx)
-    if "internal_notes" not in payload:
-        raise PermanentError("customer.note needs internal_notes")
-    text = payload.get("internal_notes")
-    customer_id = resolve_customer(ctx.conn, payload)
+    action: CustomerNote = _action(ctx)
+    text = action.internal_notes
+    customer_id = resolve_customer(ctx.conn, action)
     at = ctx.event_time()
     ctx.conn.execute(
         sa.text(
@@ -286,7 +275,7 @@ def customer_note(ctx: ApplyContext) -> Outcome:
             "cid": customer_id,
             "at": at,
             "ext": f"note:{ctx.delivery.delivery_id}",
-            "props": orjson.dumps({"actor": payload.get("actor"), "internal_notes": text}).decode(),
+            "props": orjson.dumps({"actor": action.actor, "internal_notes": text}).decode(),
         },
     )
     if not staff_version_newer(ctx.conn, customer_id, "internal_notes", at):
@@ -300,19 +289,16 @@ def customer_note(ctx: ApplyContext) -> Outcome:
 
 def customer_tags(ctx: ApplyContext) -> Outcome:
     """customer.tags: add/remove staff tags (manual_tags), newest action per tag wins."""
-    payload = _payload(ctx)
-    add, remove = _tag_list(payload.get("add")), _tag_list(payload.get("remove"))
-    if not add and not remove:
-        raise PermanentError("customer.tags needs add and/or remove")
-    customer_id = resolve_customer(ctx.conn, payload)
+    action: CustomerTags = _action(ctx)  # the model refuses an action changing no tag
+    add, remove = split_tags(action.add), split_tags(action.remove)
+    customer_id = resolve_customer(ctx.conn, action)
     changed = _set_manual_tags(ctx, customer_id, add, remove, ctx.event_time())
     return Outcome("applied" if changed else "stale", {customer_id})
 
 
 def customer_block(blocked: bool) -> Handler:
     def handler(ctx: ApplyContext) -> Outcome:
-        payload = _payload(ctx)
-        customer_id = resolve_customer(ctx.conn, payload)
+        customer_id = resolve_customer(ctx.conn, _action(ctx))
         if not staff_version_newer(ctx.conn, customer_id, "status", ctx.event_time()):
             return Outcome("stale", {customer_id})
         if blocked:
@@ -345,8 +331,7 @@ def customer_block(blocked: bool) -> Handler:
 
 def customer_delete(ctx: ApplyContext) -> Outcome:
     """customer.delete: soft delete (the row stays; the mirror removes the document)."""
-    payload = _payload(ctx)
-    customer_id = resolve_customer(ctx.conn, payload)
+    customer_id = resolve_customer(ctx.conn, _action(ctx))
     if not staff_version_newer(ctx.conn, customer_id, "deleted", ctx.event_time()):
         return Outcome("stale", {customer_id})
     ctx.conn.execute(
@@ -369,14 +354,10 @@ def customer_delete(ctx: ApplyContext) -> Outcome:
 
 def segment_change(add: bool) -> Handler:
     def handler(ctx: ApplyContext) -> Outcome:
-        payload = _payload(ctx)
-        name = str(payload.get("segment_name") or "").strip()
-        if not name:
-            raise PermanentError("segment action needs segment_name")
-        segment_type = payload.get("segment_type") or "custom"
-        if segment_type not in SEGMENT_TYPES:
-            raise PermanentError(f"segment_type must be one of {', '.join(SEGMENT_TYPES)}")
-        customer_id = resolve_customer(ctx.conn, payload)
+        action: SegmentAdd | SegmentRemove = _action(ctx)
+        name = action.segment_name
+        segment_type = action.segment_type or "custom"
+        customer_id = resolve_customer(ctx.conn, action)
         at = ctx.event_time()
         if not staff_version_newer(ctx.conn, customer_id, f"segment:{name}", at):
             return Outcome("stale", {customer_id})
@@ -398,7 +379,7 @@ def segment_change(add: bool) -> Handler:
                     "name": name,
                     "type": segment_type,
                     "at": at,
-                    "expires": parse_timestamp(payload.get("expires_at")),
+                    "expires": parse_timestamp(getattr(action, "expires_at", None)),
                 },
             )
         else:
@@ -417,12 +398,9 @@ def segment_change(add: bool) -> Handler:
 
 def activity_record(ctx: ApplyContext) -> Outcome:
     """activity.record: an activity staff logged (idempotent on activity_id / action id)."""
-    payload = _payload(ctx)
-    activity_type = payload.get("activity_type")
-    if activity_type not in ACTIVITY_TYPES:
-        raise PermanentError(f"activity_type must be one of {', '.join(ACTIVITY_TYPES)}")
-    customer_id = resolve_customer(ctx.conn, payload)
-    at = parse_timestamp(payload.get("activity_at")) or ctx.event_time()
+    action: ActivityRecord = _action(ctx)
+    customer_id = resolve_customer(ctx.conn, action)
+    at = parse_timestamp(action.activity_at) or ctx.event_time()
     inserted = ctx.conn.execute(
         sa.text(
             "INSERT INTO customer_activities (customer_id, activity_type, occurred_at, session_id, "
@@ -432,14 +410,14 @@ def activity_record(ctx: ApplyContext) -> Outcome:
         ),
         {
             "cid": customer_id,
-            "type": activity_type,
+            "type": action.activity_type,
             "at": at,
-            "session": payload.get("session_id"),
-            "us": payload.get("utm_source"),
-            "um": payload.get("utm_medium"),
-            "uc": payload.get("utm_campaign"),
-            "props": orjson.dumps(payload.get("properties") or {}, default=str).decode(),
-            "ext": str(payload.get("activity_id") or ctx.delivery.delivery_id),
+            "session": action.session_id,
+            "us": action.utm_source,
+            "um": action.utm_medium,
+            "uc": action.utm_campaign,
+            "props": orjson.dumps(action.properties or {}, default=str).decode(),
+            "ext": action.activity_id or ctx.delivery.delivery_id,
         },
     ).scalar_one_or_none()
     if inserted is None:

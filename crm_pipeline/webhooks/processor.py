@@ -40,7 +40,8 @@ from crm_pipeline.webhooks.queue import (
     mark_failed,
     queue_stats,
 )
-from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS, Handler, klaviyo_item, subject_for
+from crm_pipeline.webhooks.subjects import subject_key
+from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS, Handler, klaviyo_item
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def _process_one(
     exports_dir: Path | None,
 ) -> str:
     if delivery.subject_key is None:
-        delivery.subject_key = subject_for(delivery.source, delivery.topic, delivery.payload)
+        delivery.subject_key = subject_key(delivery.source, delivery.topic, delivery.payload)
     if delivery.attempts > 1:
         report.retried_deliveries += 1
     error: str | None = None

@@ -22,17 +22,9 @@ from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
 from crm_pipeline.normalize import parse_timestamp
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
+from crm_pipeline.webhooks.subjects import shopify_id
 
 Handler = Callable[[ApplyContext], Outcome]
-
-
-def shopify_id(value: Any) -> str | None:
-    """REST ids (123) and GraphQL ids (gid://shopify/Customer/123) name the same record."""
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    if not isinstance(value, int | str):
-        return None
-    return str(value).rsplit("/", 1)[-1].strip() or None
 
 
 def _payload(ctx: ApplyContext) -> dict[str, Any]:
@@ -593,37 +585,3 @@ SHOPIFY_HANDLERS: dict[str, Handler] = {
     "orders/partially_fulfilled": shopify_order_upsert,
     "refunds/create": shopify_refund,
 }
-
-
-def subject_for(source: str, topic: str, payload: Any) -> str | None:
-    """The person a delivery is about (for per-customer ordering) when the receiver left it null."""
-    if not isinstance(payload, dict):
-        return None
-    if source == "shopify":
-        if topic == "customers/merge":
-            ident = shopify_id(
-                payload.get("admin_graphql_api_customer_kept_id") or payload.get("customer_kept_id")
-            )
-        elif topic.startswith(("orders/", "refunds/")):
-            customer = payload.get("customer")
-            ident = shopify_id(customer.get("id")) if isinstance(customer, dict) else None
-        else:
-            ident = _customer_ref(payload)
-        return f"shopify:{ident}" if ident else None
-    if source == "klaviyo":
-        rel = ((payload.get("relationships") or {}).get("profile") or {}).get("data") or {}
-        ident = rel.get("id") or (payload.get("id") if payload.get("type") == "profile" else None)
-        return f"klaviyo:{ident}" if ident else None
-    if source == "manual":
-        for key, prefix in (
-            ("customer_id", "crm"),
-            ("admin_id", "manual"),
-            ("shopify_customer_id", "shopify"),
-        ):
-            if payload.get(key):
-                value = shopify_id(payload[key]) if prefix == "shopify" else payload[key]
-                return f"{prefix}:{value}"
-        customer = payload.get("customer")
-        if isinstance(customer, dict) and customer.get("admin_id"):
-            return f"manual:{customer['admin_id']}"
-    return None

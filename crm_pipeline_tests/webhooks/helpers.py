@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -60,15 +63,37 @@ def klaviyo_request(
     return body, headers
 
 
+def admin_signature_headers(
+    message: bytes, *, timestamp: float | None = None, secret: str = ADMIN_SECRET
+) -> dict[str, str]:
+    """X-Crm-Timestamp and X-Crm-Hmac-Sha256 over `timestamp + "." + message` (CONTRACT.md
+    section 4, computed here rather than with the receiver's own helper)."""
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + message, hashlib.sha256).digest()
+    return {"X-Crm-Timestamp": stamp, "X-Crm-Hmac-Sha256": base64.b64encode(digest).decode()}
+
+
 def admin_request(
-    payload: Any, *, action_id: str | None = None, action: str | None = None
+    payload: dict[str, Any],
+    *,
+    action_id: str | None = None,
+    action: str | None = None,
+    timestamp: float | None = None,
+    secret: str = ADMIN_SECRET,
 ) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
+    """Body and headers of a signed admin action; `action`/`action_id` go into the body."""
+    document = dict(payload)
+    if action is not None:
+        document["action"] = action
+    document.setdefault("action_id", action_id or str(uuid.uuid4()))
+    body = json.dumps(document).encode()
     headers = {
         "Content-Type": "application/json",
-        "X-Crm-Hmac-Sha256": sign_base64(body, ADMIN_SECRET.encode()),
-        "X-Crm-Action-Id": action_id or str(uuid.uuid4()),
+        **admin_signature_headers(body, timestamp=timestamp, secret=secret),
     }
-    if action:
-        headers["X-Crm-Action"] = action
     return body, headers
+
+
+def admin_status_headers(action_id: str, *, timestamp: float | None = None) -> dict[str, str]:
+    """Signed headers of GET /webhooks/admin/{action_id}."""
+    return admin_signature_headers(f"GET /webhooks/admin/{action_id}".encode(), timestamp=timestamp)

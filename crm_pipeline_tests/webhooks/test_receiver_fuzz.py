@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 import schemathesis
@@ -15,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from crm_pipeline.webhooks.admin_schema import ADMIN_ACTIONS, InvalidAdminAction, parse_admin_action
 from crm_pipeline_tests.webhooks.conftest import make_settings
 from crm_pipeline_tests.webhooks.helpers import (
-    ADMIN_SECRET,
     KLAVIYO_SECRET,
     SHOPIFY_SECRET,
+    admin_signature_headers,
 )
 from webhook_receiver.main import create_app
 from webhook_receiver.signatures import sign_base64, sign_klaviyo
@@ -101,16 +103,80 @@ def test_signed_random_deliveries_never_5xx(
             "Klaviyo-Webhook-Id": delivery_id,
         }
     else:
-        headers = {
-            "X-Crm-Hmac-Sha256": sign_base64(body, ADMIN_SECRET.encode()),
-            "X-Crm-Action-Id": delivery_id,
-            "X-Crm-Action": topic,
-        }
+        headers = admin_signature_headers(body)
     answer = fuzz_client.post(f"/webhooks/{route}", content=body, headers=headers)
-    assert answer.status_code in (200, 400, 413), (answer.status_code, answer.text)
+    allowed = (200, 400, 413, 422) if route == "admin" else (200, 400, 413)
+    assert answer.status_code in allowed, (answer.status_code, answer.text)
 
 
 @pytest.fixture(scope="module")
 def fuzz_client(database_url: str, engine: sa.Engine):
     with TestClient(create_app(make_settings(database_url))) as client:
         yield client
+
+
+ADMIN_FIELDS = (
+    "customer_id",
+    "admin_id",
+    "email",
+    "internal_notes",
+    "add",
+    "remove",
+    "segment_name",
+    "segment_type",
+    "activity_type",
+    "customer",
+    "reason",
+    "occurred_at",
+    "unknown_field",
+)
+# JSON that the receiver's parser accepts (finite floats, 64-bit integers)
+admin_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+admin_actions = st.fixed_dictionaries(
+    {"action": st.sampled_from([*ADMIN_ACTIONS, "customer.purge", ""])},
+    optional={
+        name: st.one_of(
+            admin_values,
+            st.sampled_from(["c-1", "custom", "other", "2026-01-01T00:00:00Z", ["vip"]]),
+        )
+        for name in ADMIN_FIELDS
+    },
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(action=admin_actions)
+def test_admin_action_is_stored_exactly_when_its_model_accepts_it(
+    fuzz_client: TestClient, engine: sa.Engine, action: dict
+) -> None:
+    action_id = str(uuid.uuid4())
+    body = json.dumps({**action, "action_id": action_id}).encode()
+    answer = fuzz_client.post(
+        "/webhooks/admin", content=body, headers=admin_signature_headers(body)
+    )
+    try:
+        parse_admin_action(json.loads(body))
+        valid = True
+    except InvalidAdminAction:
+        valid = False
+    assert answer.status_code == (200 if valid else 422), answer.text
+    with engine.connect() as conn:
+        topics = (
+            conn.execute(
+                sa.text("SELECT topic FROM webhook_events WHERE delivery_id = :id"),
+                {"id": action_id},
+            )
+            .scalars()
+            .all()
+        )
+    assert topics == ([action["action"]] if valid else [])

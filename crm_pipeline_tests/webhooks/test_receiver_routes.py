@@ -109,11 +109,11 @@ def test_klaviyo_batch_stores_one_row_per_item(client: TestClient, clean_db: sa.
 
 def test_admin_action_is_stored_as_manual(client: TestClient, clean_db: sa.Engine) -> None:
     body, headers = admin_request(
-        {"action": "tags.add", "customer_id": "c-1", "tags": ["vip"]}, action_id="act-1"
+        {"action": "customer.tags", "customer_id": "c-1", "add": ["vip"]}, action_id="act-1"
     )
     assert client.post("/webhooks/admin", content=body, headers=headers).status_code == 200
     body2, headers2 = admin_request(
-        {"customer_id": "c-1"}, action_id="act-2", action="customer.block"
+        {"admin_id": "adm-9"}, action_id="act-2", action="customer.block"
     )
     assert client.post("/webhooks/admin", content=body2, headers=headers2).status_code == 200
     with clean_db.connect() as conn:
@@ -121,11 +121,13 @@ def test_admin_action_is_stored_as_manual(client: TestClient, clean_db: sa.Engin
             sa.text("SELECT source, topic, subject_key FROM webhook_events ORDER BY delivery_id")
         ).all()
     assert [tuple(r) for r in rows] == [
-        ("manual", "tags.add", "crm:c-1"),
-        ("manual", "customer.block", "crm:c-1"),
+        ("manual", "customer.tags", "crm:c-1"),
+        ("manual", "customer.block", "manual:adm-9"),
     ]
     body3, headers3 = admin_request({"customer_id": "c-1"})  # no action anywhere
-    assert client.post("/webhooks/admin", content=body3, headers=headers3).status_code == 400
+    answer = client.post("/webhooks/admin", content=body3, headers=headers3)
+    assert answer.status_code == 422 and answer.json()["errors"][0]["loc"] == ["action"]
+    assert count_events(clean_db) == 2
 
 
 def test_duplicate_delivery_is_200_and_one_row(client: TestClient, clean_db: sa.Engine) -> None:
