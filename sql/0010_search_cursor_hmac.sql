@@ -87,7 +87,8 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'invalid page cursor' USING ERRCODE = '22023';
     END;
-    SELECT crm_private.hmac_sha256(k.key, payload) INTO expected FROM crm_private.search_cursor_key k;
+    SELECT crm_private.hmac_sha256(k.key, payload) INTO expected
+    FROM crm_private.search_cursor_key k;
     IF mac IS DISTINCT FROM expected THEN
         RAISE EXCEPTION 'invalid page cursor: bad signature (tampered, forged or from another '
                         'server)' USING ERRCODE = '22023';
@@ -105,6 +106,125 @@ REVOKE ALL ON FUNCTION search_cursor_seal(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION search_cursor_open(text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION search_cursor_seal(text, jsonb) TO crm_analyst;
 GRANT EXECUTE ON FUNCTION search_cursor_open(text, text, integer) TO crm_analyst;
+
+-- ------------------------------------------------------------------ filter values
+-- A date or number filter value as text, or the filter's own clear error (22023) instead of
+-- whatever cast error (22007, 22008, 22009, 22P02, 22003, ...) the statement would raise later.
+CREATE OR REPLACE FUNCTION customer_filter_value(filters jsonb, key text, kind text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    value jsonb := filters -> key;
+    v     text := value #>> '{}';
+BEGIN
+    BEGIN
+        IF jsonb_typeof(value) NOT IN ('string', 'number') THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        ELSIF kind = 'numeric' THEN
+            PERFORM v::numeric;
+        ELSE
+            PERFORM v::timestamptz;
+            IF v ~ '^\d{4}-\d{2}-\d{2}$' THEN  -- an upper bound adds a day
+                PERFORM (v::date + 1)::timestamptz;
+            END IF;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'filter "%" must be %, not %', key,
+            CASE kind WHEN 'numeric' THEN 'a number' ELSE 'an ISO date or timestamp' END,
+            left(value::text, 100) USING ERRCODE = '22023';
+    END;
+    RETURN v;
+END;
+$$;
+
+-- As 0004, with every date and number value checked by customer_filter_value.
+CREATE OR REPLACE FUNCTION customer_filter_clause(filters jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    f     jsonb := coalesce(filters, '{}'::jsonb);
+    parts text[] := ARRAY['c.deleted_at IS NULL', 'c.merged_into IS NULL'];
+    k     text;
+BEGIN
+    IF jsonb_typeof(f) <> 'object' THEN
+        RAISE EXCEPTION 'filters must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(f) LOOP
+        IF k NOT IN ('status', 'customer_type', 'source', 'tags', 'tags_any', 'created_from',
+                     'created_to', 'last_order_from', 'last_order_to', 'country', 'attributes',
+                     'segment', 'min_lifetime_value', 'max_churn_probability') THEN
+            RAISE EXCEPTION 'unknown filter "%"', k USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_typeof(f -> k) = 'null' THEN
+            f := f - k;
+        END IF;
+    END LOOP;
+
+    IF f ? 'status' THEN
+        parts := parts || format('c.status = ANY (%L::text[])', jsonb_text_list(f -> 'status'));
+    END IF;
+    IF f ? 'customer_type' THEN
+        parts := parts || format('c.customer_type = ANY (%L::text[])',
+                                 jsonb_text_list(f -> 'customer_type'));
+    END IF;
+    IF f ? 'source' THEN
+        parts := parts || format(
+            'EXISTS (SELECT 1 FROM customer_sources fs WHERE fs.customer_id = c.id '
+            'AND fs.deleted_at IS NULL AND fs.source = ANY (%L::text[]))',
+            jsonb_text_list(f -> 'source'));
+    END IF;
+    IF f ? 'tags' THEN
+        parts := parts || format('c.tags @> %L::text[]', jsonb_text_list(f -> 'tags'));
+    END IF;
+    IF f ? 'tags_any' THEN
+        parts := parts || format('c.tags && %L::text[]', jsonb_text_list(f -> 'tags_any'));
+    END IF;
+    IF f ? 'created_from' THEN
+        parts := parts || format('c.created_at >= %L::timestamptz',
+                                 customer_filter_value(f, 'created_from', 'timestamptz'));
+    END IF;
+    IF f ? 'created_to' THEN
+        parts := parts || customer_filter_upper_bound(
+            'c.created_at', customer_filter_value(f, 'created_to', 'timestamptz'));
+    END IF;
+    IF f ? 'last_order_from' THEN
+        parts := parts || format('m.last_order_date >= %L::timestamptz',
+                                 customer_filter_value(f, 'last_order_from', 'timestamptz'));
+    END IF;
+    IF f ? 'last_order_to' THEN
+        parts := parts || customer_filter_upper_bound(
+            'm.last_order_date', customer_filter_value(f, 'last_order_to', 'timestamptz'));
+    END IF;
+    IF f ? 'country' THEN
+        parts := parts || format(
+            'EXISTS (SELECT 1 FROM customer_addresses fa WHERE fa.customer_id = c.id '
+            'AND (fa.country_code = ANY (%L::text[]) OR lower(fa.country) = ANY (%L::text[])))',
+            (SELECT array_agg(upper(v)) FROM unnest(jsonb_text_list(f -> 'country')) v),
+            (SELECT array_agg(lower(v)) FROM unnest(jsonb_text_list(f -> 'country')) v));
+    END IF;
+    IF f ? 'attributes' THEN
+        IF jsonb_typeof(f -> 'attributes') <> 'object' THEN
+            RAISE EXCEPTION 'filter "attributes" must be a JSON object' USING ERRCODE = '22023';
+        END IF;
+        parts := parts || format('c.custom_attributes @> %L::jsonb', f -> 'attributes');
+    END IF;
+    IF f ? 'segment' THEN
+        parts := parts || format(
+            'EXISTS (SELECT 1 FROM customer_segments fg WHERE fg.customer_id = c.id '
+            'AND fg.segment_name = ANY (%L::text[]))', jsonb_text_list(f -> 'segment'));
+    END IF;
+    IF f ? 'min_lifetime_value' THEN
+        parts := parts || format('m.lifetime_value >= %L::numeric',
+                                 customer_filter_value(f, 'min_lifetime_value', 'numeric'));
+    END IF;
+    IF f ? 'max_churn_probability' THEN
+        parts := parts || format('m.churn_probability <= %L::numeric',
+                                 customer_filter_value(f, 'max_churn_probability', 'numeric'));
+    END IF;
+    RETURN array_to_string(parts, ' AND ');
+END;
+$$;
+COMMENT ON FUNCTION customer_filter_clause(jsonb) IS
+    'WHERE clause over customers c / customer_metrics m for search and export filters; docs/search.md.';
+
 
 -- --------------------------------------------------------------- fuzzy search
 -- Same matching, filters, sort and fast paths as 0007 (docs/search.md). Differences: cursor
@@ -263,7 +383,8 @@ BEGIN
                   FROM unnest(key_exprs, key_desc) WITH ORDINALITY AS t(e, d, n));
     -- binds a cursor to its search: a cursor replayed with another query, filter or sort fails
     search_id := left(encode(sha256(convert_to(
-        jsonb_build_array(q, coalesce(filters, '{}'::jsonb), sort_spec)::text, 'UTF8')), 'hex'), 32);
+        jsonb_build_array(q, coalesce(filters, '{}'::jsonb), sort_spec)::text, 'UTF8')), 'hex'),
+        32);
 
     IF page_cursor IS NOT NULL AND page_cursor <> '' THEN
         cursor_keys := search_cursor_open(page_cursor, search_id, array_length(key_exprs, 1));
