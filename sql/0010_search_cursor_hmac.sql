@@ -56,8 +56,10 @@ REVOKE ALL ON FUNCTION crm_private.hmac_sha256(bytea, bytea) FROM PUBLIC;
 -- a cursor; they never return the key.
 
 -- A cursor: base64url(payload) '.' base64url(hmac(payload)); payload = [search_id, keys...].
+-- PARALLEL RESTRICTED: the page statement calls it, and an unmarked (unsafe) function there
+-- would keep the whole search from parallel scans and sorts.
 CREATE OR REPLACE FUNCTION search_cursor_seal(search_id text, keys jsonb) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, crm_private, pg_temp
 AS $$
     SELECT translate(encode(p, 'base64'), E'+/\n', '-_')
