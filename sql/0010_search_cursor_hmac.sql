@@ -6,7 +6,7 @@
 -- cursor value containing the placeholder spliced the query text into SQL. Now cursor values
 -- never enter the statement text (they are bound with EXECUTE ... USING), the statement is
 -- composed with format() only, and cursors carry an HMAC-SHA256 under a server-side key that
--- crm_analyst cannot read (docs/search.md#pagination-and-cursor-signing).
+-- crm_analyst cannot read (docs/search.md#cursor-signing).
 
 -- ------------------------------------------------------------ private schema and the key
 -- Nothing here is readable by crm_analyst: no USAGE on the schema, no grant on the table.
@@ -59,13 +59,20 @@ REVOKE ALL ON FUNCTION crm_private.hmac_sha256(bytea, bytea) FROM PUBLIC;
 -- PARALLEL RESTRICTED: the page statement calls it, and an unmarked (unsafe) function there
 -- would keep the whole search from parallel scans and sorts.
 CREATE OR REPLACE FUNCTION search_cursor_seal(search_id text, keys jsonb) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, crm_private, pg_temp
 AS $$
-    SELECT translate(encode(p, 'base64'), E'+/\n', '-_')
-           || '.' || translate(encode(crm_private.hmac_sha256(k.key, p), 'base64'), E'+/\n', '-_')
-    FROM (SELECT convert_to((jsonb_build_array(search_id) || keys)::text, 'UTF8') AS p) s,
-         crm_private.search_cursor_key k
+DECLARE
+    payload bytea := convert_to((jsonb_build_array(search_id) || keys)::text, 'UTF8');
+    secret  bytea := (SELECT k.key FROM crm_private.search_cursor_key k);
+BEGIN
+    IF secret IS NULL THEN  -- rotate with UPDATE, never DELETE (docs/search.md#cursor-signing)
+        RAISE EXCEPTION 'the search cursor key is missing from crm_private.search_cursor_key'
+            USING ERRCODE = '55000';
+    END IF;
+    RETURN translate(encode(payload, 'base64'), E'+/\n', '-_') || '.'
+           || translate(encode(crm_private.hmac_sha256(secret, payload), 'base64'), E'+/\n', '-_');
+END;
 $$;
 
 -- The sort keys of a cursor this server issued for this search, or the function's own error.

@@ -121,6 +121,21 @@ def test_analyst_cannot_read_the_cursor_key(store: sa.Engine) -> None:
     assert len(key) == 32
 
 
+def test_rotating_the_key_invalidates_cursors(store: sa.Engine) -> None:
+    before = search(store, sort="name", page_size=3).next_cursor
+    with store.begin() as conn:  # as docs/search.md#cursor-signing says
+        conn.execute(
+            sa.text(
+                "UPDATE crm_private.search_cursor_key SET key = sha256(convert_to("
+                "gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), created_at = now()"
+            )
+        )
+    with pytest.raises(SearchError, match="signature"):
+        search(store, sort="name", page_size=3, cursor=before)
+    after = search(store, sort="name", page_size=3).next_cursor
+    assert after != before and search(store, sort="name", page_size=3, cursor=after).rows
+
+
 # ------------------------------------------------------------------------------ fuzzing
 _text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30
