@@ -91,11 +91,19 @@ def _chunks(conn: sa.Connection, filters: str) -> Iterator[Sequence[sa.Row]]:
     yield from result.partitions(CHUNK_ROWS)
 
 
+#: A spreadsheet reads a cell starting with one of these as a formula (or strips it first).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, list):
-        return ";".join(str(v) for v in value)
+        value = ";".join(str(v) for v in value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # OWASP CSV injection: a leading quote makes the cell text ("=HYPERLINK(...)" in a name,
+        # "+44..." phones too); numbers are written as numbers and cannot be formulas
+        return "'" + value
     return "" if value is None else value
 
 
@@ -114,7 +122,8 @@ def export_customers(
 ) -> int:
     """Write the filtered live customers with their metrics to `out`; returns the row count.
 
-    csv: lists joined with ';'; jsonl: one JSON object per line; parquet: typed columns.
+    csv: lists joined with ';', text cells that a spreadsheet would run as a formula prefixed
+    with a single quote; jsonl: one JSON object per line; parquet: typed columns.
     The file is written to a temporary name and renamed, so a failed export leaves no half file.
     """
     if format not in ("csv", "jsonl", "parquet"):

@@ -1,8 +1,8 @@
 """Fuzzy customer search for people: a thin caller of the search_customers SQL function.
 
 Matching, filters, sort and keyset pagination live in SQL (sql/0004_analytics.sql, made faster
-by sql/0007_search_speed.sql) so psql users and the CLI get the same results; docs/search.md
-describes them.
+by sql/0007_search_speed.sql, cursors HMAC-signed by sql/0010_search_cursor_hmac.sql) so psql
+users and the CLI get the same results; docs/search.md describes them.
 """
 
 from __future__ import annotations

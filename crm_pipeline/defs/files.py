@@ -1,16 +1,17 @@
 """The `import_customers` job: the same file import as `crm-pipeline import`, from the UI."""
 
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.file_roots import PathOutsideRoot, import_path
 from crm_pipeline.ingest.files import ImportFormatError, import_file, report_lines
 
 
 class ImportConfig(dg.Config):
-    """`path` of a Shopify customer CSV export, a Klaviyo profile CSV export or JSON Lines."""
+    """`path` of a Shopify customer CSV export, a Klaviyo profile CSV export or JSON Lines,
+    inside the imports folder (CRM_IMPORTS_DIR, default CRM_HOME/imports; relative to it)."""
 
     path: str
     format: Literal["auto", "shopify_csv", "klaviyo_csv", "jsonl"] = "auto"
@@ -24,12 +25,12 @@ def import_customer_file(
     try:
         result = import_file(
             postgres.get_engine(),
-            Path(config.path),
+            import_path(config.path),
             fmt=config.format,
             dry_run=config.dry_run,
             run_id=context.run_id,
         )
-    except ImportFormatError as exc:
+    except (ImportFormatError, PathOutsideRoot) as exc:
         raise dg.Failure(description=str(exc)) from exc
     for line in report_lines(result):
         context.log.info(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from crm_pipeline.db.resource import PostgresResource
@@ -38,8 +39,9 @@ def test_definitions_graph() -> None:
 
 
 def test_assets_materialize_with_checks(
-    clean_db: sa.Engine, database_url: str, tmp_path: Path
+    clean_db: sa.Engine, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CRM_EXPORTS_DIR", str(tmp_path))  # the job writes only inside it
     seed_store(clean_db, customers=70, seed=51)
     resources = {"postgres": PostgresResource(dsn=database_url)}
     config = {"as_of": AS_OF.isoformat(), "full_recompute": False}

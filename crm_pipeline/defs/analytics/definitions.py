@@ -1,6 +1,5 @@
 """The analytics domain's definitions; the `postgres` resource is bound centrally."""
 
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -13,10 +12,12 @@ from crm_pipeline.defs.analytics.checks import (
     customer_segments_plausible_sizes,
     customer_segments_single_value_segment,
 )
+from crm_pipeline.file_roots import PathOutsideRoot, export_path
 
 
 class ExportConfig(dg.Config):
-    """Where to write, in which format, and the search filters (docs/search.md#filters)."""
+    """Where to write (inside CRM_EXPORTS_DIR, default CRM_HOME/exports; relative to it), in which
+    format, and the search filters (docs/search.md#filters)."""
 
     out: str
     format: Literal["csv", "jsonl", "parquet"] = "csv"
@@ -27,9 +28,13 @@ class ExportConfig(dg.Config):
 def export_customers_op(
     context: dg.OpExecutionContext, config: ExportConfig, postgres: PostgresResource
 ) -> dg.Output[int]:
-    count = export_customers(postgres.get_engine(), Path(config.out), config.format, config.filters)
-    context.log.info("exported %d customers to %s", count, config.out)
-    return dg.Output(count, metadata={"rows": count, "path": config.out, "format": config.format})
+    try:
+        out = export_path(config.out)
+    except PathOutsideRoot as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    count = export_customers(postgres.get_engine(), out, config.format, config.filters)
+    context.log.info("exported %d customers to %s", count, out)
+    return dg.Output(count, metadata={"rows": count, "path": str(out), "format": config.format})
 
 
 @dg.job(
