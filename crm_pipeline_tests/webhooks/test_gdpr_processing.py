@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.mapping.shopify import map_customer
 from crm_pipeline_tests.webhooks.test_processing_support import (
     at,
@@ -113,14 +114,13 @@ def seed_person(engine: sa.Engine) -> str:
     )
     run(engine)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO quarantined_records (origin, source, record_kind, external_id, "
-                "record, "
-                "reasons) VALUES ('import file', 'shopify', 'customer', '999', "
-                "CAST(:rec AS jsonb), ARRAY['email: invalid_email'])"
-            ),
-            {"rec": orjson.dumps({"email": EMAIL.upper(), "name": LAST}).decode()},
+        # a file row about the person under another id: found by its email's keyed hash
+        quarantine(
+            conn,
+            origin="import file",
+            source="shopify",
+            record_kind="customer",
+            rows=[("999", {"email": EMAIL.upper(), "name": LAST}, ["email: invalid_email"])],
         )
         conn.execute(
             sa.text(

@@ -56,10 +56,15 @@ def test_failure_schedules_a_retry_later(clean_db: sa.Engine) -> None:
 def test_dead_after_max_attempts_then_replay(clean_db: sa.Engine) -> None:
     policy = RetryPolicy(max_attempts=3, base_delay=timedelta(0), max_delay=timedelta(0))
     event_id = land(clean_db, "klaviyo", "event", EVENT, triggered_at=at(0))
-    for expected in ("failed", "failed", "dead"):
+    for expected in ("failed", "failed", "failed"):
         run(clean_db, policy=policy)
         assert row(clean_db, event_id).status == expected
-    assert row(clean_db, event_id).attempts == 3
+    # an unknown profile outlives max_attempts until its grace ends (an hour after receipt)
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("UPDATE webhook_events SET received_at = now() - interval '2 hours'"))
+    run(clean_db, policy=policy)
+    assert row(clean_db, event_id).status == "dead"
+    assert row(clean_db, event_id).attempts == 4
     assert run(clean_db, policy=policy).claimed == 0  # dead letters stay put
     # the profile arrives; the operator replays the dead letter
     land(
