@@ -433,11 +433,17 @@ def delete_exports(conn: sa.Connection, customer_ids: list[str]) -> int:
         return 0
     rows = conn.execute(
         sa.text(
-            "UPDATE gdpr_requests SET export_path = NULL, details = details || "
-            "jsonb_build_object('export_deleted_at', now()) "
-            "WHERE kind = 'data_request' AND export_path IS NOT NULL "
-            "AND (customer_ids && CAST(:ids AS uuid[]) OR customer_id = ANY(CAST(:ids AS uuid[])))"
-            " RETURNING export_path"
+            """
+            UPDATE gdpr_requests g SET export_path = NULL,
+                details = g.details || jsonb_build_object('export_deleted_at', now())
+            FROM (SELECT id, export_path FROM gdpr_requests
+                  WHERE kind = 'data_request' AND export_path IS NOT NULL
+                    AND (customer_ids && CAST(:ids AS uuid[])
+                         OR customer_id = ANY(CAST(:ids AS uuid[])))
+                  FOR UPDATE) old
+            WHERE g.id = old.id
+            RETURNING old.export_path
+            """
         ),
         {"ids": customer_ids},
     ).scalars()
