@@ -166,11 +166,7 @@ def traces(engine: sa.Engine, needles: list[str]) -> list[str]:
     return found
 
 
-def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> None:
-    engine = clean_db
-    cid = seed_person(engine)
-    needles = [EMAIL, PHONE, PHONE_RAW, FIRST, LAST, STREET, "203.0.113.9", "Allergic to cats"]
-    assert traces(engine, needles)  # the person is everywhere before
+def redact_delivery(engine: sa.Engine) -> None:
     land(
         engine,
         "shopify",
@@ -183,6 +179,14 @@ def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> 
         },
         triggered_at=at(10),
     )
+
+
+def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> None:
+    engine = clean_db
+    cid = seed_person(engine)
+    needles = [EMAIL, PHONE, PHONE_RAW, FIRST, LAST, STREET, "203.0.113.9", "Allergic to cats"]
+    assert traces(engine, needles)  # the person is everywhere before
+    redact_delivery(engine)
     report = run(engine)
     assert report.outcomes["applied"] == 1, report
     assert traces(engine, needles) == []
@@ -253,21 +257,6 @@ def test_data_request_writes_the_export(
     assert {s["source"] for s in person["sources"]} == {"shopify", "klaviyo"}
     assert person["addresses"] and person["orders"][0]["external_id"] == "930"
     assert data["request"]["data_request_id"] == "4242"
-
-
-def redact_delivery(engine: sa.Engine) -> None:
-    land(
-        engine,
-        "shopify",
-        "customers/redact",
-        {
-            "shop_id": 1,
-            "shop_domain": "test-shop.myshopify.com",
-            "customer": {"id": 30, "email": EMAIL, "phone": PHONE_RAW},
-            "orders_to_redact": [930],
-        },
-        triggered_at=at(20),
-    )
 
 
 def test_redact_deletes_the_data_request_export(

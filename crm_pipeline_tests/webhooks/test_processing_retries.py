@@ -23,6 +23,12 @@ EVENT = {
     "attributes": {"datetime": "2025-03-01T12:00:00+00:00", "metric_name": "Clicked Email"},
     "relationships": {"profile": {"data": {"type": "profile", "id": "K9"}}},
 }
+# the profile EVENT is about, arriving late
+PROFILE = {
+    "type": "profile",
+    "id": "K9",
+    "attributes": {"email": "k9@example.com", "updated": "2025-03-01T11:00:00+00:00"},
+}
 
 
 def row(engine: sa.Engine, event_id: int) -> sa.Row:
@@ -73,11 +79,7 @@ def test_dead_after_max_attempts_then_replay(clean_db: sa.Engine) -> None:
         clean_db,
         "klaviyo",
         "profile",
-        {
-            "type": "profile",
-            "id": "K9",
-            "attributes": {"email": "k9@example.com", "updated": "2025-03-01T11:00:00+00:00"},
-        },
+        PROFILE,
         triggered_at=at(-1),
     )
     assert replay(clean_db, dead_only=True) == 1
@@ -215,11 +217,7 @@ def test_a_klaviyo_event_half_an_hour_ahead_of_its_profile_applies(clean_db: sa.
         clean_db,
         "klaviyo",
         "profile",
-        {
-            "type": "profile",
-            "id": "K9",
-            "attributes": {"email": "k9@example.com", "updated": "2025-03-01T11:00:00+00:00"},
-        },
+        PROFILE,
         triggered_at=at(30),
     )
     run(clean_db, policy=policy)  # the profile; the event (ordered first) may retry once more
