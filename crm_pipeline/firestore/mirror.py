@@ -52,6 +52,7 @@ from crm_pipeline.firestore.documents import (
     firestore_content_hash,
     is_customer_id,
 )
+from crm_pipeline.pii import mask_optional
 from crm_pipeline.prefetch import prefetch
 
 log = logging.getLogger(__name__)
@@ -552,7 +553,7 @@ class _Bookkeeping:
         u["activity_ids"].append(_pg_array(subdocuments.get(ACTIVITIES, ())))
         u["status"].append(status)
         u["retry_count"].append(retry_count)
-        u["last_error"].append(last_error)
+        u["last_error"].append(mask_optional(last_error))
         u["delay_s"].append(delay_s)
 
     def log(
@@ -572,7 +573,7 @@ class _Bookkeeping:
         g["customer_id"].append(customer_id if known else None)
         g["operation"].append(operation)
         g["firestore_status"].append("success" if outcome.ok else "failed")
-        g["error_message"].append(None if outcome.ok else outcome.error)
+        g["error_message"].append(None if outcome.ok else mask_optional(outcome.error))
         g["retry_count"].append(outcome.attempts - 1)
         g["data_snapshot"].append(
             orjson.dumps(snapshot, default=str).decode() if keep_snapshot else None

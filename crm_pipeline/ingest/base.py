@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from crm_pipeline.db.bulk_indexes import deferred_indexes
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.pii import mask_pii
 from crm_pipeline.prefetch import prefetch
 from crm_pipeline.schemas.validate import validate_frame
 
@@ -117,9 +119,17 @@ class Loader:
         self.defer_indexes = defer_indexes and not dry_run
         self.schema = type(self).schema_factory(now or datetime.now(UTC))
         self.report = LoadReport(kind=self.report_kind)
+        # the reasons quarantined by the latest `load()` call alone (a webhook delivery's error
+        # names its own record's reasons, not the run's)
+        self.load_quarantined: Counter[str] = Counter()
+        # webhook deliveries: their quarantine rows commit on this engine in a transaction of
+        # their own (they outlive the delivery's rollback) and name the delivery
+        self.quarantine_engine: sa.Engine | None = None
+        self.webhook_event_id: int | None = None
 
     def load(self, records: Iterable[Any], chunk_size: int | None = None) -> LoadReport:
         """Load every record; `defer_indexes` lets an initial backfill build indexes at the end."""
+        self.load_quarantined = Counter()
         tables = self.index_tables if self.defer_indexes else ()
         with deferred_indexes(self.engine, tables) if tables else nullcontext([]) as deferred:
             self.report.deferred_indexes = len(deferred)
@@ -149,16 +159,22 @@ class Loader:
         source: str | None,
         rejected: Sequence[tuple[str | None, dict[str, Any], list[str]]],
     ) -> None:
-        """Keep rejected (external_id, record, reasons) rows and count them by reason."""
+        """Keep rejected (external_id, record, reasons) rows and count them by (masked) reason."""
+        if not rejected:
+            return
+        rejected = [(ext, rec, [mask_pii(r) for r in reasons]) for ext, rec, reasons in rejected]
         self.report.quarantined_records += len(rejected)
         for _, _, reasons in rejected:
             self.report.quarantined.update(reasons)
-        quarantine(
-            conn,
-            origin=self.origin,
-            source=source,
-            record_kind=self.record_kind,
-            rows=rejected,
-            origin_detail=self.origin_detail,
-            run_id=self.run_id,
-        )
+            self.load_quarantined.update(reasons)
+        with self.quarantine_engine.begin() if self.quarantine_engine else nullcontext(conn) as qc:
+            quarantine(
+                qc,
+                origin=self.origin,
+                source=source,
+                record_kind=self.record_kind,
+                rows=rejected,
+                origin_detail=self.origin_detail,
+                run_id=self.run_id,
+                webhook_event_id=self.webhook_event_id,
+            )

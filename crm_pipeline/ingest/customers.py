@@ -6,7 +6,6 @@ converges: unchanged records (same content hash) and stale ones (older `updated_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -34,17 +33,13 @@ from crm_pipeline.ingest.encoding import (
 )
 from crm_pipeline.ingest.identity import Candidate, resolve
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
+from crm_pipeline.ingest.tombstones import Identity, any_tombstones, find_tombstoned
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.schemas.records import customer_schema
 
 log = logging.getLogger(__name__)
 
 _SOURCE_PRIORITY = "CASE s.source WHEN 'manual' THEN 0 WHEN 'shopify' THEN 1 ELSE 2 END"
-
-
-def identity_hash(kind: str, value: str) -> str:
-    """Hash stored for erased identities (GDPR tombstones): proves erasure, reveals nothing."""
-    return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
 
 
 def _validation_frame(records: list[CustomerRecord]) -> pd.DataFrame:
@@ -192,30 +187,21 @@ class CustomerLoader(Loader):
     def _drop_redacted(
         self, conn: sa.Connection, records: list[CustomerRecord]
     ) -> list[CustomerRecord]:
-        if not conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM redaction_tombstones)")).scalar():
+        if not any_tombstones(conn):
             return records
-        hashes: dict[str, list[int]] = {}
+        of: dict[Identity, list[int]] = {}
         for i, r in enumerate(records):
-            keys = [identity_hash(f"{r.source}_id", r.external_id)]
+            keys: list[Identity] = [(f"{r.source}_id", r.external_id)]
             if r.email:
-                keys.append(identity_hash("email", r.email))
+                keys.append(("email", r.email))
             if r.phone_normalized:
-                keys.append(identity_hash("phone", r.phone_normalized))
+                keys.append(("phone", r.phone_normalized))
             for key in keys:
-                hashes.setdefault(key, []).append(i)
-        found = (
-            conn.execute(
-                sa.text(
-                    "SELECT identity_hash FROM redaction_tombstones WHERE identity_hash = ANY(:h)"
-                ),
-                {"h": list(hashes)},
-            )
-            .scalars()
-            .all()
-        )
+                of.setdefault(key, []).append(i)
+        found = find_tombstoned(conn, of)
         if not found:
             return records
-        blocked = {i for h in found for i in hashes[h]}
+        blocked = {i for identity in found for i in of[identity]}
         self.report.skipped_redacted += len(blocked)
         return [r for i, r in enumerate(records) if i not in blocked]
 

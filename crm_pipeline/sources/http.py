@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from crm_pipeline.pii import mask_pii
 from crm_pipeline.sources import errors
 from crm_pipeline.sources.errors import RetriableSourceError
 
@@ -72,7 +73,7 @@ class RetryPolicy:
             state.attempt_number,
             self.max_attempts,
             type(error).__name__,
-            error,
+            mask_pii(error),  # a response body may quote the record
             state.next_action.sleep if state.next_action else 0.0,
         )
 

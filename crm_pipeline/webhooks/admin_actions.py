@@ -245,10 +245,10 @@ def customer_upsert(ctx: ApplyContext) -> Outcome:
     elif existing is not None and existing.content_hash == content_hash(record.raw):
         outcome = "duplicate"
     loader = ctx.loaders.manual_customers
-    before, refused = loader.report.quarantined_records, loader.report.skipped_redacted
+    refused = loader.report.skipped_redacted
     loader.load([record])
-    if loader.report.quarantined_records > before:
-        raise PermanentError(f"invalid customer: {', '.join(sorted(loader.report.quarantined))}")
+    if loader.load_quarantined:
+        raise PermanentError(f"invalid customer: {', '.join(sorted(loader.load_quarantined))}")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
     row = load_source(ctx.conn, "manual", admin_id)

@@ -65,6 +65,23 @@ class Loaders:
         self.orders = OrderLoader(bound, origin="webhook", run_id=run_id, now=now)
         self.activities = ActivityLoader(bound, origin="webhook", run_id=run_id, now=now)
 
+    def bind(self, conn: sa.Connection | None, delivery_id: int | None) -> None:
+        """Point the loaders at one delivery's transaction (None: between deliveries).
+
+        Their quarantine rows commit on their own (the delivery may roll back; the record of
+        what was refused must not) and carry the delivery's id.
+        """
+        self.bound.conn = conn
+        for loader in (
+            self.shopify_customers,
+            self.klaviyo_customers,
+            self.manual_customers,
+            self.orders,
+            self.activities,
+        ):
+            loader.quarantine_engine = conn.engine if conn is not None else None
+            loader.webhook_event_id = delivery_id
+
     def customers(self, source: str) -> CustomerLoader:
         return {
             "shopify": self.shopify_customers,

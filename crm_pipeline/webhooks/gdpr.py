@@ -1,9 +1,12 @@
 """GDPR webhooks: customers/redact erases a person everywhere; customers/data_request exports them.
 
-Redaction keeps only what proves the erasure: the customer row's id with redacted_at, sha256
+Redaction keeps only what proves the erasure: the customer row's id with redacted_at, keyed
 tombstones of the identities (so a later pull or webhook of the same person is refused, see
-CustomerLoader), order amounts without the email, and a gdpr_requests row with counts. The
-Firestore document goes on the mirror's next run (it deletes redacted customers).
+ingest/tombstones.py), order amounts without the email, and a gdpr_requests row with counts.
+Data-request exports of the person are deleted. Every row it touches is found by key (customer
+id, subject key, identity hash), never by scanning text, so the delivery's transaction stays
+short on a large queue. The Firestore document goes on the mirror's next run (it deletes
+redacted customers).
 """
 
 from __future__ import annotations
@@ -16,13 +19,31 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from crm_pipeline.ingest.customers import identity_hash
+from crm_pipeline.ingest.tombstones import identity_keys, tombstone_key, write_tombstones
 from crm_pipeline.normalize import normalize_email, normalize_phone
 from crm_pipeline.settings import exports_dir
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError
 from crm_pipeline.webhooks.topics import shopify_id
 
 REDACTED_MARKER = {"redacted": True}
+
+# The person's deliveries, by their own id (the redact delivery) or the subject they are about
+# (primary key and webhook_events_subject_idx: no scan of payloads).
+WEBHOOK_SCRUB_SQL = """
+UPDATE webhook_events SET payload = CAST(:marker AS jsonb), headers = '{}'::jsonb,
+    last_error = NULL
+WHERE (id = :delivery OR subject_key = ANY(CAST(:subjects AS text[])))
+  AND NOT payload @> '{"redacted": true}'::jsonb
+"""
+# The person's quarantined records, by source id or by the keyed hashes of the emails and
+# phones they mention (quarantined_records_external_idx, quarantined_records_identity_idx).
+QUARANTINE_SCRUB_SQL = """
+UPDATE quarantined_records SET record = CAST(:marker AS jsonb), external_id = NULL,
+    identity_keys = '{}', resolved_at = coalesce(resolved_at, now())
+WHERE (external_id = ANY(CAST(:ext_ids AS text[]))
+       OR identity_keys && CAST(:keys AS text[]))
+  AND NOT record @> '{"redacted": true}'::jsonb
+"""
 
 
 def _person(payload: Any) -> tuple[str | None, str | None, str | None]:
@@ -133,23 +154,11 @@ def redact_person(
     counts: dict[str, Any] = {"customers": len(ids)}
 
     tombstones = [
-        (identity_hash(kind, value), kind)
+        (kind, value)
         for kind in ("email", "phone", "shopify_id", "klaviyo_id")
         for value in sorted(found[kind])
     ]
-    if tombstones:
-        conn.execute(
-            sa.text(
-                "INSERT INTO redaction_tombstones (identity_hash, kind, customer_id) "
-                "SELECT h, k, CAST(:cid AS uuid) FROM unnest(CAST(:h AS text[]), "
-                "CAST(:k AS text[])) AS t(h, k) ON CONFLICT (identity_hash) DO NOTHING"
-            ),
-            {
-                "h": [t[0] for t in tombstones],
-                "k": [t[1] for t in tombstones],
-                "cid": ids[0] if ids else None,
-            },
-        )
+    write_tombstones(conn, tombstones, ids[0] if ids else None)
     counts["tombstones"] = len(tombstones)
     params = {"ids": ids}
     if ids:
@@ -215,9 +224,9 @@ def redact_person(
         },
     ).rowcount
 
-    needles = sorted(found["email"] | found["phone"] | found["phone_raw"])
     subjects = sorted(
         {f"shopify:{i}" for i in found["shopify_id"]}
+        | {f"shopify:gid://shopify/Customer/{i}" for i in found["shopify_id"]}
         | {f"klaviyo:{i}" for i in found["klaviyo_id"]}
         | {f"manual:{i}" for i in found["manual_id"]}
         | {f"crm:{i}" for i in ids}
@@ -225,37 +234,19 @@ def redact_person(
     stamp = datetime.now(UTC).isoformat()
     marker = orjson.dumps({**REDACTED_MARKER, "redacted_at": stamp}).decode()
     counts["webhook_events"] = conn.execute(
-        sa.text(
-            """
-            UPDATE webhook_events SET payload = CAST(:marker AS jsonb), headers = '{}'::jsonb,
-                last_error = NULL
-            WHERE (id = :delivery
-                   OR subject_key = ANY(:subjects)
-                   OR regexp_replace(subject_key, '^shopify:.*/', 'shopify:') = ANY(:subjects)
-                   OR EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) n
-                              WHERE strpos(lower(payload::text), lower(n)) > 0))
-              AND NOT payload @> '{"redacted": true}'::jsonb
-            """
-        ),
-        {"marker": marker, "delivery": delivery_id, "subjects": subjects, "needles": needles},
+        sa.text(WEBHOOK_SCRUB_SQL),
+        {"marker": marker, "delivery": delivery_id, "subjects": subjects},
     ).rowcount
+    person = [("email", e) for e in found["email"]] + [("phone", p) for p in found["phone"]]
     counts["quarantined_records"] = conn.execute(
-        sa.text(
-            """
-            UPDATE quarantined_records SET record = CAST(:marker AS jsonb), external_id = NULL,
-                resolved_at = coalesce(resolved_at, now())
-            WHERE (external_id = ANY(:ext_ids)
-                   OR EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) n
-                              WHERE strpos(lower(record::text), lower(n)) > 0))
-              AND NOT record @> '{"redacted": true}'::jsonb
-            """
-        ),
+        sa.text(QUARANTINE_SCRUB_SQL),
         {
             "marker": marker,
-            "needles": needles,
+            "keys": identity_keys(tombstone_key(conn), person),
             "ext_ids": sorted(found["shopify_id"] | found["klaviyo_id"] | found["manual_id"]),
         },
     ).rowcount
+    counts["exports_deleted"] = delete_exports(conn, ids)
     conn.execute(
         sa.text(
             "INSERT INTO gdpr_requests (kind, webhook_event_id, shop_domain, customer_id, "
@@ -388,23 +379,23 @@ def customers_data_request(ctx: ApplyContext) -> Outcome:
         **export_person(ctx.conn, ids, orders),
     }
     folder = Path(ctx.exports_dir or exports_dir()) / "gdpr"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"data_request-{_safe(ctx.delivery.shop_domain)}-{_safe(request_ref)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
+    write_private(path, orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2))
     ctx.conn.execute(
         sa.text(
             "INSERT INTO gdpr_requests (kind, webhook_event_id, shop_domain, customer_id, "
-            "request_ref, requested_at, export_path, details) VALUES ('data_request', :delivery, "
-            ":shop, CAST(:cid AS uuid), :ref, :at, :path, CAST(:details AS jsonb)) "
-            "ON CONFLICT (kind, webhook_event_id) DO UPDATE SET export_path = excluded.export_path,"
-            " completed_at = now(), details = excluded.details"
+            "customer_ids, request_ref, requested_at, export_path, details) VALUES "
+            "('data_request', :delivery, :shop, CAST(:cid AS uuid), CAST(:ids AS uuid[]), :ref, "
+            ":at, :path, CAST(:details AS jsonb)) "
+            "ON CONFLICT (kind, webhook_event_id) DO UPDATE SET "
+            "export_path = excluded.export_path, customer_ids = excluded.customer_ids, "
+            "completed_at = now(), details = excluded.details"
         ),
         {
             "delivery": ctx.delivery.id,
             "shop": ctx.delivery.shop_domain,
             "cid": ids[0] if ids else None,
+            "ids": ids,
             "ref": request_ref,
             "at": ctx.event_time(),
             "path": str(path),
@@ -418,6 +409,55 @@ def customers_data_request(ctx: ApplyContext) -> Outcome:
         },
     )
     return Outcome("applied" if ids else "no_data")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write an export only its owner can read: the file 0600 in a 0700 folder, atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask and skips old folders
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def delete_exports(conn: sa.Connection, customer_ids: list[str]) -> int:
+    """Delete the data-request exports holding any of these customers; returns files removed.
+
+    The file goes at once (not at commit): should the redaction roll back, its retry deletes
+    nothing more than was due anyway.
+    """
+    if not customer_ids:
+        return 0
+    rows = conn.execute(
+        sa.text(
+            """
+            UPDATE gdpr_requests g SET export_path = NULL,
+                details = g.details || jsonb_build_object('export_deleted_at', now())
+            FROM (SELECT id, export_path FROM gdpr_requests
+                  WHERE kind = 'data_request' AND export_path IS NOT NULL
+                    AND (customer_ids && CAST(:ids AS uuid[])
+                         OR customer_id = ANY(CAST(:ids AS uuid[])))
+                  FOR UPDATE) old
+            WHERE g.id = old.id
+            RETURNING old.export_path
+            """
+        ),
+        {"ids": customer_ids},
+    ).scalars()
+    removed = 0
+    for stored in rows:
+        path = Path(stored)
+        # only our own export files, whatever the column holds
+        if path.name.startswith("data_request-") and path.suffix == ".json":
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _safe(text: str | None) -> str:

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from crm_pipeline.ingest.customers import identity_hash
+from crm_pipeline.ingest.tombstones import find_tombstoned
+from crm_pipeline.pii import mask_pii
 from crm_pipeline.webhooks.admin_actions import ADMIN_HANDLERS
 from crm_pipeline.webhooks.context import (
     ApplyContext,
@@ -99,13 +100,7 @@ def _subject_redacted(conn: sa.Connection, subject_key: str | None) -> bool:
     if prefix not in ("shopify", "klaviyo"):
         return False
     ident = ident.rsplit("/", 1)[-1]
-    return (
-        conn.execute(
-            sa.text("SELECT 1 FROM redaction_tombstones WHERE identity_hash = :h"),
-            {"h": identity_hash(f"{prefix}_id", ident)},
-        ).first()
-        is not None
-    )
+    return bool(find_tombstoned(conn, [(f"{prefix}_id", ident)]))
 
 
 def _scrub(conn: sa.Connection, delivery: Delivery) -> None:
@@ -134,12 +129,12 @@ def apply_delivery(
     if delivery.topic not in GDPR_HANDLERS and _subject_redacted(conn, delivery.subject_key):
         _scrub(conn, delivery)
         return Outcome("refused_redacted")
-    loaders.bound.conn = conn
+    loaders.bind(conn, delivery.id)
     try:
         ctx = ApplyContext(conn, delivery, loaders, exports_dir, policy.unknown_subject_grace)
         outcome = handler(ctx)
     finally:
-        loaders.bound.conn = None
+        loaders.bind(None, None)
     if outcome.outcome == "refused_redacted":
         _scrub(conn, delivery)
     return outcome
@@ -197,6 +192,7 @@ def _process_one(
         report.retried_deliveries += 1
     error: str | None = None
     permanent = False
+    retry_until: datetime | None = None
     try:
         with engine.begin() as conn:
             outcome = apply_delivery(
@@ -217,16 +213,25 @@ def _process_one(
         report.lost_claims += 1
         return "lost"
     except PermanentError as exc:
-        error, permanent = f"permanent: {exc}", True
+        error, permanent = f"permanent: {mask_pii(exc)}", True
     except UnknownSubject as exc:
-        waited = datetime.now(UTC) - delivery.received_at
-        permanent = waited > policy.unknown_subject_grace
-        error = f"unknown subject{' after grace period' if permanent else ''}: {exc}"
+        # retried until the grace ends (the backoff is capped at that time), then dead
+        retry_until = delivery.received_at + policy.unknown_subject_grace
+        permanent = datetime.now(UTC) >= retry_until
+        error = f"unknown subject{' after grace period' if permanent else ''}: {mask_pii(exc)}"
     except Exception as exc:  # any other failure is retried with backoff, then dead-lettered
-        log.warning("webhook %s (%s) failed: %s", delivery.id, delivery.topic, exc)
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {mask_pii(exc)}"
+        log.warning("webhook %s (%s) failed: %s", delivery.id, delivery.topic, error)
     if error is not None:
-        status = mark_failed(engine, delivery, token, error, permanent=permanent, policy=policy)
+        status = mark_failed(
+            engine,
+            delivery,
+            token,
+            error,
+            permanent=permanent,
+            policy=policy,
+            retry_until=retry_until,
+        )
         if status == "dead":
             report.dead += 1
         else:

@@ -16,7 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crm_pipeline.pii import mask_pii
+
 log = logging.getLogger(__name__)
+
+# The one definition of the late-subject grace; the docs quote it and a test checks they agree.
+UNKNOWN_SUBJECT_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,9 @@ class RetryPolicy:
     base_delay: timedelta = timedelta(seconds=10)
     max_delay: timedelta = timedelta(hours=1)
     lease_timeout: timedelta = timedelta(minutes=5)
-    # a delivery about a customer/order we do not know yet waits this long for it to arrive
-    unknown_subject_grace: timedelta = timedelta(hours=1)
+    # A delivery about a customer/order we do not know yet waits this long (from receipt) for it
+    # to arrive: it is retried past max_attempts until then (docs/webhook-processing.md).
+    unknown_subject_grace: timedelta = UNKNOWN_SUBJECT_GRACE
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """Exponential backoff with jitter (50-100% of the capped delay) so retries spread out."""
@@ -151,10 +157,16 @@ def mark_failed(
     *,
     permanent: bool,
     policy: RetryPolicy | None = None,
+    retry_until: datetime | None = None,
 ) -> str:
-    """Record a failure: retry later with backoff, or dead letter. Returns the new status."""
+    """Record a failure: retry later with backoff, or dead letter. Returns the new status.
+
+    `retry_until` (a late subject's grace end) keeps the delivery retrying past `max_attempts`
+    until then, with the next attempt no later than that time. The error is masked (it is
+    shown to analysts and operators).
+    """
     policy = policy or RetryPolicy()
-    dead = permanent or delivery.attempts >= policy.max_attempts
+    dead = permanent or (delivery.attempts >= policy.max_attempts and retry_until is None)
     status = "dead" if dead else "failed"
     delay = policy.delay(delivery.attempts)
     with engine.begin() as conn:
@@ -163,12 +175,14 @@ def mark_failed(
                 "UPDATE webhook_events SET status = :status, last_error = :error, "
                 "outcome = :outcome, claimed_at = NULL, claimed_by = NULL, "
                 "subject_key = coalesce(subject_key, :subject), "
-                "next_attempt_at = now() + CAST(:delay AS interval) "
+                "next_attempt_at = least(now() + CAST(:delay AS interval), "
+                "coalesce(CAST(:until AS timestamptz), 'infinity')) "
                 "WHERE id = :id AND status = 'processing' AND claimed_by = :token"
             ),
             {
                 "status": status,
-                "error": error[:2000],
+                "error": mask_pii(error)[:2000],
+                "until": retry_until,
                 "id": delivery.id,
                 "token": token,
                 "outcome": "dead" if dead else "retry",

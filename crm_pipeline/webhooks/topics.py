@@ -42,9 +42,10 @@ def _customer_ref(payload: dict[str, Any]) -> str | None:
     return shopify_id(customer.get("id")) if isinstance(customer, dict) else None
 
 
-def _check_quarantine(report: Any, before: int, what: str) -> None:
-    if report.quarantined_records > before:
-        reasons = ", ".join(sorted(report.quarantined)) or "invalid"
+def _check_quarantine(loader: Any, what: str) -> None:
+    """A record the loader quarantined fails its delivery, naming that record's reasons only."""
+    if loader.load_quarantined:
+        reasons = ", ".join(sorted(loader.load_quarantined)) or "invalid"
         raise PermanentError(f"invalid {what}: {reasons}")
 
 
@@ -87,9 +88,9 @@ def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
         ):
             outcome = "stale"
     loader = ctx.loaders.shopify_customers
-    quarantined, refused = loader.report.quarantined_records, loader.report.skipped_redacted
+    refused = loader.report.skipped_redacted
     loader.load([record])
-    _check_quarantine(loader.report, quarantined, "customer")
+    _check_quarantine(loader, "customer")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
     row = load_source(ctx.conn, "shopify", external_id)
@@ -387,9 +388,8 @@ def shopify_order_upsert(ctx: ApplyContext) -> Outcome:
         ):
             outcome = "stale"
     loader = ctx.loaders.orders
-    before = loader.report.quarantined_records
     loader.load([record])
-    _check_quarantine(loader.report, before, "order")
+    _check_quarantine(loader, "order")
     if outcome == "applied":
         _record_included_refunds(ctx.conn, raw)
     owner = ctx.conn.execute(
@@ -500,9 +500,9 @@ def _klaviyo_profile(ctx: ApplyContext, item: dict[str, Any]) -> Outcome:
         elif existing.source_updated_at and record.source_updated_at < existing.source_updated_at:
             outcome = "stale"
     loader = ctx.loaders.klaviyo_customers
-    quarantined, refused = loader.report.quarantined_records, loader.report.skipped_redacted
+    refused = loader.report.skipped_redacted
     loader.load([record])
-    _check_quarantine(loader.report, quarantined, "profile")
+    _check_quarantine(loader, "profile")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
     row = load_source(ctx.conn, "klaviyo", external_id)
@@ -551,9 +551,8 @@ def klaviyo_item(ctx: ApplyContext) -> Outcome:
     if seen is not None:
         return Outcome("duplicate", touched)
     loader = ctx.loaders.activities
-    before = loader.report.quarantined_records
     loader.load([record])
-    _check_quarantine(loader.report, before, "event")
+    _check_quarantine(loader, "event")
     owner = ctx.conn.execute(
         sa.text(
             "SELECT customer_id::text FROM customer_activities "

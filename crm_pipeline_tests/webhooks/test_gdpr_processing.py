@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import re
+import stat
 from pathlib import Path
 
 import orjson
 import pytest
 import sqlalchemy as sa
 
+from crm_pipeline.ingest import tombstones
 from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.mapping.shopify import map_customer
 from crm_pipeline_tests.webhooks.test_processing_support import (
     at,
@@ -113,14 +120,13 @@ def seed_person(engine: sa.Engine) -> str:
     )
     run(engine)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO quarantined_records (origin, source, record_kind, external_id, "
-                "record, "
-                "reasons) VALUES ('import file', 'shopify', 'customer', '999', "
-                "CAST(:rec AS jsonb), ARRAY['email: invalid_email'])"
-            ),
-            {"rec": orjson.dumps({"email": EMAIL.upper(), "name": LAST}).decode()},
+        # a file row about the person under another id: found by its email's keyed hash
+        quarantine(
+            conn,
+            origin="import file",
+            source="shopify",
+            record_kind="customer",
+            rows=[("999", {"email": EMAIL.upper(), "name": LAST}, ["email: invalid_email"])],
         )
         conn.execute(
             sa.text(
@@ -160,11 +166,7 @@ def traces(engine: sa.Engine, needles: list[str]) -> list[str]:
     return found
 
 
-def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> None:
-    engine = clean_db
-    cid = seed_person(engine)
-    needles = [EMAIL, PHONE, PHONE_RAW, FIRST, LAST, STREET, "203.0.113.9", "Allergic to cats"]
-    assert traces(engine, needles)  # the person is everywhere before
+def redact_delivery(engine: sa.Engine) -> None:
     land(
         engine,
         "shopify",
@@ -177,6 +179,14 @@ def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> 
         },
         triggered_at=at(10),
     )
+
+
+def test_redact_leaves_no_trace_and_blocks_a_later_pull(clean_db: sa.Engine) -> None:
+    engine = clean_db
+    cid = seed_person(engine)
+    needles = [EMAIL, PHONE, PHONE_RAW, FIRST, LAST, STREET, "203.0.113.9", "Allergic to cats"]
+    assert traces(engine, needles)  # the person is everywhere before
+    redact_delivery(engine)
     report = run(engine)
     assert report.outcomes["applied"] == 1, report
     assert traces(engine, needles) == []
@@ -247,3 +257,148 @@ def test_data_request_writes_the_export(
     assert {s["source"] for s in person["sources"]} == {"shopify", "klaviyo"}
     assert person["addresses"] and person["orders"][0]["external_id"] == "930"
     assert data["request"]["data_request_id"] == "4242"
+
+
+def test_redact_deletes_the_data_request_export(
+    clean_db: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_HOME", str(tmp_path))
+    previous = os.umask(0o022)
+    try:
+        seed_person(clean_db)
+        land(
+            clean_db,
+            "shopify",
+            "customers/data_request",
+            {
+                "shop_id": 1,
+                "customer": {"id": 30, "email": EMAIL},
+                "data_request": {"id": 77},
+            },
+            triggered_at=at(10),
+        )
+        assert run(clean_db).outcomes["applied"] == 1
+    finally:
+        os.umask(previous)
+    with clean_db.connect() as conn:
+        path = Path(
+            conn.execute(
+                sa.text("SELECT export_path FROM gdpr_requests WHERE kind = 'data_request'")
+            ).scalar_one()
+        )
+    assert EMAIL in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+    redact_delivery(clean_db)
+    report = run(clean_db)
+    assert report.outcomes["applied"] == 1, report
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []
+    with clean_db.connect() as conn:
+        export_path, details = conn.execute(
+            sa.text("SELECT export_path, details FROM gdpr_requests WHERE kind = 'data_request'")
+        ).one()
+        redact = conn.execute(
+            sa.text("SELECT details FROM gdpr_requests WHERE kind = 'redact'")
+        ).scalar_one()
+    assert export_path is None and "export_deleted_at" in details
+    assert redact["exports_deleted"] == 1
+
+
+def test_tombstones_are_keyed_and_hidden_from_analysts(
+    clean_db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(tombstones.KEY_ENV, raising=False)
+    seed_person(clean_db)
+    redact_delivery(clean_db)
+    assert run(clean_db).outcomes["applied"] == 1
+    with clean_db.connect() as conn:
+        hashes = conn.execute(sa.text("SELECT identity_hash FROM redaction_tombstones")).scalars()
+        plain = {
+            hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
+            for kind, value in (("email", EMAIL), ("phone", PHONE), ("shopify_id", "30"))
+        }
+        assert not plain & set(hashes)  # nobody can brute-force a bare sha256 of the email
+        stored = dict(
+            conn.execute(sa.text("SELECT identity_hash, scheme FROM redaction_tombstones")).all()
+        )
+        key = conn.execute(
+            sa.text("SELECT value FROM pipeline_secrets WHERE name = 'tombstone_key'")
+        ).scalar_one()
+    keyed = hmac.new(key.encode(), f"email:{EMAIL}".encode(), hashlib.sha256).hexdigest()
+    assert stored[keyed] == "hmac-sha256"
+    assert len(key) == 64  # 256 random bits, generated on first use
+
+    # with CRM_TOMBSTONE_KEY set, that key is used instead (every process must share it)
+    monkeypatch.setenv(tombstones.KEY_ENV, "operator-provided-key")
+    loader = CustomerLoader(clean_db, origin="api pull")
+    loader.load([map_customer(shopify_customer(31, at(99), email="other@example.org"))])
+    with clean_db.begin() as conn:
+        tombstones.write_tombstones(conn, [("email", "other@example.org")], None)
+        assert tombstones.find_tombstoned(conn, [("email", "other@example.org")])
+    expected = hmac.new(
+        b"operator-provided-key", b"email:other@example.org", hashlib.sha256
+    ).hexdigest()
+    with clean_db.connect() as conn:
+        assert conn.execute(
+            sa.text("SELECT count(*) FROM redaction_tombstones WHERE identity_hash = :h"),
+            {"h": expected},
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("table", ["redaction_tombstones", "pipeline_secrets"])
+def test_analysts_cannot_read_tombstones_or_their_key(clean_db: sa.Engine, table: str) -> None:
+    with clean_db.connect() as conn, pytest.raises(sa.exc.ProgrammingError) as denied:
+        conn.execute(sa.text("SET ROLE crm_analyst"))
+        conn.execute(sa.text(f"SELECT * FROM {table}"))  # names from the test
+    assert "permission denied" in str(denied.value)
+
+
+def test_legacy_sha256_tombstones_still_refuse_and_are_upgraded(clean_db: sa.Engine) -> None:
+    legacy = hashlib.sha256(f"email:{EMAIL}".encode()).hexdigest()
+    with clean_db.begin() as conn:  # as written before keyed tombstones (scheme defaults legacy)
+        conn.execute(
+            sa.text(
+                "INSERT INTO redaction_tombstones (identity_hash, kind, scheme) "
+                "VALUES (:h, 'email', 'sha256')"
+            ),
+            {"h": legacy},
+        )
+    loader = CustomerLoader(clean_db, origin="api pull")
+    loader.load([map_customer(shopify_customer(32, at(5), email=EMAIL))])
+    assert loader.report.skipped_redacted == 1
+    with clean_db.connect() as conn:
+        rows = conn.execute(sa.text("SELECT identity_hash, scheme FROM redaction_tombstones")).all()
+        live = conn.execute(sa.text("SELECT count(*) FROM customers")).scalar_one()
+    assert live == 0
+    assert [r.scheme for r in rows] == ["hmac-sha256"] and rows[0].identity_hash != legacy
+
+
+def test_redaction_scrub_finds_rows_by_index_not_by_scanning(clean_db: sa.Engine) -> None:
+    """Every UPDATE of webhook_events and quarantined_records the redaction runs can use an
+    index (with sequential scans disabled, a query that cannot shows a Seq Scan)."""
+    seed_person(clean_db)
+    redact_delivery(clean_db)
+    captured: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if re.match(r"\s*UPDATE (webhook_events|quarantined_records) ", statement):
+            captured.append((statement, parameters))
+
+    sa.event.listen(clean_db, "before_cursor_execute", capture)
+    try:
+        assert run(clean_db).outcomes["applied"] == 1
+    finally:
+        sa.event.remove(clean_db, "before_cursor_execute", capture)
+    scrubs = [(s, p) for s, p in captured if "redacted" in s and "status = 'processing'" not in s]
+    assert {re.match(r"\s*UPDATE (\w+)", s).group(1) for s, _ in scrubs} == {
+        "webhook_events",
+        "quarantined_records",
+    }
+    with clean_db.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in scrubs:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+            assert "Seq Scan" not in plan, plan
+        conn.rollback()

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.webhooks.assets import webhook_deliveries
+from crm_pipeline.pii import mask_optional
 
 
 @dg.asset_check(asset=webhook_deliveries, description="No webhook delivery is dead-lettered.")
@@ -20,7 +21,12 @@ def webhook_deliveries_no_dead_letters(postgres: PostgresResource) -> dg.AssetCh
             ).all()
         )
         recent = [
-            {"id": r.id, "topic": r.topic, "attempts": r.attempts, "error": r.last_error}
+            {
+                "id": r.id,
+                "topic": r.topic,
+                "attempts": r.attempts,
+                "error": mask_optional(r.last_error),
+            }
             for r in conn.execute(
                 sa.text(
                     "SELECT id, topic, attempts, left(last_error, 300) AS last_error "
