@@ -68,10 +68,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PERMANENT_CODES = frozenset({code_pb2.INVALID_ARGUMENT})
 
 
-class MirrorError(RuntimeError):
-    """The mirror could not run (database or Firestore unreachable as a whole)."""
-
-
 @dataclass
 class MirrorSettings:
     """Tuning knobs of a mirror run; the defaults suit a 1M-customer first sync."""

@@ -9,6 +9,7 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.ingest.bad_records import escaped_text, json_problem, storable
 
 ORIGINS = ("import file", "webhook", "api pull")
 
@@ -32,7 +33,14 @@ def quarantine(
         conn,
         "stage_quarantine",
         ("external_id", "record", "reasons"),
-        ((ext, orjson.dumps(rec, default=str), reasons) for ext, rec, reasons in rows),
+        (
+            (
+                None if ext is None else escaped_text(str(ext)),
+                _jsonb(rec),
+                [escaped_text(r) for r in reasons],
+            )
+            for ext, rec, reasons in rows
+        ),
     )
     result = conn.execute(
         sa.text(
@@ -54,3 +62,13 @@ def quarantine(
     )
     conn.exec_driver_sql("DROP TABLE stage_quarantine")
     return result.rowcount
+
+
+def _jsonb(record: dict[str, Any]) -> bytes:
+    """The record as JSON that jsonb accepts: NUL characters and text that was not UTF-8 are
+    kept as visible escapes rather than failing the quarantine (and the run) itself."""
+    try:
+        data = orjson.dumps(record, default=str)
+    except TypeError:  # a string holding surrogates (bytes that were not UTF-8)
+        return orjson.dumps(storable(record), default=str)
+    return orjson.dumps(storable(record), default=str) if json_problem(data) else data

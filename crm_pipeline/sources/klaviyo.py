@@ -19,6 +19,7 @@ from klaviyo_api import KlaviyoAPI
 from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
 from openapi_client.exceptions import ApiException
 
+from crm_pipeline.ingest.bad_records import escape_invalid_utf8
 from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeout
 from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
 
@@ -45,6 +46,20 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _utf8_tolerant(deserialize: Callable[..., Any]) -> Callable[..., Any]:
+    """The SDK decodes a page strictly: one byte that is not UTF-8 in one profile would fail the
+    page, and the pull. Such bytes become JSON escapes instead, so only that record is
+    quarantined (ingest/bad_records.py)."""
+
+    def tolerant(*args: Any, **kwargs: Any) -> Any:
+        response = kwargs.get("response_data", args[0] if args else None)
+        if isinstance(getattr(response, "data", None), bytes):
+            response.data = escape_invalid_utf8(response.data)
+        return deserialize(*args, **kwargs)
+
+    return tolerant
+
+
 class KlaviyoClient:
     """Reads one Klaviyo account (or the sandbox, when `api_url` is set)."""
 
@@ -66,6 +81,8 @@ class KlaviyoClient:
             test_host=(api_url or "").rstrip("/"),
             options={USE_DICTIONARY_FOR_RESPONSE_DATA: True},
         )
+        client = self.api.api_client
+        client.response_deserialize = _utf8_tolerant(client.response_deserialize)
         self.timeout = float(timeout)
         self.policy = retry_policy
         self.predictive_policy = predictive_policy
@@ -179,6 +196,9 @@ class KlaviyoClient:
                 kwargs["filter"] = filt
             for page in self._pages(self.api.Events.get_events, **kwargs):
                 for event in page.get("data") or []:
+                    if not isinstance(event, dict):  # quarantined by the loader
+                        yield event
+                        continue
                     rel = ((event.get("relationships") or {}).get("metric") or {}).get("data")
                     metric_id = (rel or {}).get("id")
                     event.setdefault("attributes", {})["metric_name"] = names.get(metric_id)
