@@ -49,7 +49,7 @@ class ImportResult:
 def detect_format(path: Path) -> str:
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         return "jsonl"
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         header = next(csv.reader(fh), [])
     try:
         return detect_csv_format(header)
