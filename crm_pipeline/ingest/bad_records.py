@@ -143,8 +143,12 @@ def mapped(
     items: Iterable[Any], map_one: Callable[[Any], Any], source: str | None
 ) -> Iterator[Any]:
     """`map_one(item)` for each pulled item; an item that is no object, or that its mapping
-    raises on, comes out as an `Unreadable` instead of ending the pull."""
+    raises on, comes out as an `Unreadable` instead of ending the pull (as do the Unreadables
+    a client hands out itself)."""
     for item in items:
+        if isinstance(item, Unreadable):
+            yield item
+            continue
         if not isinstance(item, dict):
             yield unreadable_value(item, [NOT_OBJECT], source)
             continue

@@ -245,3 +245,44 @@ def test_import_csv_quarantines_rows_with_nul_or_invalid_utf8(clean_db, tmp_path
     reasons = sorted(r.reasons[0] for r in quarantined(clean_db))
     assert reasons == sorted([NUL_CHARACTER, INVALID_UTF8])
     assert report.quarantined_records == 2
+
+
+def test_shopify_bulk_orders_quarantine_a_bad_line_and_load_the_rest(clean_db) -> None:
+    from crm_pipeline.ingest.orders import OrderLoader
+    from crm_pipeline.mapping.shopify import map_order
+    from crm_pipeline.sandbox.server import _record_lines
+    from crm_pipeline.sources.shopify import ShopifyClient
+
+    def order(n: int, **changes: object) -> dict:
+        rec = {
+            "id": 5000 + n,
+            "customer": {"id": 9000 + n},
+            "email": f"person{n}@example.com",
+            "created_at": "2025-01-15T00:00:00Z",
+            "updated_at": "2025-02-01T00:00:00Z",
+            "financial_status": "paid",
+            "total_price": "10.00",
+            "currency": "USD",
+            "line_items": [
+                {"id": 70 + n, "product_id": 1, "title": "Tee", "quantity": 1, "price": "10.00"}
+            ],  # fmt: skip
+            "refunds": [],
+        }
+        rec.update(changes)
+        return rec
+
+    lines = [line for n in range(3) for _, line in _record_lines("orders", order(n))]
+    lines[2:2] = [b"\xff not json", b"[]"]
+    lines += [line for _, line in _record_lines("orders", order(9, currency="U\x00SD"))]
+    client = ShopifyClient("shop.example", "token", api_url="http://127.0.0.1:9")
+    client._bulk_lines = lambda template, since: iter(lines)  # the result file, as downloaded
+    report = OrderLoader(clean_db, origin="api pull").load(
+        mapped(client.bulk_orders(), map_order, "shopify")
+    )
+    assert report.quarantined_records == 3 and report.accounted == report.received == 6
+    with clean_db.connect() as conn:
+        loaded = set(conn.execute(sa.text("SELECT external_id FROM orders")).scalars())
+    assert loaded == {"5000", "5001", "5002"}
+    assert sorted(r.reasons[0] for r in quarantined(clean_db)) == sorted(
+        [INVALID_UTF8, NOT_OBJECT, NUL_CHARACTER]
+    )
