@@ -22,7 +22,7 @@ from crm_pipeline.ingest.orders import bump_last_active
 from crm_pipeline.ingest.source_state import load_source
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
 from crm_pipeline.mapping.shopify import map_address
-from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp
+from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp, split_tags
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
 from crm_pipeline.webhooks.topics import Handler, shopify_id
 
@@ -205,13 +205,10 @@ def _set_manual_tags(
 
 
 def _tag_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        raise PermanentError("tags must be a list of strings")
-    return sorted({str(t).strip() for t in value if str(t).strip()})
+    try:
+        return split_tags(value)
+    except TypeError as exc:
+        raise PermanentError("tags must be a list of strings") from exc
 
 
 # ------------------------------------------------------------------ actions
