@@ -21,12 +21,12 @@ from openapi_client.exceptions import ApiException
 
 from crm_pipeline.ingest.bad_records import escape_invalid_utf8
 from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeout
-from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
 # predictive analytics are slow and often 503 on big accounts: try briefly, then do without
-PREDICTIVE_POLICY = RetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
+PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
 # after this many pages in a row had to drop predictive fields, stop asking for them
 PREDICTIVE_GIVE_UP_AFTER = 3
 
@@ -69,8 +69,8 @@ class KlaviyoClient:
         api_url: str | None = None,
         timeout: float = 30,
         *,
-        retry_policy: RetryPolicy = DEFAULT_POLICY,
-        predictive_policy: RetryPolicy = PREDICTIVE_POLICY,
+        retry_policy: SourceRetryPolicy = DEFAULT_POLICY,
+        predictive_policy: SourceRetryPolicy = PREDICTIVE_POLICY,
         page_size: int = 100,
         events_page_size: int = 200,
     ) -> None:
@@ -90,7 +90,7 @@ class KlaviyoClient:
         self.events_page_size = events_page_size
 
     def _call(
-        self, fn: Callable[..., Any], policy: RetryPolicy | None = None, **kwargs: Any
+        self, fn: Callable[..., Any], policy: SourceRetryPolicy | None = None, **kwargs: Any
     ) -> dict:
         """One SDK call under the retry policy, with SDK errors mapped onto our tree."""
 

@@ -35,7 +35,7 @@ from crm_pipeline.sources.errors import (
     SourceError,
     Timeout,
 )
-from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class ShopifyClient:
         api_url: str | None = None,
         timeout: float = 30,
         *,
-        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        retry_policy: SourceRetryPolicy = DEFAULT_POLICY,
         page_size: int = 100,
         orders_page_size: int = 8,
         line_items_page_size: int = 50,
