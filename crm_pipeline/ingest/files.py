@@ -91,10 +91,13 @@ def read_records(
 
 
 def _jsonl_record(line: bytes, number: int, imported_at: datetime) -> CustomerRecord | Unreadable:
-    problem = line_problem(line)
-    if problem is not None:
-        return Unreadable("manual", None, line_record(line, number), [problem])
-    return _mapped_row(map_jsonl_row, orjson.loads(line), number, imported_at)
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        row = None
+    if not isinstance(row, dict):
+        return Unreadable("manual", None, line_record(line, number), [line_problem(line)])
+    return _mapped_row(map_jsonl_row, row, number, imported_at)
 
 
 def _csv_row(row: dict[Any, Any]) -> dict[str, Any]:

@@ -95,9 +95,10 @@ def test_shopify_bulk_pull_quarantines_each_bad_line_and_loads_the_rest(clean_db
         *good[30:],
     ]
     records = decode_in_workers(lines, die_on_marker, source="shopify", batch_size=8)
-    report = CustomerLoader(clean_db, origin="api pull", origin_detail="shopify.customers").load(
-        records, chunk_size=16
+    loader = CustomerLoader(
+        clean_db, origin="api pull", origin_detail="shopify.customers", reconcile_run_id="r1"
     )
+    report = loader.load(records, chunk_size=16)
 
     assert report.received == len(lines) and report.accounted == len(lines)
     assert report.inserted == len(good) and report.quarantined_records == 5
@@ -112,6 +113,9 @@ def test_shopify_bulk_pull_quarantines_each_bad_line_and_loads_the_rest(clean_db
     assert base64.b64decode(by_reason[INVALID_UTF8].record["_raw_base64"]) == not_utf8
     assert by_reason[WORKER_DIED].record["_raw"] == "die"
     assert by_reason[WORKER_DIED].record["_line"] == lines.index(b"die") + 1
+    with clean_db.connect() as conn:  # seen by the pull: a full reconcile must not delete it
+        seen = set(conn.execute(sa.text("SELECT external_id FROM reconcile_seen")).scalars())
+    assert "9050" in seen
 
 
 def test_a_bad_line_decoded_in_process_is_quarantined_too(clean_db, monkeypatch) -> None:
