@@ -62,8 +62,33 @@ def parse_timestamp(raw: object) -> datetime | None:
 
 
 def split_tags(raw: object) -> list[str]:
-    """Shopify's "a, b" tag string (or a list) to a sorted, de-duplicated list."""
+    """Shopify's "a, b" tag string (or a list) to a sorted, de-duplicated list; the one tag
+    parser of pulls, imports, webhooks and admin actions. TypeError for any other shape."""
     if raw is None:
         return []
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    return sorted({str(t).strip() for t in items if str(t).strip()})
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list):
+        raise TypeError(f"tags must be a string or a list, not {type(raw).__name__}")
+    return sorted({str(t).strip() for t in raw if str(t).strip()})
+
+
+def parse_instant(raw: object) -> datetime | None:
+    """A moment sent as epoch seconds, epoch milliseconds (numbers past 1e11) or ISO-8601 text,
+    as aware UTC within years 1970-9999; None when it is none of those. For headers such as
+    `X-Shopify-Triggered-At` and `Klaviyo-Timestamp`."""
+    if isinstance(raw, str) and ":" not in raw:  # no ISO time, perhaps a number
+        try:
+            raw = float(raw.strip())
+        except ValueError:
+            pass
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        try:
+            moment = datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    else:
+        moment = parse_timestamp(raw)
+    if moment is None or not 1970 <= moment.year <= 9999:
+        return None
+    return moment

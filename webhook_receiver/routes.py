@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from crm_pipeline.normalize import parse_instant
 from crm_pipeline.webhooks.admin_schema import InvalidAdminAction, parse_admin_action
 from crm_pipeline.webhooks.subjects import dig, scalar_id, subject_key
 from webhook_receiver.landing import DatabaseUnavailable, EventRow, Lander, RowRejected
@@ -204,29 +204,6 @@ def _text(value: Any, name: str, required: bool = True) -> str | None:
     return text or None
 
 
-def parse_time(value: Any) -> datetime | None:
-    """An event time from a header or payload (ISO 8601 or epoch seconds); None if unreadable."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, str) and ":" not in value:  # no float literal contains ':'
-        try:
-            value = float(value.strip())
-        except ValueError:
-            pass
-    try:
-        if isinstance(value, int | float):
-            moment = datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC)
-        else:
-            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if not 1970 <= moment.year <= 9999:
-        return None
-    return moment
-
-
 def headers_json(headers: Headers) -> str:
     """The request headers as stored (credentials a proxy might add are never persisted)."""
     # No NUL check: the HTTP parser refuses NUL in header names and values.
@@ -276,7 +253,7 @@ def shopify_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
             topic=topic,  # type: ignore[arg-type]
             delivery_id=delivery_id,  # type: ignore[arg-type]
             shop_domain=shop,
-            triggered_at=parse_time(get("x-shopify-triggered-at")),
+            triggered_at=parse_instant(get("x-shopify-triggered-at")),
             headers_json=headers_json(headers),
             payload_json=storable_json(body, parsed),
             subject_key=subject_key("shopify", topic or "", parsed),
@@ -299,7 +276,7 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
     webhook_id = _text(get("klaviyo-webhook-id"), "Klaviyo-Webhook-Id")
     items = klaviyo_items(parse_json(body))
     _rate_limit(receiver, "klaviyo")
-    sent_at = parse_time(timestamp)
+    sent_at = parse_instant(timestamp)
     stored_headers = headers_json(headers)
     rows = []
     for index, item in enumerate(items):
@@ -311,7 +288,7 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
                 topic=topic,
                 delivery_id=f"{webhook_id}:{index}",
                 shop_domain=None,
-                triggered_at=parse_time(happened) or sent_at,
+                triggered_at=parse_instant(happened) or sent_at,
                 headers_json=stored_headers,
                 payload_json=orjson.dumps(_strip_nul(item)).decode(),
                 subject_key=subject_key("klaviyo", topic, item),
@@ -344,7 +321,7 @@ def admin_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[EventR
             topic=action.action,
             delivery_id=action.action_id,
             shop_domain=None,
-            triggered_at=parse_time(action.occurred_at),
+            triggered_at=parse_instant(action.occurred_at),
             headers_json=headers_json(headers),
             payload_json=storable_json(body, parsed),
             subject_key=subject_key("manual", action.action, parsed),

@@ -10,7 +10,8 @@ import base64
 import binascii
 import hmac
 import time
-from datetime import datetime
+
+from crm_pipeline.normalize import parse_instant
 
 
 class SignatureError(Exception):
@@ -51,17 +52,10 @@ def verify_base64(body: bytes, header: str | None, secret: bytes) -> None:
 
 def parse_timestamp(value: str) -> float:
     """Klaviyo-Timestamp as epoch seconds: integer seconds, milliseconds or ISO 8601."""
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except ValueError as exc:
-            raise SignatureError("bad_timestamp") from exc
-    if number != number or number in (float("inf"), float("-inf")):
+    moment = parse_instant(value)
+    if moment is None:
         raise SignatureError("bad_timestamp")
-    return number / 1000.0 if number > 1e11 else number
+    return moment.timestamp()
 
 
 def verify_klaviyo(

@@ -20,8 +20,6 @@ from crm_pipeline.db.copy import copy_rows
 
 log = logging.getLogger(__name__)
 
-#: Financial statuses of an order whose payment was captured.
-PAID_STATUSES = ("paid", "partially_refunded", "refunded")
 #: A completed order as of :as_of: placed, not cancelled by then, and paid. Shared with scores.
 COMPLETED_ORDER_SQL = (
     "(o.cancelled_at IS NULL OR o.cancelled_at > :as_of) "

@@ -23,11 +23,6 @@ FILTER_KEYS = (
     "last_order_from", "last_order_to", "country", "attributes", "segment",
     "min_lifetime_value", "max_churn_probability",
 )  # fmt: skip
-#: Fields `sort` accepts ('-' prefix: descending).
-SORT_FIELDS = (
-    "score", "relevance", "full_name", "name", "email", "status", "customer_type", "created_at",
-    "last_order_date", "total_orders", "lifetime_value", "churn_probability", "engagement_score",
-)  # fmt: skip
 RESULT_COLUMNS = (
     "customer_id", "full_name", "email", "phone", "status", "customer_type", "tags",
     "created_at", "total_orders", "last_order_date", "lifetime_value", "churn_probability",

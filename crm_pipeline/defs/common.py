@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.base import Loader
 from crm_pipeline.ingest.cursors import HighWaterMark, SyncCursor
 from crm_pipeline.ingest.customers import CustomerLoader, ReconcileRefused, reconcile_deletions
@@ -76,6 +77,10 @@ class Pull:
     reconcile_source: str | None = None
     cursor_field: str = "source_updated_at"
 
+    @property
+    def source(self) -> str:
+        return self.stream.split(".", 1)[0]
+
 
 def run_pull(
     context: dg.AssetExecutionContext,
@@ -104,7 +109,7 @@ def run_pull(
     loader = pull.loader(engine, **options)
     try:
         fetched = pull.fetch(since)
-        records = fetched if pull.map is None else (pull.map(raw) for raw in fetched)
+        records = fetched if pull.map is None else mapped(fetched, pull.map, pull.source)
         report = loader.load(mark.track(records, key=pull.cursor_field))
         reconcile = (
             reconcile_deletions(engine, pull.reconcile_source, context.run_id)

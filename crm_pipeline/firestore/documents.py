@@ -22,6 +22,8 @@ from urllib.parse import quote
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.normalize import parse_timestamp
+
 CUSTOMERS = "customers"
 ADDRESSES = "addresses"
 ORDERS = "orders"
@@ -288,10 +290,6 @@ class CustomerDocument:
 def format_timestamp(value: datetime) -> str:
     """The canonical text of a timestamp, the same as SQL mirror_ts()."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_timestamp(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 def _sanitize_keys(value: Any) -> Any:

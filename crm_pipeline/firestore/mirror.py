@@ -69,10 +69,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PERMANENT_CODES = frozenset({code_pb2.INVALID_ARGUMENT})
 
 
-class MirrorError(RuntimeError):
-    """The mirror could not run (database or Firestore unreachable as a whole)."""
-
-
 @dataclass
 class MirrorSettings:
     """Tuning knobs of a mirror run; the defaults suit a 1M-customer first sync."""
@@ -929,6 +925,10 @@ def sync_dashboard(engine: sa.Engine, client: firestore.Client) -> DashboardSumm
 # ------------------------------------------------------------------------ verification
 FULL_CHECK_LIMIT = 20_000
 DEFAULT_SAMPLE = 2_000
+# ids per server-side cursor fetch and per Firestore ListDocuments page in the id diff
+_ID_PAGE = 1_000
+# drifted ids a report lists (each kind); a repair run fixes these, the next run the rest
+DRIFT_LIST_LIMIT = 10_000
 _GET_CHUNK = 300
 
 _LIVE_COUNT = sa.text(f"SELECT count(*) FROM customers c WHERE {LIVE_CONDITION}")
@@ -946,9 +946,12 @@ class ConsistencyReport:
     firestore_count: int
     checked: int
     sampled: bool
+    # at most DRIFT_LIST_LIMIT ids each (memory stays bounded); the totals count them all
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    missing_total: int = 0
+    extra_total: int = 0
 
     @property
     def ok(self) -> bool:
@@ -969,8 +972,8 @@ class ConsistencyReport:
             "firestore_count": self.firestore_count,
             "checked": self.checked,
             "sampled": self.sampled,
-            "missing": len(self.missing),
-            "extra": len(self.extra),
+            "missing": max(self.missing_total, len(self.missing)),
+            "extra": max(self.extra_total, len(self.extra)),
             "mismatched": len(self.mismatched),
             "drifted_ids_preview": ", ".join(self.drifted_ids[:20]),
         }
@@ -981,9 +984,44 @@ def _firestore_count(client: firestore.Client) -> int:
     return int(result[0][0].value)
 
 
-def _firestore_ids(client: firestore.Client) -> set[str]:
-    # list_documents also returns ids that only have subcollections left (orphans count as extra).
-    return {ref.id for ref in client.collection(CUSTOMERS).list_documents(page_size=1000)}
+def _firestore_ids_in_order(client: firestore.Client) -> Iterator[str]:
+    """Every customer document id, ascending, a page at a time (ListDocuments orders by name).
+    Ids that only have subcollections left are listed too (orphans count as extra)."""
+    for ref in client.collection(CUSTOMERS).list_documents(page_size=_ID_PAGE):
+        yield ref.id
+
+
+def _live_ids_in_order(engine: sa.Engine) -> Iterator[str]:
+    """Every live customer id, ascending, through a server-side cursor. uuid order is the order
+    of their lowercase text, the order Firestore lists document ids in."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=_ID_PAGE).execute(_LIVE_IDS)
+        yield from result.scalars()
+
+
+def diff_sorted_ids(expected: Iterable[str], actual: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Merge two ascending id streams: ("missing", id) for an id only `expected` has, ("extra",
+    id) for one only `actual` has. Reads each stream one id ahead, so neither set is ever held
+    whole; a stream out of order raises ValueError (its diff would be wrong)."""
+    exp, act = iter(expected), iter(actual)
+    e, a = _next_in_order(exp, None, "expected"), _next_in_order(act, None, "actual")
+    while e is not None or a is not None:
+        if a is None or (e is not None and e < a):
+            yield "missing", e
+            e = _next_in_order(exp, e, "expected")
+        elif e is None or a < e:
+            yield "extra", a
+            a = _next_in_order(act, a, "actual")
+        else:
+            e = _next_in_order(exp, e, "expected")
+            a = _next_in_order(act, a, "actual")
+
+
+def _next_in_order(ids: Iterator[str], previous: str | None, name: str) -> str | None:
+    value = next(ids, None)
+    if value is not None and previous is not None and value <= previous:
+        raise ValueError(f"{name} ids are not ascending: {value!r} after {previous!r}")
+    return value
 
 
 def _subdocs_by_group(client: firestore.Client) -> dict[str, dict[str, dict[str, dict]]]:
@@ -1032,12 +1070,15 @@ def check_mirror_consistency(
     fs_count = _firestore_count(client)
     report = ConsistencyReport(pg_count, fs_count, len(check_ids), sampled=not full)
     if full or pg_count != fs_count:
-        with engine.connect() as conn:
-            live_ids = check_ids if full else list(conn.execute(_LIVE_IDS).scalars())
-        fs_ids = _firestore_ids(client)
-        report.extra = sorted(fs_ids - set(live_ids))
-        if not full:
-            report.missing = sorted(set(live_ids) - fs_ids)
+        drift = diff_sorted_ids(_live_ids_in_order(engine), _firestore_ids_in_order(client))
+        for kind, cid in drift:
+            ids = report.missing if kind == "missing" else report.extra
+            if len(ids) < DRIFT_LIST_LIMIT:
+                ids.append(cid)
+            if kind == "missing":
+                report.missing_total += 1
+            else:
+                report.extra_total += 1
     grouped = _subdocs_by_group(client) if full else None
     empty: dict[str, dict[str, dict]] = {n: {} for n in SUBCOLLECTIONS}
     missing = set(report.missing)
@@ -1068,6 +1109,7 @@ def check_mirror_consistency(
                 recomputed = firestore_content_hash(data, subs[cid])
                 if data.get("content_hash") != expected[cid] or recomputed != expected[cid]:
                     mismatched.add(cid)
-    report.missing = sorted(missing)
+    report.missing = sorted(missing)[:DRIFT_LIST_LIMIT]
+    report.missing_total = max(report.missing_total, len(missing))
     report.mismatched = sorted(mismatched - missing)
     return report

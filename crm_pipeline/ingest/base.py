@@ -14,6 +14,7 @@ import pandera.pandas as pa
 import sqlalchemy as sa
 
 from crm_pipeline.db.bulk_indexes import deferred_indexes
+from crm_pipeline.ingest.bad_records import Unreadable, json_problem, value_problem
 from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.pii import mask_pii
@@ -86,6 +87,15 @@ def refresh_statistics(
         conn.exec_driver_sql(f"ANALYZE {targets}")  # names from code
 
 
+def _storable_problem(record: Any) -> str | None:
+    """Why a mapped record cannot be written (its raw record holds what PostgreSQL refuses).
+    Records decoded in a worker carry their JSON, already checked there."""
+    raw = getattr(record, "raw", None)
+    if raw is None and getattr(record, "raw_json", None) is not None:
+        return json_problem(record.raw_json)
+    return value_problem(raw)
+
+
 class Loader:
     """Base of the record loaders; subclasses set the kind and schema and merge one chunk.
 
@@ -134,16 +144,44 @@ class Loader:
         with deferred_indexes(self.engine, tables) if tables else nullcontext([]) as deferred:
             self.report.deferred_indexes = len(deferred)
             size = chunk_size or self.default_chunk_size
-            for chunk in prefetched_chunks(records, size, self._prepare):
+            for chunk, unreadable in prefetched_chunks(records, size, self._screen):
                 with self.engine.begin() as conn:
-                    self._load_chunk(conn, chunk)
+                    if unreadable:
+                        self._quarantine_unreadable(conn, unreadable)
+                    if chunk:
+                        self._load_chunk(conn, chunk)
                     if self.dry_run:
                         conn.rollback()
         return self.report
 
+    def _screen(self, chunk: list[Any]) -> tuple[list[Any], list[Unreadable]]:
+        """Set aside what cannot load (unreadable input, NUL characters, text that was not
+        UTF-8), then `_prepare` the rest; in the producer thread."""
+        good: list[Any] = []
+        bad: list[Unreadable] = []
+        for record in chunk:
+            if isinstance(record, Unreadable):
+                bad.append(record)
+                continue
+            problem = _storable_problem(record)
+            if problem is None:
+                good.append(record)
+            else:
+                raw = record.source_record() if hasattr(record, "source_record") else record.raw
+                bad.append(Unreadable(record.source, record.external_id, raw, [problem]))
+        return (self._prepare(good) if good else good), bad
+
     def _prepare(self, chunk: list[Any]) -> list[Any]:
         """Per-record work that needs no database, done in the producer thread; a hook."""
         return chunk
+
+    def _quarantine_unreadable(self, conn: sa.Connection, unreadable: list[Unreadable]) -> None:
+        self.report.received += len(unreadable)
+        by_source: dict[str | None, list[tuple[str | None, dict[str, Any], list[str]]]] = {}
+        for u in unreadable:
+            by_source.setdefault(u.source, []).append((u.external_id, u.record, u.reasons))
+        for source, rows in by_source.items():
+            self._quarantine(conn, source, rows)
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[Any]) -> None:
         raise NotImplementedError

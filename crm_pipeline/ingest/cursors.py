@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
 
 # Shopify's `updated_at:>` behaves like >=, clocks drift and writes land late: re-read a window.
 DEFAULT_OVERLAP = timedelta(minutes=10)
-
-
-class _HasUpdatedAt(Protocol):
-    source_updated_at: datetime | None
 
 
 T = TypeVar("T")

@@ -23,6 +23,7 @@ from crm_pipeline.db.copy import (
     create_temp_table,
     text_array,
 )
+from crm_pipeline.ingest.bad_records import Unreadable
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.encoding import (
     ADDRESS_COLUMNS,
@@ -78,6 +79,13 @@ class CustomerLoader(Loader):
             for record in chunk:
                 encoded(record)
         return chunk
+
+    def _quarantine_unreadable(self, conn: sa.Connection, unreadable: list[Unreadable]) -> None:
+        """A record quarantined for what it holds was still seen: a full pull's reconcile must
+        not take it for deleted at the source."""
+        super()._quarantine_unreadable(conn, unreadable)
+        if self.reconcile_run_id:
+            self._mark_seen(conn, [u for u in unreadable if u.source and u.external_id])
 
     # ------------------------------------------------------------------ one chunk
     def _load_chunk(self, conn: sa.Connection, chunk: list[CustomerRecord]) -> None:

@@ -13,6 +13,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.ingest.bad_records import (
+    Unreadable,
+    line_problem,
+    line_record,
+    unmappable,
+    unreadable_value,
+)
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.files import (
@@ -42,7 +49,7 @@ class ImportResult:
 def detect_format(path: Path) -> str:
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         return "jsonl"
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         header = next(csv.reader(fh), [])
     try:
         return detect_csv_format(header)
@@ -52,30 +59,64 @@ def detect_format(path: Path) -> str:
 
 def read_records(
     path: Path, fmt: str, imported_at: datetime, on_bytes: Callable[[int], None] | None = None
-) -> Iterator[CustomerRecord]:
-    """Stream mapped records from the file; memory stays bounded whatever its size."""
+) -> Iterator[CustomerRecord | Unreadable]:
+    """Stream mapped records from the file; memory stays bounded whatever its size. A line or
+    row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted)."""
     with path.open("rb") as raw:
         if fmt == "jsonl":
             for number, line in enumerate(raw, start=1):
                 if on_bytes:
                     on_bytes(len(line))
-                if not line.strip():
-                    continue
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    row = {"_line": number, "_raw": line.decode("utf-8", "replace")[:2000]}
-                yield _stamp(map_jsonl_row(row) if "_raw" not in row else _broken(row), imported_at)
+                if line.strip():
+                    yield _jsonl_record(line.rstrip(b"\r\n"), number, imported_at)
             return
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        # bytes that are not UTF-8 survive as surrogates; the loader quarantines their row
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
+        reader = csv.DictReader(text)
         position = 0
-        for row in csv.DictReader(text):
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over the size limit: skip just that row
+                yield Unreadable("manual", None, {"_line": reader.line_num}, [f"record: {exc}"])
+                continue
             if on_bytes:
                 now = raw.tell()
                 on_bytes(now - position)
                 position = now
-            yield _stamp(mapper(row), imported_at)
+            yield _mapped_row(mapper, _csv_row(row), reader.line_num, imported_at)
+
+
+def _jsonl_record(line: bytes, number: int, imported_at: datetime) -> CustomerRecord | Unreadable:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        row = None
+    if not isinstance(row, dict):
+        return Unreadable("manual", None, line_record(line, number), [line_problem(line)])
+    return _mapped_row(map_jsonl_row, row, number, imported_at)
+
+
+def _csv_row(row: dict[Any, Any]) -> dict[str, Any]:
+    """Cells beyond the header (DictReader's None key) kept under a string key."""
+    if None in row:
+        row["_extra_cells"] = row.pop(None)
+    return row
+
+
+def _mapped_row(
+    mapper: Callable[[dict[str, Any]], CustomerRecord],
+    row: dict[str, Any],
+    number: int,
+    imported_at: datetime,
+) -> CustomerRecord | Unreadable:
+    try:
+        return _stamp(mapper(row), imported_at)
+    except Exception as exc:  # noqa: BLE001 (one row's problem, not the import's)
+        return unreadable_value(row, [unmappable(exc)], "manual", number)
 
 
 def _stamp(record: CustomerRecord, imported_at: datetime) -> CustomerRecord:
@@ -83,18 +124,6 @@ def _stamp(record: CustomerRecord, imported_at: datetime) -> CustomerRecord:
     if record.source_updated_at is None:
         record.source_updated_at = imported_at
     return record
-
-
-def _broken(row: dict[str, Any]) -> CustomerRecord:
-    return CustomerRecord(
-        source="manual",
-        external_id=None,
-        source_updated_at=None,
-        email=None,
-        phone=None,
-        phone_normalized=None,
-        raw=row,
-    )
 
 
 def import_file(

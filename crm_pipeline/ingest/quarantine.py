@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
+from crm_pipeline.ingest.bad_records import escaped_text, json_problem, storable
 from crm_pipeline.ingest.tombstones import identity_keys, record_identities, tombstone_key
 from crm_pipeline.pii import mask_pii
 
@@ -47,9 +48,9 @@ def quarantine(
         ("external_id", "record", "reasons", "identity_keys"),
         (
             (
-                ext,
-                orjson.dumps(rec, default=str),
-                [mask_pii(r) for r in reasons],
+                None if ext is None else escaped_text(str(ext)),
+                _jsonb(rec),
+                [escaped_text(mask_pii(r)) for r in reasons],
                 identity_keys(key, record_identities(rec)),
             )
             for ext, rec, reasons in rows
@@ -78,3 +79,13 @@ def quarantine(
     )
     conn.exec_driver_sql("DROP TABLE stage_quarantine")
     return result.rowcount
+
+
+def _jsonb(record: dict[str, Any]) -> bytes:
+    """The record as JSON that jsonb accepts: NUL characters and text that was not UTF-8 are
+    kept as visible escapes rather than failing the quarantine (and the run) itself."""
+    try:
+        data = orjson.dumps(record, default=str)
+    except TypeError:  # a string holding surrogates (bytes that were not UTF-8)
+        return orjson.dumps(storable(record), default=str)
+    return orjson.dumps(storable(record), default=str) if json_problem(data) else data

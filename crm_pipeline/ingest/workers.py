@@ -6,12 +6,14 @@ that the merge thread needs back after every database round trip. A bulk pull's 
 instead sent in batches to a worker process, which returns each record with its encoding done
 (`EncodedSource`) and its raw record as JSON bytes, decoded again only if a record is
 quarantined or folded. Batches keep their order and at most `in_flight` of them are
-outstanding, so memory stays bounded on a 1M-customer file.
+outstanding, so memory stays bounded on a 1M-customer file. A bad line, or one that kills its
+worker, becomes a quarantine row (ingest/bad_records.py) and the pull goes on.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections import deque
@@ -22,18 +24,26 @@ from itertools import islice
 
 import orjson
 
+from crm_pipeline.ingest.bad_records import (
+    WORKER_DIED,
+    Unreadable,
+    json_problem,
+    line_problem,
+    line_record,
+    storable,
+    unmappable,
+)
 from crm_pipeline.ingest.encoding import EncodedSource, address_dict, encode_source
 from crm_pipeline.mapping.records import CustomerRecord, canonical_json
 from crm_pipeline.process_pool import spawn_pool
 
+log = logging.getLogger(__name__)
+
 Decode = Callable[[bytes], CustomerRecord | None]
+Batch = tuple[list[bytes], int]  # lines and the number of the first
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
-
-
-class DecodeFailed(RuntimeError):
-    """A line a worker could not decode (line number and the error), or a worker that died."""
 
 
 def worker_count() -> int:
@@ -43,41 +53,42 @@ def worker_count() -> int:
 
 
 def decode_in_workers(
-    lines: Iterable[bytes], decode: Decode, *, batch_size: int = 1000, in_flight: int = 4
-) -> Iterator[CustomerRecord]:
+    lines: Iterable[bytes],
+    decode: Decode,
+    *,
+    source: str | None = None,
+    batch_size: int = 1000,
+    in_flight: int = 4,
+) -> Iterator[CustomerRecord | Unreadable]:
     """`decode(line)` for every line (None skips it), run in worker processes, in order.
 
+    A line that does not decode, or holds what PostgreSQL refuses, comes out as an `Unreadable`
+    of `source` (the loader quarantines it). When a worker dies, the batches it took down are
+    decoded again one line per task, so only the line that kills a worker is set aside.
     `decode` must be a module-level function (it is pickled by name). With a single core the
     lines are decoded here instead, with the same result.
     """
     pool = _shared_pool() if worker_count() > 1 else None
     if pool is None:
-        for line in lines:
-            record = decode(line)
-            if record is not None:
-                yield record
+        for batch in _batches(lines, batch_size):
+            yield from _rebuilt(_decode_batch(decode, *batch), source)
         return
     # start the workers and their imports now: pulling the first line may wait for Shopify to
     # finish the bulk operation, time in which the workers boot
     for _ in range(worker_count()):
         pool.submit(importlib.import_module, decode.__module__)
-    pending: deque[Future] = deque()
-    it = iter(lines)
-    first_line = 1
+    pending: deque[tuple[Future | None, Batch]] = deque()
     try:
-        while batch := list(islice(it, batch_size)):
-            pending.append(pool.submit(_decode_batch, decode, batch, first_line))
-            first_line += len(batch)
+        for batch in _batches(lines, batch_size):
+            pending.append((_submit(decode, batch), batch))
             if len(pending) >= in_flight:
-                yield from _rebuilt(_result(pending.popleft()))
+                yield from _next_records(pending, decode, source)
         while pending:
-            yield from _rebuilt(_result(pending.popleft()))
-    except BrokenProcessPool as exc:  # submitting to a pool a worker death already broke
-        _discard_pool()
-        raise DecodeFailed(f"a decoding worker process died: {exc}") from exc
+            yield from _next_records(pending, decode, source)
     finally:
-        for future in pending:  # the consumer stopped early: drop what is still queued
-            future.cancel()
+        for future, _ in pending:  # the consumer stopped early: drop what is still queued
+            if future is not None:
+                future.cancel()
 
 
 def worker_pids() -> list[int]:
@@ -87,12 +98,62 @@ def worker_pids() -> list[int]:
     return list(processes)
 
 
-def _result(future: Future) -> list[tuple]:
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[Batch]:
+    it = iter(lines)
+    first = 1
+    while batch := list(islice(it, size)):
+        yield batch, first
+        first += len(batch)
+
+
+def _submit(decode: Decode, batch: Batch) -> Future | None:
+    """The batch's future; None when the pool is already broken (its batch is redone)."""
     try:
-        return future.result()
-    except BrokenProcessPool as exc:
+        return _shared_pool().submit(_decode_batch, decode, *batch)
+    except BrokenProcessPool:
+        return None
+
+
+def _next_records(
+    pending: deque[tuple[Future | None, Batch]], decode: Decode, source: str | None
+) -> Iterator[CustomerRecord | Unreadable]:
+    """The oldest batch's records; after a worker death, every outstanding batch, isolated."""
+    future, batch = pending.popleft()
+    try:
+        if future is None:
+            raise BrokenProcessPool("the pool was broken when the batch was submitted")
+        rows = future.result()
+    except BrokenProcessPool:
         _discard_pool()
-        raise DecodeFailed(f"a decoding worker process died: {exc}") from exc
+        redo = [batch, *(b for _, b in pending)]
+        pending.clear()
+        log.warning(
+            "a decoding worker died; decoding lines %d-%d one by one",
+            redo[0][1],
+            redo[-1][1] + len(redo[-1][0]) - 1,
+        )
+        for lines, first in redo:
+            yield from _rebuilt(_isolated(decode, lines, first), source)
+        return
+    yield from _rebuilt(rows, source)
+
+
+def _isolated(decode: Decode, lines: list[bytes], first_line: int) -> list[tuple]:
+    """Decode each line as its own task in a fresh one-worker pool: a line whose worker dies
+    becomes an Unreadable row, and a new worker takes the next line."""
+    rows: list[tuple] = []
+    pool = spawn_pool(1)
+    try:
+        for n, line in enumerate(lines, start=first_line):
+            try:
+                rows.extend(pool.submit(_decode_batch, decode, [line], n).result())
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = spawn_pool(1)
+                rows.append(_unreadable_row(line, n, WORKER_DIED))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return rows
 
 
 def _shared_pool() -> ProcessPoolExecutor:
@@ -112,18 +173,29 @@ def _discard_pool() -> None:
         _pool = None
 
 
+def _unreadable_row(line: bytes, number: int, reason: str) -> tuple:
+    """An input line that does not load, as (external_id, jsonb-safe record, reasons)."""
+    return (None, line_record(line, number), [reason])
+
+
 def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[tuple]:
-    """Runs in the worker: decode, map and encode each line; compact tuples back."""
-    out = []
+    """Runs in the worker: decode, map and encode each line; compact tuples back. A line that
+    cannot load comes back as an `_unreadable_row` instead."""
+    out: list[tuple] = []
     for n, line in enumerate(lines, start=first_line):
         try:
             record = decode(line)
             if record is None:
                 continue
             raw_json = canonical_json(record.raw)
+            problem = json_problem(raw_json)
+            if problem is not None:
+                out.append((record.external_id, storable(record.raw), [problem]))
+                continue
             enc = encode_source(record, raw_json)
-        except Exception as exc:  # noqa: BLE001 (any decoding error, re-raised in the loader)
-            raise DecodeFailed(f"line {n} of the pulled data: {exc!r}") from None
+        except Exception as exc:  # noqa: BLE001 (one line's problem, not the pull's)
+            out.append(_unreadable_row(line, n, line_problem(line) or unmappable(exc)))
+            continue
         out.append(
             (
                 record.source,
@@ -146,27 +218,32 @@ def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[t
     return out
 
 
-def _rebuilt(rows: list[tuple]) -> Iterator[CustomerRecord]:
-    """CustomerRecords with what the loader reads; the rest lives in their encoding."""
-    for (
-        source,
-        external_id,
-        updated_at,
-        created_at,
-        email,
-        raw_email,
-        phone,
-        phone_normalized,
-        link_shopify_id,
-        raw_json,
-        digest,
-        source_tail,
-        address_tails,
-        customer_tail,
-        addresses_json,
-    ) in rows:
+def _rebuilt(rows: list[tuple], source: str | None) -> Iterator[CustomerRecord | Unreadable]:
+    """CustomerRecords with what the loader reads (the rest lives in their encoding), and the
+    Unreadables of `source` for the lines that cannot load."""
+    for row in rows:
+        if len(row) == 3:
+            yield Unreadable(source, *row)
+            continue
+        (
+            record_source,
+            external_id,
+            updated_at,
+            created_at,
+            email,
+            raw_email,
+            phone,
+            phone_normalized,
+            link_shopify_id,
+            raw_json,
+            digest,
+            source_tail,
+            address_tails,
+            customer_tail,
+            addresses_json,
+        ) = row
         yield CustomerRecord(
-            source=source,
+            source=record_source,
             external_id=external_id,
             source_updated_at=updated_at,
             email=email,

@@ -45,8 +45,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff with full jitter; honours `retry_after` on the error."""
+class SourceRetryPolicy:
+    """How source API calls retry: bounded exponential backoff with full jitter, honouring
+    `retry_after` on the error. (Webhook deliveries retry by `webhooks.RetryPolicy`.)"""
 
     max_attempts: int = 8
     initial_wait: float = 0.5
@@ -89,7 +90,7 @@ class RetryPolicy:
         return retrying(fn)
 
 
-DEFAULT_POLICY = RetryPolicy()
+DEFAULT_POLICY = SourceRetryPolicy()
 
 
 def error_for_status(

@@ -19,13 +19,14 @@ from klaviyo_api import KlaviyoAPI
 from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
 from openapi_client.exceptions import ApiException
 
+from crm_pipeline.ingest.bad_records import escape_invalid_utf8
 from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeout
-from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
 # predictive analytics are slow and often 503 on big accounts: try briefly, then do without
-PREDICTIVE_POLICY = RetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
+PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
 # after this many pages in a row had to drop predictive fields, stop asking for them
 PREDICTIVE_GIVE_UP_AFTER = 3
 
@@ -45,6 +46,20 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _utf8_tolerant(deserialize: Callable[..., Any]) -> Callable[..., Any]:
+    """The SDK decodes a page strictly: one byte that is not UTF-8 in one profile would fail the
+    page, and the pull. Such bytes become JSON escapes instead, so only that record is
+    quarantined (ingest/bad_records.py)."""
+
+    def tolerant(*args: Any, **kwargs: Any) -> Any:
+        response = kwargs.get("response_data", args[0] if args else None)
+        if isinstance(getattr(response, "data", None), bytes):
+            response.data = escape_invalid_utf8(response.data)
+        return deserialize(*args, **kwargs)
+
+    return tolerant
+
+
 class KlaviyoClient:
     """Reads one Klaviyo account (or the sandbox, when `api_url` is set)."""
 
@@ -54,8 +69,8 @@ class KlaviyoClient:
         api_url: str | None = None,
         timeout: float = 30,
         *,
-        retry_policy: RetryPolicy = DEFAULT_POLICY,
-        predictive_policy: RetryPolicy = PREDICTIVE_POLICY,
+        retry_policy: SourceRetryPolicy = DEFAULT_POLICY,
+        predictive_policy: SourceRetryPolicy = PREDICTIVE_POLICY,
         page_size: int = 100,
         events_page_size: int = 200,
     ) -> None:
@@ -66,6 +81,8 @@ class KlaviyoClient:
             test_host=(api_url or "").rstrip("/"),
             options={USE_DICTIONARY_FOR_RESPONSE_DATA: True},
         )
+        client = self.api.api_client
+        client.response_deserialize = _utf8_tolerant(client.response_deserialize)
         self.timeout = float(timeout)
         self.policy = retry_policy
         self.predictive_policy = predictive_policy
@@ -73,7 +90,7 @@ class KlaviyoClient:
         self.events_page_size = events_page_size
 
     def _call(
-        self, fn: Callable[..., Any], policy: RetryPolicy | None = None, **kwargs: Any
+        self, fn: Callable[..., Any], policy: SourceRetryPolicy | None = None, **kwargs: Any
     ) -> dict:
         """One SDK call under the retry policy, with SDK errors mapped onto our tree."""
 
@@ -179,6 +196,9 @@ class KlaviyoClient:
                 kwargs["filter"] = filt
             for page in self._pages(self.api.Events.get_events, **kwargs):
                 for event in page.get("data") or []:
+                    if not isinstance(event, dict):  # quarantined by the loader
+                        yield event
+                        continue
                     rel = ((event.get("relationships") or {}).get("metric") or {}).get("data")
                     metric_id = (rel or {}).get("id")
                     event.setdefault("attributes", {})["metric_name"] = names.get(metric_id)

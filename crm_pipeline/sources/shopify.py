@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import shopify
 
+from crm_pipeline.ingest.bad_records import Unreadable, line_problem, line_record
 from crm_pipeline.sources.errors import (
     BadRequest,
     BulkOperationFailed,
@@ -34,7 +35,7 @@ from crm_pipeline.sources.errors import (
     SourceError,
     Timeout,
 )
-from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
+from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +430,7 @@ class ShopifyClient:
         api_url: str | None = None,
         timeout: float = 30,
         *,
-        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        retry_policy: SourceRetryPolicy = DEFAULT_POLICY,
         page_size: int = 100,
         orders_page_size: int = 8,
         line_items_page_size: int = 50,
@@ -585,7 +586,9 @@ class ShopifyClient:
     def bulk_customers(self, since: datetime | None = None) -> Iterator[dict]:
         """Every customer (or those updated since), through one bulk operation."""
         for obj in self._bulk_objects(BULK_CUSTOMERS, since):
-            if "__parentId" not in obj:
+            if isinstance(obj, Unreadable):
+                yield obj
+            elif "__parentId" not in obj:
                 yield customer_to_rest(obj)
 
     def bulk_customer_lines(self, since: datetime | None = None) -> Iterator[bytes]:
@@ -598,6 +601,9 @@ class ShopifyClient:
         current: dict | None = None
         refunds: dict[str, dict] = {}
         for obj in self._bulk_objects(BULK_ORDERS, since):
+            if isinstance(obj, Unreadable):  # quarantined by the loader; the pull goes on
+                yield obj
+                continue
             parent = obj.pop("__parentId", None)
             if parent is None:
                 if current is not None:
@@ -619,9 +625,17 @@ class ShopifyClient:
         if current is not None:
             yield order_to_rest(current)
 
-    def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict]:
-        for line in self._bulk_lines(template, since):
-            yield orjson.loads(line)
+    def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict | Unreadable]:
+        """The bulk result's objects; a line that is not one comes as an `Unreadable`."""
+        for number, line in enumerate(self._bulk_lines(template, since), start=1):
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                yield obj
+            else:
+                yield Unreadable("shopify", None, line_record(line, number), [line_problem(line)])
 
     def _bulk_lines(self, template: str, since: datetime | None) -> Iterator[bytes]:
         search = f'(query: "{_search_since(since)}")' if since else ""

@@ -158,17 +158,15 @@ def process_pending(
     token = f"{run_id or 'run'}:{uuid.uuid4().hex[:12]}"
     report = ProcessReport()
     loaders = Loaders(run_id)
-    attempted: list[int] = []
     while max_deliveries is None or report.claimed < max_deliveries:
         limit = (
             batch_size
             if max_deliveries is None
             else min(batch_size, max_deliveries - report.claimed)
         )
-        batch = claim(engine, token=token, limit=limit, policy=policy, exclude=attempted)
+        batch = claim(engine, token=token, limit=limit, policy=policy)
         if not batch:
             break
-        attempted.extend(d.id for d in batch)
         report.claimed += len(batch)
         for delivery in sorted(batch, key=lambda d: d.order_key):
             status = _process_one(engine, delivery, token, loaders, policy, report, exports_dir)

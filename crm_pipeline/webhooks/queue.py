@@ -71,13 +71,14 @@ WITH picked AS (
     SELECT id FROM webhook_events
     WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= now())
            OR ({_RECLAIMABLE}))
-      AND id <> ALL(CAST(:exclude AS bigint[]))
+      AND last_claimed_by IS DISTINCT FROM :token
     ORDER BY triggered_at NULLS LAST, received_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_events e
-SET status = 'processing', attempts = e.attempts + 1, claimed_at = now(), claimed_by = :token
+SET status = 'processing', attempts = e.attempts + 1, claimed_at = now(), claimed_by = :token,
+    last_claimed_by = :token
 FROM picked WHERE e.id = picked.id
 RETURNING e.id, e.source, e.topic, e.delivery_id, e.shop_domain, e.received_at, e.triggered_at,
           e.payload, e.attempts, e.subject_key
@@ -98,11 +99,11 @@ def claim(
     token: str,
     limit: int = 200,
     policy: RetryPolicy | None = None,
-    exclude: list[int] | None = None,
 ) -> list[Delivery]:
     """Take up to `limit` ready deliveries (oldest event first); SKIP LOCKED keeps runs apart.
 
-    `exclude`: ids this run already attempted, so one run never burns a delivery's retries.
+    Deliveries this `token` claimed before are skipped, so one run never burns a delivery's
+    retries; the mark lives on the row (`last_claimed_by`), so a long run holds no list of them.
     """
     policy = policy or RetryPolicy()
     lease = f"{policy.lease_timeout.total_seconds()} seconds"
@@ -112,7 +113,7 @@ def claim(
         )
         rows = conn.execute(
             sa.text(_CLAIM_SQL),
-            {"lease": lease, "limit": limit, "token": token, "exclude": exclude or []},
+            {"lease": lease, "limit": limit, "token": token},
         ).all()
     return [
         Delivery(

@@ -20,7 +20,7 @@ from crm_pipeline.ingest.source_state import SourceState, load_source, save_fold
 from crm_pipeline.mapping.klaviyo import map_event, map_profile
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
-from crm_pipeline.normalize import parse_timestamp
+from crm_pipeline.normalize import parse_timestamp, split_tags
 from crm_pipeline.webhooks.context import ApplyContext, Outcome, PermanentError, UnknownSubject
 from crm_pipeline.webhooks.subjects import shopify_id
 
@@ -298,11 +298,12 @@ def _apply_delta(ctx: ApplyContext, change: Callable[[SourceState], None]) -> Ou
 
 def _tags(payload: dict[str, Any]) -> list[str]:
     raw = payload.get("tags")
-    if isinstance(raw, str):
-        raw = raw.split(",")
-    if not isinstance(raw, list):
-        raise PermanentError("tags payload without a tags list")
-    return sorted({str(t).strip() for t in raw if str(t).strip()})
+    try:
+        if raw is None:
+            raise TypeError("no tags")
+        return split_tags(raw)
+    except TypeError as exc:
+        raise PermanentError("tags payload without a tags list") from exc
 
 
 def shopify_tags(added: bool) -> Handler:

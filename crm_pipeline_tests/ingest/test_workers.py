@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 import crm_pipeline.ingest.workers as workers
+from crm_pipeline.ingest.bad_records import NOT_JSON, WORKER_DIED, Unreadable
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.encoding import address_dict, encode_source
-from crm_pipeline.ingest.workers import DecodeFailed, decode_in_workers
+from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.shopify import map_bulk_customer_line
 from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import customer_node
@@ -54,13 +55,18 @@ def test_worker_records_equal_in_process_records(bulk_lines) -> None:
 def test_single_core_decodes_in_process_with_the_same_records(bulk_lines, monkeypatch) -> None:
     monkeypatch.setattr(workers, "worker_count", lambda: 1)
     got = list(decode_in_workers(bulk_lines[:50], map_bulk_customer_line))
-    assert [r.raw for r in got] == [map_bulk_customer_line(line).raw for line in bulk_lines[:50]]
+    assert [r.source_record() for r in got] == [
+        map_bulk_customer_line(line).raw for line in bulk_lines[:50]
+    ]
 
 
-def test_an_undecodable_line_fails_the_pull_with_its_line_number(bulk_lines) -> None:
+def test_an_undecodable_line_comes_out_unreadable_with_its_line_number(bulk_lines) -> None:
     lines = [*bulk_lines[:120], b'{"id": "gid://shopify/Customer/1", "email": ', *bulk_lines[120:]]
-    with pytest.raises(DecodeFailed, match="line 121 "):
-        list(decode_in_workers(lines, map_bulk_customer_line, batch_size=50))
+    got = list(decode_in_workers(lines, map_bulk_customer_line, batch_size=50))
+    assert len(got) == len(lines)
+    bad = got[120]
+    assert isinstance(bad, Unreadable) and bad.reasons == [NOT_JSON]
+    assert bad.record["_line"] == 121
 
 
 def test_worker_records_load_and_quarantine_with_their_raw_record(clean_db, bulk_lines) -> None:
@@ -116,10 +122,16 @@ def die_on_marker(line: bytes):
     return map_bulk_customer_line(line)
 
 
-def test_a_dead_worker_fails_the_pull_and_the_next_pull_gets_a_new_pool(bulk_lines) -> None:
+def test_a_dead_worker_sets_aside_only_its_line_and_the_next_pull_gets_a_new_pool(
+    bulk_lines,
+) -> None:
     lines = [*bulk_lines[:30], b"die", *bulk_lines[30:60]]
-    with pytest.raises(DecodeFailed, match="worker process died"):
-        list(decode_in_workers(lines, die_on_marker, batch_size=10))
+    got = list(decode_in_workers(lines, die_on_marker, batch_size=10))
+    assert [getattr(r, "external_id", None) for r in got if not isinstance(r, Unreadable)] == [
+        map_bulk_customer_line(line).external_id for line in bulk_lines[:60]
+    ]
+    dead = [r for r in got if isinstance(r, Unreadable)]
+    assert [(r.reasons, r.record["_line"]) for r in dead] == [([WORKER_DIED], 31)]
     again = list(decode_in_workers(bulk_lines[:60], die_on_marker, batch_size=10))
     assert [r.external_id for r in again] == [
         map_bulk_customer_line(line).external_id for line in bulk_lines[:60]

@@ -6,10 +6,12 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from crm_pipeline.sources.http import RetryPolicy
+from crm_pipeline.sources.http import SourceRetryPolicy
 
 # fast retries so fault-injection tests take seconds, not minutes
-FAST_POLICY = RetryPolicy(max_attempts=12, initial_wait=0.01, max_wait=0.05, max_retry_after=1.0)
+FAST_POLICY = SourceRetryPolicy(
+    max_attempts=12, initial_wait=0.01, max_wait=0.05, max_retry_after=1.0
+)
 
 
 def _as_datetime(value: str) -> datetime | None:

@@ -8,7 +8,7 @@ from email.utils import formatdate
 import pytest
 
 from crm_pipeline.sources.errors import AuthError, BadRequest, RateLimited, ServerError
-from crm_pipeline.sources.http import RetryPolicy, error_for_status, parse_retry_after
+from crm_pipeline.sources.http import SourceRetryPolicy, error_for_status, parse_retry_after
 
 
 def test_parse_retry_after_seconds_and_http_date() -> None:
@@ -42,7 +42,7 @@ def test_retries_retriable_until_success_and_honours_retry_after() -> None:
             raise ServerError("boom", status=502)
         return "ok"
 
-    assert RetryPolicy(initial_wait=0.01, max_wait=0.02).call(flaky) == "ok"
+    assert SourceRetryPolicy(initial_wait=0.01, max_wait=0.02).call(flaky) == "ok"
     assert len(calls) == 3
     assert calls[1] - calls[0] >= 0.2
 
@@ -55,7 +55,7 @@ def test_fatal_is_not_retried_and_attempts_are_bounded() -> None:
         raise BadRequest("bad query")
 
     with pytest.raises(BadRequest):
-        RetryPolicy().call(fatal)
+        SourceRetryPolicy().call(fatal)
     assert len(calls) == 1
 
     def always_down() -> None:
@@ -64,5 +64,5 @@ def test_fatal_is_not_retried_and_attempts_are_bounded() -> None:
 
     calls.clear()
     with pytest.raises(ServerError):
-        RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002).call(always_down)
+        SourceRetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002).call(always_down)
     assert len(calls) == 3

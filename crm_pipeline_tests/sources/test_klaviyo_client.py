@@ -8,11 +8,11 @@ import pytest
 
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.sources.errors import AuthError
-from crm_pipeline.sources.http import RetryPolicy
+from crm_pipeline.sources.http import SourceRetryPolicy
 from crm_pipeline.sources.klaviyo import KlaviyoClient, next_cursor
 from crm_pipeline_tests.sources.helpers import FAST_POLICY
 
-QUICK_PREDICTIVE = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+QUICK_PREDICTIVE = SourceRetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
 
 
 def _client(server: SandboxServer, **kwargs) -> KlaviyoClient:

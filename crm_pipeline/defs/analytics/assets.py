@@ -11,6 +11,7 @@ from crm_pipeline.analytics.scores import write_scores
 from crm_pipeline.analytics.segments import refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.normalize import parse_timestamp
 
 GROUP = "analytics"
 
@@ -26,12 +27,12 @@ def parse_as_of(value: str | None) -> datetime:
     """The configured as_of as aware UTC (naive values are UTC); now when unset."""
     if value is None or not value.strip():
         return as_utc(None)
-    try:
-        return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
-    except ValueError as error:
+    moment = parse_timestamp(value)
+    if moment is None:
         raise dg.Failure(
             description=f"as_of {value!r} is not an ISO date or timestamp (e.g. 2025-06-01T00:00Z)"
-        ) from error
+        )
+    return moment
 
 
 def _number(value: Any) -> dg.MetadataValue | None:

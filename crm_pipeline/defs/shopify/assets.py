@@ -5,6 +5,7 @@ import dagster as dg
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, run_pull
 from crm_pipeline.defs.shopify.resources import ShopifyResource
+from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
 from crm_pipeline.ingest.workers import decode_in_workers
@@ -29,8 +30,10 @@ def shopify_customers(
         """Full: one bulk operation whose JSONL lines are decoded and mapped in a worker process
         (ingest/workers.py); incremental: paginated updated_at queries, mapped here."""
         if since is None:
-            return decode_in_workers(client.bulk_customer_lines(), map_bulk_customer_line)
-        return (map_customer(c) for c in client.customers_updated_since(since))
+            return decode_in_workers(
+                client.bulk_customer_lines(), map_bulk_customer_line, source="shopify"
+            )
+        return mapped(client.customers_updated_since(since), map_customer, "shopify")
 
     pull = Pull(
         stream="shopify.customers",
