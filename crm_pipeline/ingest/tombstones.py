@@ -36,11 +36,16 @@ Identity = tuple[
 
 def legacy_hash(kind: str, value: str) -> str:
     """The unkeyed sha256 tombstones written before keyed ones (still checked, never written)."""
-    return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
+    return hashlib.sha256(_bytes(kind, value)).hexdigest()
 
 
 def keyed_hash(key: bytes, kind: str, value: str) -> str:
-    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, _bytes(kind, value), hashlib.sha256).hexdigest()
+
+
+def _bytes(kind: str, value: str) -> bytes:
+    # text decoded from bytes that were not UTF-8 holds surrogates; hash it rather than fail
+    return f"{kind}:{value}".encode("utf-8", "surrogatepass")
 
 
 def tombstone_key(conn: sa.Connection) -> bytes:
