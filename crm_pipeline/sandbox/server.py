@@ -1042,6 +1042,24 @@ def _klaviyo_links(self_link: str, next_url: str | None) -> dict[str, str]:
     return {"self": self_link, "next": next_url} if next_url else {"self": self_link}
 
 
+def _klaviyo_subscriptions(subs: Any) -> Any:
+    """Fill in `can_receive_<channel>_marketing`, which Klaviyo always sends and stores may omit."""
+    if not isinstance(subs, dict):
+        return subs
+    out = dict(subs)
+    for channel, flag in (("email", "email"), ("sms", "sms"), ("mobile_push", "push")):
+        marketing = (out.get(channel) or {}).get("marketing")
+        if isinstance(marketing, dict) and f"can_receive_{flag}_marketing" not in marketing:
+            consent = marketing.get("consent") or "NEVER_SUBSCRIBED"
+            marketing = {
+                **marketing,
+                "consent": consent,
+                f"can_receive_{flag}_marketing": consent == "SUBSCRIBED",
+            }
+            out[channel] = {**out[channel], "marketing": marketing}
+    return out
+
+
 def _klaviyo_profile(rec: dict, wanted: set[str], base_url: str) -> dict:
     """A store profile as Klaviyo answers it: additional fields only when asked for."""
     attrs = dict(rec.get("attributes") or {})
@@ -1050,6 +1068,8 @@ def _klaviyo_profile(rec: dict, wanted: set[str], base_url: str) -> dict:
             attrs.pop(extra, None)
         else:
             attrs.setdefault(extra, None)
+    if "subscriptions" in attrs:
+        attrs["subscriptions"] = _klaviyo_subscriptions(attrs["subscriptions"])
     return {
         "type": "profile",
         "id": rec["id"],
@@ -1146,9 +1166,13 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
                     if kind == "metric":
                         code = store.metric_code.get(ref["id"])
                         if code is not None:
-                            included.append(store.metrics[code])
+                            metric = store.metrics[code]
+                            link = f"{base_url}/api/metrics/{metric['id']}/"
+                            included.append({**metric, "links": {"self": link}})
                     else:
-                        included.append({"type": "profile", "id": ref["id"], "attributes": {}})
+                        profile = state.klaviyo_profile_lookup.get(ref["id"])
+                        profile = profile or {"id": ref["id"], "attributes": {}}
+                        included.append(_klaviyo_profile(profile, set(), base_url))
         body: dict[str, Any] = {"data": data, "links": _klaviyo_links(self_link, next_url)}
         if includes:
             body["included"] = included

@@ -13,6 +13,7 @@ import functools
 import gzip
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -82,14 +83,22 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
 
 
+def _leaves(error: Any) -> Iterator[str]:
+    """The innermost schema errors (what is actually wrong), with where they are."""
+    if not error.context:
+        yield f"/{'/'.join(map(str, error.absolute_path))}: {error.message[:200]}"
+    for sub in error.context or []:
+        yield from _leaves(sub)
+
+
 def _errors(exc: Exception) -> str:
-    cause = exc.__cause__
-    details = getattr(cause, "schema_errors", None) or getattr(exc, "schema_errors", None)
+    cause = exc.__cause__ or exc
+    details = getattr(cause, "schema_errors", None)
     if details:
-        return f"{exc}: " + "; ".join(
-            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in details
+        return f"{type(cause).__name__}: " + "; ".join(
+            sorted({leaf for error in details for leaf in _leaves(error)})
         )
-    return f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause else "")
+    return f"{type(exc).__name__}: {exc}" + (f" ({exc.__cause__})" if exc.__cause__ else "")
 
 
 def _request(ex: Exchange) -> MockRequest:

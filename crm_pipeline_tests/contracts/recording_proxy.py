@@ -78,7 +78,11 @@ class RecordingProxy:
             upstream.request(handler.command, handler.path, body=body or None, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
-            response_headers = {k: v for k, v in response.getheaders() if k.lower() not in _HOP}
+            response_headers = {
+                k: v
+                for k, v in response.getheaders()
+                if k.lower() not in _HOP | {"server", "date"}  # send_response adds its own
+            }
             status = response.status
         finally:
             upstream.close()
