@@ -1,7 +1,8 @@
 """`crm-pipeline webhooks register --source klaviyo`: one Klaviyo system webhook for the receiver.
 
 Klaviyo's Webhooks API offers event topics (`event:klaviyo.<metric>`) only for Klaviyo's own
-metrics, and deliveries of those are applied by `topics.klaviyo_item` as activities. We keep one
+metrics; we subscribe `KLAVIYO_WEBHOOK_TOPICS`, whose deliveries `topics.klaviyo_item` applies as
+activities. We keep one
 webhook per receiver address, recognised by its description: the same address and topics leave
 it alone, changed topics (or a webhook that lost its topics) are updated, and topics the account
 does not offer are reported instead of requested. Deliveries are signed with
@@ -15,14 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from crm_pipeline.mapping.klaviyo import KLAVIYO_WEBHOOK_TOPICS
 from crm_pipeline.sources.klaviyo_webhooks import KlaviyoWebhook, KlaviyoWebhooksApi
-
-# webhook topic -> the Klaviyo metric its deliveries carry (a key of mapping.METRIC_ACTIVITY)
-KLAVIYO_WEBHOOK_TOPICS = {
-    "event:klaviyo.opened_email": "Opened Email",
-    "event:klaviyo.clicked_email": "Clicked Email",
-    "event:klaviyo.clicked_sms": "Clicked SMS",
-}
 
 WEBHOOK_NAME = "crm-pipeline"
 

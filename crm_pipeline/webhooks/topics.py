@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from crm_pipeline.ingest.customers import apply_survivorship
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
-from crm_pipeline.mapping.klaviyo import map_event, map_profile
+from crm_pipeline.mapping.klaviyo import map_event, map_profile, webhook_item
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
 from crm_pipeline.normalize import parse_timestamp
@@ -519,7 +519,7 @@ def _klaviyo_profile(ctx: ApplyContext, item: dict[str, Any]) -> Outcome:
 
 def klaviyo_item(ctx: ApplyContext) -> Outcome:
     """A Klaviyo webhook item: a profile (incl. subscription changes) or an event."""
-    item = _payload(ctx)
+    item = webhook_item(_payload(ctx))
     kind = item.get("type")
     topic = ctx.delivery.topic
     if kind == "profile" or (kind is None and topic.startswith("profile")):
@@ -611,6 +611,7 @@ def subject_for(source: str, topic: str, payload: Any) -> str | None:
             ident = _customer_ref(payload)
         return f"shopify:{ident}" if ident else None
     if source == "klaviyo":
+        payload = webhook_item(payload)
         rel = ((payload.get("relationships") or {}).get("profile") or {}).get("data") or {}
         ident = rel.get("id") or (payload.get("id") if payload.get("type") == "profile" else None)
         return f"klaviyo:{ident}" if ident else None

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from crm_pipeline.cli import app
-from crm_pipeline.mapping.klaviyo import METRIC_ACTIVITY
+from crm_pipeline.mapping.klaviyo import KLAVIYO_WEBHOOK_TOPICS, METRIC_ACTIVITY
 from crm_pipeline.sandbox.klaviyo_webhooks import SANDBOX_TOPICS
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 from crm_pipeline.sources.klaviyo_webhooks import KlaviyoWebhooksApi
-from crm_pipeline.webhooks.klaviyo_subscriptions import KLAVIYO_WEBHOOK_TOPICS, description_for
+from crm_pipeline.webhooks.klaviyo_subscriptions import description_for
 from crm_pipeline_tests.contracts import klaviyo_openapi as spec
 from crm_pipeline_tests.contracts.recording_proxy import RecordingProxy
 from crm_pipeline_tests.sources.conftest import write_store
