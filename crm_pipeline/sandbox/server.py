@@ -1078,6 +1078,18 @@ def _klaviyo_profile(rec: dict, wanted: set[str], base_url: str) -> dict:
     }
 
 
+def _klaviyo_throttled(state: SandboxState, limiter: str) -> _Reply | None:
+    """The 429 Klaviyo answers when a burst or steady window is full (None: go ahead)."""
+    wait = state.klaviyo_admit(limiter)
+    if not wait:
+        return None
+    state.count("klaviyo_rate_limited")
+    seconds = max(1, math.ceil(wait))
+    detail = f"Request was throttled. Expected available in {seconds} second."
+    body = _klaviyo_error(429, "throttled", "Request was throttled.", detail)
+    return _Reply(429, body, {"Retry-After": str(seconds)})
+
+
 def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_url: str) -> _Reply:
     store, cfg = state.store, state.config
     segments = path.strip("/").split("/")
@@ -1091,13 +1103,9 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
     }.get(resource)
     if limiter is None or (item_id is not None and resource != "profiles"):
         return _Reply(404, _klaviyo_error(404, "not_found", "Not found.", f"No route {path}"))
-    wait = state.klaviyo_admit(limiter)
-    if wait:
-        state.count("klaviyo_rate_limited")
-        seconds = max(1, math.ceil(wait))
-        detail = f"Request was throttled. Expected available in {seconds} second."
-        body = _klaviyo_error(429, "throttled", "Request was throttled.", detail)
-        return _Reply(429, body, {"Retry-After": str(seconds)})
+    throttled = _klaviyo_throttled(state, limiter)
+    if throttled:
+        return throttled
     if predictive:
         rate = cfg.predictive_fault_rate
         rate = min(1.0, 2 * cfg.fault_rate) if rate is None else rate
@@ -1191,44 +1199,26 @@ def handle_klaviyo_request(
     base_url: str,
 ) -> _Reply:
     """Any Klaviyo /api/ request: webhooks API or the read endpoints, in JSON:API media type."""
-    if path.startswith(("/api/webhooks", "/api/webhook-topics")):
-        reply = _klaviyo_webhooks(state, method, path, params, body, content_type, base_url)
-    elif method == "GET":
+    media = (content_type or "").split(";")[0].strip().lower()
+    webhooks = path.startswith(("/api/webhooks", "/api/webhook-topics"))
+    if not webhooks and method == "GET":
         reply = handle_klaviyo(state, path, params, base_url)
-    else:
+    elif not webhooks:
         detail = f"Method {method} not allowed on {path}"
-        error = _klaviyo_error(405, "method_not_allowed", "Method not allowed.", detail)
-        reply = _Reply(405, error)
+        reply = _Reply(405, _klaviyo_error(405, "method_not_allowed", "Not allowed.", detail))
+    elif throttled := _klaviyo_throttled(state, "webhooks"):
+        reply = throttled
+    elif body and media != KLAVIYO_MEDIA_TYPE:
+        detail = f"Content-Type must be {KLAVIYO_MEDIA_TYPE}, not {content_type!r}."
+        reply = _Reply(415, _klaviyo_error(415, "unsupported_media_type", "Unsupported.", detail))
+    else:
+        try:
+            reply = _Reply(*state.klaviyo_webhooks.handle(method, path, params, body, base_url))
+        except KlaviyoApiError as exc:
+            reply = _Reply(exc.status, _klaviyo_error(exc.status, exc.code, exc.title, exc.detail))
     if reply.body is not None:
         reply.headers.setdefault("Content-Type", KLAVIYO_MEDIA_TYPE)
     return reply
-
-
-def _klaviyo_webhooks(
-    state: SandboxState,
-    method: str,
-    path: str,
-    params: dict[str, str],
-    body: bytes,
-    content_type: str | None,
-    base_url: str,
-) -> _Reply:
-    wait = state.klaviyo_admit("webhooks")
-    if wait:
-        state.count("klaviyo_rate_limited")
-        seconds = max(1, math.ceil(wait))
-        detail = f"Request was throttled. Expected available in {seconds} second."
-        reply = _klaviyo_error(429, "throttled", "Request was throttled.", detail)
-        return _Reply(429, reply, {"Retry-After": str(seconds)})
-    media = (content_type or "").split(";")[0].strip().lower()
-    if body and media != KLAVIYO_MEDIA_TYPE:
-        detail = f"Content-Type must be {KLAVIYO_MEDIA_TYPE}, not {content_type!r}."
-        return _Reply(415, _klaviyo_error(415, "unsupported_media_type", "Unsupported.", detail))
-    try:
-        status, doc = state.klaviyo_webhooks.handle(method, path, params, body, base_url)
-    except KlaviyoApiError as exc:
-        return _Reply(exc.status, _klaviyo_error(exc.status, exc.code, exc.title, exc.detail))
-    return _Reply(status, doc)
 
 
 # ---------------------------------------------------------------------------------------------
