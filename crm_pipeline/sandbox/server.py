@@ -1316,9 +1316,6 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path in ("/healthz", "/"):
             self._send(_Reply(200, {"ok": True}))
             return
-        if not parts.path.startswith("/api/"):
-            self._send(_Reply(404, {"errors": "Not Found"}))
-            return
         self._klaviyo("GET", b"")
 
     def do_PATCH(self) -> None:  # noqa: N802 - stdlib name
