@@ -177,6 +177,9 @@ def webhooks_register(
     if source != "shopify":
         err.print(f"[red]--source must be shopify or klaviyo, not {source!r}[/red]")
         raise typer.Exit(2)
+    if dry_run:  # the Shopify plan is not printable yet: never register when asked not to
+        err.print("[red]--dry-run is not available for --source shopify yet[/red]")
+        raise typer.Exit(2)
     from crm_pipeline.definitions import resources
     from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS
 

@@ -1,11 +1,10 @@
 """`crm-pipeline webhooks register --source klaviyo`: one Klaviyo system webhook for the receiver.
 
 Klaviyo's Webhooks API offers event topics (`event:klaviyo.<metric>`) only for Klaviyo's own
-metrics; we subscribe `KLAVIYO_WEBHOOK_TOPICS`, whose deliveries `topics.klaviyo_item` applies as
-activities. We keep one
-webhook per receiver address, recognised by its description: the same address and topics leave
-it alone, changed topics (or a webhook that lost its topics) are updated, and topics the account
-does not offer are reported instead of requested. Deliveries are signed with
+metrics; we subscribe `KLAVIYO_WEBHOOK_TOPICS`, whose deliveries `topics.klaviyo_item` applies
+as activities. We keep one webhook per receiver address, recognised by its description: the
+same address and topics leave it alone, changed topics (or a disabled webhook) are updated, and
+topics the account does not offer are reported instead of requested. Deliveries are signed with
 `KLAVIYO_WEBHOOK_SECRET`, the secret the receiver verifies `Klaviyo-Signature` with.
 """
 
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from crm_pipeline.mapping.klaviyo import KLAVIYO_WEBHOOK_TOPICS
+from crm_pipeline.sources.errors import SourceError
 from crm_pipeline.sources.klaviyo_webhooks import KlaviyoWebhook, KlaviyoWebhooksApi
 
 WEBHOOK_NAME = "crm-pipeline"
@@ -101,7 +101,10 @@ def register_from_env(address: str, *, dry_run: bool, echo: Callable[[str], None
         client = resources()["klaviyo"].process_config_and_initialize().get_client()
     except dg.Failure as exc:
         raise RegistrationError(exc.description or str(exc)) from exc
-    return register(KlaviyoWebhooksApi(client), address, dry_run=dry_run, echo=echo)
+    try:
+        return register(KlaviyoWebhooksApi(client), address, dry_run=dry_run, echo=echo)
+    except SourceError as exc:  # e.g. a key without webhooks:write scope (403)
+        raise RegistrationError(f"Klaviyo Webhooks API: {exc}") from exc
 
 
 def register(
