@@ -157,9 +157,29 @@ def receiver(
 # -------------------------------------------------------------------------------- webhooks
 @webhooks_app.command("register")
 def webhooks_register(
-    address: Annotated[str, typer.Option(help="Public URL of POST /webhooks/shopify.")],
+    address: Annotated[str, typer.Option(help="Public URL of POST /webhooks/<source>.")],
+    source: Annotated[str, typer.Option(help="shopify|klaviyo")] = "shopify",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
 ) -> None:
-    """Subscribe every Shopify topic we apply to ADDRESS (existing subscriptions are kept)."""
+    """Subscribe every topic of SOURCE we apply to ADDRESS (idempotent)."""
+    if source == "klaviyo":
+        from crm_pipeline.webhooks.klaviyo_subscriptions import (
+            RegistrationError,
+            register_from_env,
+        )
+
+        try:
+            register_from_env(address, dry_run=dry_run, echo=typer.echo)
+        except RegistrationError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        return
+    if source != "shopify":
+        err.print(f"[red]--source must be shopify or klaviyo, not {source!r}[/red]")
+        raise typer.Exit(2)
+    if dry_run:  # the Shopify plan is not printable yet: never register when asked not to
+        err.print("[red]--dry-run is not available for --source shopify yet[/red]")
+        raise typer.Exit(2)
     from crm_pipeline.definitions import resources
     from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS
 

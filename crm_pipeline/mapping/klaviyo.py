@@ -21,6 +21,36 @@ METRIC_ACTIVITY = {
     "Viewed Page": "page_view",
 }
 
+# Klaviyo system-webhook topic -> the metric its events are; only Klaviyo's own metrics have
+# topics, and these are the ones METRIC_ACTIVITY applies (`webhooks register --source klaviyo`)
+KLAVIYO_WEBHOOK_TOPICS = {
+    "event:klaviyo.opened_email": "Opened Email",
+    "event:klaviyo.clicked_email": "Clicked Email",
+    "event:klaviyo.clicked_sms": "Clicked SMS",
+}
+
+
+def webhook_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A system-webhook item as the JSON:API event it carries.
+
+    Klaviyo delivers `{"topic", "external_id", "payload"}` with the payload shaped like a Get
+    Event answer (`{"data": {...}, "included": [...]}`); an item that is already a resource
+    (our sandbox, older tests) is returned as it is. The topic names the metric when the
+    payload does not include it.
+    """
+    payload = item.get("payload")
+    if not isinstance(payload, dict):
+        return item
+    data = payload.get("data")
+    event = dict(data if isinstance(data, dict) else payload)
+    if payload.get("included"):
+        event["included"] = payload["included"]
+    metric = KLAVIYO_WEBHOOK_TOPICS.get(str(item.get("topic")))
+    attrs = event.get("attributes")
+    if metric and isinstance(attrs, dict) and not attrs.get("metric_name"):
+        event["attributes"] = {**attrs, "metric_name": metric}
+    return event
+
 
 def _consent(subs: dict[str, Any], channel: str) -> tuple[bool | None, Any]:
     marketing = ((subs or {}).get(channel) or {}).get("marketing") or {}

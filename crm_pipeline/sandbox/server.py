@@ -35,6 +35,8 @@ import numpy as np
 import orjson
 
 from crm_pipeline.process_pool import spawn_pool
+from crm_pipeline.sandbox.klaviyo_profiles import ProfileLookup
+from crm_pipeline.sandbox.klaviyo_webhooks import KlaviyoApiError, KlaviyoWebhooks
 from crm_pipeline.sandbox.store_index import (
     MIN_US,
     JsonlIndex,
@@ -396,6 +398,7 @@ KLAVIYO_LIMITS = {
     "profiles_predictive": (10, 150),
     "events": (350, 3500),
     "metrics": (10, 150),
+    "webhooks": (1, 15),
 }
 
 
@@ -429,6 +432,8 @@ class SandboxState:
         self._render_pool: ProcessPoolExecutor | None = None
         self.webhooks: dict[str, dict] = {}
         self.webhook_seq = 0
+        self.klaviyo_webhooks = KlaviyoWebhooks()
+        self.klaviyo_profile_lookup = ProfileLookup(store.profiles)
         self.windows = {
             name: (_SlidingWindow(burst, 1.0), _SlidingWindow(steady, 60.0))
             for name, (burst, steady) in KLAVIYO_LIMITS.items()
@@ -1028,24 +1033,79 @@ class _Reply:
         self.status, self.body, self.headers, self.file = status, body, headers or {}, file
 
 
+KLAVIYO_MEDIA_TYPE = "application/vnd.api+json"
+_KLAVIYO_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+def _klaviyo_links(self_link: str, next_url: str | None) -> dict[str, str]:
+    # the description types `next`/`prev` as URI strings: absent, never null, on the last page
+    return {"self": self_link, "next": next_url} if next_url else {"self": self_link}
+
+
+def _klaviyo_subscriptions(subs: Any) -> Any:
+    """Fill in `can_receive_<channel>_marketing`, which Klaviyo always sends and stores may omit."""
+    if not isinstance(subs, dict):
+        return subs
+    out = dict(subs)
+    for channel, flag in (("email", "email"), ("sms", "sms"), ("mobile_push", "push")):
+        marketing = (out.get(channel) or {}).get("marketing")
+        if isinstance(marketing, dict) and f"can_receive_{flag}_marketing" not in marketing:
+            consent = marketing.get("consent") or "NEVER_SUBSCRIBED"
+            marketing = {
+                **marketing,
+                "consent": consent,
+                f"can_receive_{flag}_marketing": consent == "SUBSCRIBED",
+            }
+            out[channel] = {**out[channel], "marketing": marketing}
+    return out
+
+
+def _klaviyo_profile(rec: dict, wanted: set[str], base_url: str) -> dict:
+    """A store profile as Klaviyo answers it: additional fields only when asked for."""
+    attrs = dict(rec.get("attributes") or {})
+    for extra in ("subscriptions", "predictive_analytics"):
+        if extra not in wanted:
+            attrs.pop(extra, None)
+        else:
+            attrs.setdefault(extra, None)
+    if "subscriptions" in attrs:
+        attrs["subscriptions"] = _klaviyo_subscriptions(attrs["subscriptions"])
+    return {
+        "type": "profile",
+        "id": rec["id"],
+        "attributes": attrs,
+        "links": {"self": f"{base_url}/api/profiles/{rec['id']}/"},
+    }
+
+
+def _klaviyo_throttled(state: SandboxState, limiter: str) -> _Reply | None:
+    """The 429 Klaviyo answers when a burst or steady window is full (None: go ahead)."""
+    wait = state.klaviyo_admit(limiter)
+    if not wait:
+        return None
+    state.count("klaviyo_rate_limited")
+    seconds = max(1, math.ceil(wait))
+    detail = f"Request was throttled. Expected available in {seconds} second."
+    body = _klaviyo_error(429, "throttled", "Request was throttled.", detail)
+    return _Reply(429, body, {"Retry-After": str(seconds)})
+
+
 def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_url: str) -> _Reply:
     store, cfg = state.store, state.config
-    resource = path.rstrip("/").rsplit("/", 1)[-1]
+    segments = path.strip("/").split("/")
+    resource = segments[1] if len(segments) in (2, 3) and segments[0] == "api" else ""
+    item_id = segments[2] if len(segments) == 3 else None
     predictive = "predictive_analytics" in params.get("additional-fields[profile]", "")
     limiter = {
         "profiles": "profiles_predictive" if predictive else "profiles",
         "events": "events",
         "metrics": "metrics",
     }.get(resource)
-    if limiter is None:
+    if limiter is None or (item_id is not None and resource != "profiles"):
         return _Reply(404, _klaviyo_error(404, "not_found", "Not found.", f"No route {path}"))
-    wait = state.klaviyo_admit(limiter)
-    if wait:
-        state.count("klaviyo_rate_limited")
-        seconds = max(1, math.ceil(wait))
-        detail = f"Request was throttled. Expected available in {seconds} second."
-        body = _klaviyo_error(429, "throttled", "Request was throttled.", detail)
-        return _Reply(429, body, {"Retry-After": str(seconds)})
+    throttled = _klaviyo_throttled(state, limiter)
+    if throttled:
+        return throttled
     if predictive:
         rate = cfg.predictive_fault_rate
         rate = min(1.0, 2 * cfg.fault_rate) if rate is None else rate
@@ -1060,40 +1120,29 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
         return f"{base_url}{path}?{urlencode(p)}"
 
     self_link = link(params) if params else f"{base_url}{path}"
+    wanted = set(filter(None, params.get("additional-fields[profile]", "").split(",")))
     try:
         if resource == "metrics":
             data = [
                 {**m, "links": {"self": f"{base_url}/api/metrics/{m['id']}/"}}
                 for m in store.metrics
             ]
-            return _Reply(
-                200, {"data": data, "links": {"self": self_link, "next": None, "prev": None}}
-            )
+            return _Reply(200, {"data": data, "links": _klaviyo_links(self_link, None)})
+        if resource == "profiles" and item_id is not None:
+            rec = state.klaviyo_profile_lookup.get(item_id)
+            if rec is None:
+                detail = f"A profile with id {item_id} does not exist."
+                return _Reply(404, _klaviyo_error(404, "not_found", "Not found.", detail))
+            profile = _klaviyo_profile(rec, wanted, base_url)
+            return _Reply(200, {"data": profile, "links": {"self": self_link}})
         if resource == "profiles":
             size = int(params.get("page[size]", 20))
             if not 1 <= size <= 100:
                 detail = "Page size must be an integer between 1 and 100."
                 return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail))
-            wanted = set(filter(None, params.get("additional-fields[profile]", "").split(",")))
             records, next_url = _klaviyo_page(store.profiles, params, "updated", size, link)
-            data = []
-            for _, rec in records:
-                attrs = dict(rec.get("attributes") or {})
-                for extra in ("subscriptions", "predictive_analytics"):
-                    if extra not in wanted:
-                        attrs.pop(extra, None)
-                    else:
-                        attrs.setdefault(extra, None)
-                data.append(
-                    {
-                        "type": "profile",
-                        "id": rec["id"],
-                        "attributes": attrs,
-                        "links": {"self": f"{base_url}/api/profiles/{rec['id']}/"},
-                    }
-                )
-            links = {"self": self_link, "next": next_url, "prev": None}
-            return _Reply(200, {"data": data, "links": links})
+            data = [_klaviyo_profile(rec, wanted, base_url) for _, rec in records]
+            return _Reply(200, {"data": data, "links": _klaviyo_links(self_link, next_url)})
         # events
         size = int(params.get("page[size]", 200))
         if not 1 <= size <= 1000:
@@ -1125,18 +1174,51 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
                     if kind == "metric":
                         code = store.metric_code.get(ref["id"])
                         if code is not None:
-                            included.append(store.metrics[code])
+                            metric = store.metrics[code]
+                            link = f"{base_url}/api/metrics/{metric['id']}/"
+                            included.append({**metric, "links": {"self": link}})
                     else:
-                        included.append({"type": "profile", "id": ref["id"], "attributes": {}})
-        body: dict[str, Any] = {
-            "data": data,
-            "links": {"self": self_link, "next": next_url, "prev": None},
-        }
+                        profile = state.klaviyo_profile_lookup.get(ref["id"])
+                        profile = profile or {"id": ref["id"], "attributes": {}}
+                        included.append(_klaviyo_profile(profile, set(), base_url))
+        body: dict[str, Any] = {"data": data, "links": _klaviyo_links(self_link, next_url)}
         if includes:
             body["included"] = included
         return _Reply(200, body)
     except ValueError as exc:
         return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", str(exc)))
+
+
+def handle_klaviyo_request(
+    state: SandboxState,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: bytes,
+    content_type: str | None,
+    base_url: str,
+) -> _Reply:
+    """Any Klaviyo /api/ request: webhooks API or the read endpoints, in JSON:API media type."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    webhooks = path.startswith(("/api/webhooks", "/api/webhook-topics"))
+    if not webhooks and method == "GET":
+        reply = handle_klaviyo(state, path, params, base_url)
+    elif not webhooks:
+        detail = f"Method {method} not allowed on {path}"
+        reply = _Reply(405, _klaviyo_error(405, "method_not_allowed", "Not allowed.", detail))
+    elif throttled := _klaviyo_throttled(state, "webhooks"):
+        reply = throttled
+    elif body and media != KLAVIYO_MEDIA_TYPE:
+        detail = f"Content-Type must be {KLAVIYO_MEDIA_TYPE}, not {content_type!r}."
+        reply = _Reply(415, _klaviyo_error(415, "unsupported_media_type", "Unsupported.", detail))
+    else:
+        try:
+            reply = _Reply(*state.klaviyo_webhooks.handle(method, path, params, body, base_url))
+        except KlaviyoApiError as exc:
+            reply = _Reply(exc.status, _klaviyo_error(exc.status, exc.code, exc.title, exc.detail))
+    if reply.body is not None:
+        reply.headers.setdefault("Content-Type", KLAVIYO_MEDIA_TYPE)
+    return reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1162,10 +1244,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: _Reply) -> None:
         data = b"" if reply.body is None else orjson.dumps(reply.body)
+        headers = {"Content-Type": "application/json; charset=utf-8", **reply.headers}
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        for k, v in reply.headers.items():
+        for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
@@ -1177,10 +1259,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(cfg.latency)
         if state.chance(cfg.rate_limit_429):
             state.count("injected_429")
-            headers = {"Retry-After": "1" if klaviyo else "1.0"} if state.chance(0.5) else {}
-            if klaviyo:
+            headers = {"Retry-After": "1.0"} if state.chance(0.5) else {}
+            if klaviyo:  # Klaviyo always says when to come back, in whole seconds
                 detail = "Request was throttled."
-                return _Reply(429, _klaviyo_error(429, "throttled", detail, detail), headers)
+                body = _klaviyo_error(429, "throttled", detail, detail)
+                return _Reply(429, body, {"Retry-After": "1"})
             msg = (
                 "Exceeded 2 calls per second for api client. "
                 "Reduce request rates to resume uninterrupted service."
@@ -1202,6 +1285,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
+        if path.startswith("/api/"):
+            self._klaviyo("POST", raw)
+            return
         if not _GRAPHQL_PATH.match(path):
             self._send(_Reply(404, {"errors": "Not Found"}))
             return
@@ -1230,35 +1316,49 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path in ("/healthz", "/"):
             self._send(_Reply(200, {"ok": True}))
             return
+        self._klaviyo("GET", b"")
+
+    def do_PATCH(self) -> None:  # noqa: N802 - stdlib name
+        length = int(self.headers.get("Content-Length") or 0)
+        self._klaviyo("PATCH", self.rfile.read(length) if length else b"")
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+        length = int(self.headers.get("Content-Length") or 0)
+        self._klaviyo("DELETE", self.rfile.read(length) if length else b"")
+
+    def _klaviyo(self, method: str, raw: bytes) -> None:
+        """A Klaviyo REST request: key, revision, injected faults, then the route."""
+        parts = urlsplit(self.path)
         if not parts.path.startswith("/api/"):
             self._send(_Reply(404, {"errors": "Not Found"}))
             return
         self.state.count("klaviyo_requests")
+        json_api = {"Content-Type": KLAVIYO_MEDIA_TYPE}
         auth = self.headers.get("Authorization") or ""
         if not auth.startswith("Klaviyo-API-Key ") or len(auth) <= len("Klaviyo-API-Key "):
             detail = "Missing or invalid private key."
-            self._send(
-                _Reply(
-                    401,
-                    _klaviyo_error(
-                        401,
-                        "not_authenticated",
-                        "Authentication credentials were not provided.",
-                        detail,
-                    ),
-                )
-            )
+            title = "Authentication credentials were not provided."
+            body = _klaviyo_error(401, "not_authenticated", title, detail)
+            self._send(_Reply(401, body, json_api))
             return
-        if not self.headers.get("revision"):
-            detail = "The revision header is required."
-            self._send(_Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail)))
+        revision = self.headers.get("revision")
+        if not revision or not _KLAVIYO_REVISION.match(revision):
+            detail = "The revision header is required, as YYYY-MM-DD[.suffix]."
+            body = _klaviyo_error(400, "invalid", "Invalid input.", detail)
+            self._send(_Reply(400, body, json_api))
             return
         fault = self._chaos(klaviyo=True)
         if fault:
+            fault.headers.update(json_api)
             self._send(fault)
             return
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        self._send(handle_klaviyo(self.state, parts.path, params, self.base_url))
+        content_type = self.headers.get("Content-Type")
+        self._send(
+            handle_klaviyo_request(
+                self.state, method, parts.path, params, raw, content_type, self.base_url
+            )
+        )
 
     def _send_bulk_file(self, number: str) -> None:
         """Stream a bulk result (supports `Range: bytes=N-` so a client can resume)."""

@@ -4,6 +4,8 @@ Records are handed out as the JSON:API dicts Klaviyo sends (the shape of `profil
 `events.jsonl`). The SDK's own retries are switched off (it retries only 429/503/504 and
 counts `max_retries` as total attempts) so `crm_pipeline.sources.http` is the one policy, and
 the next-page cursor is taken from `links.next` here because the SDK only does that for https.
+Requests declare `KLAVIYO_REVISION`, the revision of the OpenAPI description our contract tests
+check against (crm_pipeline_tests/contracts/klaviyo), not whatever the SDK release defaults to.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeo
 from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
+
+# the API revision we are tested against; move it with the description in the tests
+KLAVIYO_REVISION = "2026-07-15"
 
 # predictive analytics are slow and often 503 on big accounts: try briefly, then do without
 PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
@@ -83,6 +88,7 @@ class KlaviyoClient:
         )
         client = self.api.api_client
         client.response_deserialize = _utf8_tolerant(client.response_deserialize)
+        client.default_headers["revision"] = KLAVIYO_REVISION
         self.timeout = float(timeout)
         self.policy = retry_policy
         self.predictive_policy = predictive_policy

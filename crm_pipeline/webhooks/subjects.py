@@ -58,6 +58,9 @@ def _shopify(topic: str, payload: dict[str, Any]) -> str | None:
 
 
 def _klaviyo(item: dict[str, Any]) -> str | None:
+    inner = item.get("payload")
+    if isinstance(inner, dict):  # a system webhook item {topic, external_id, payload: {data}}
+        item = inner["data"] if isinstance(inner.get("data"), dict) else inner
     ident = scalar_id(dig(item, "relationships", "profile", "data", "id"))
     if ident is None and item.get("type") == "profile":
         ident = scalar_id(item.get("id"))

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from crm_pipeline.ingest.customers import apply_survivorship
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
-from crm_pipeline.mapping.klaviyo import map_event, map_profile
+from crm_pipeline.mapping.klaviyo import map_event, map_profile, webhook_item
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
 from crm_pipeline.normalize import parse_timestamp, split_tags
@@ -512,7 +512,7 @@ def _klaviyo_profile(ctx: ApplyContext, item: dict[str, Any]) -> Outcome:
 
 def klaviyo_item(ctx: ApplyContext) -> Outcome:
     """A Klaviyo webhook item: a profile (incl. subscription changes) or an event."""
-    item = _payload(ctx)
+    item = webhook_item(_payload(ctx))
     kind = item.get("type")
     topic = ctx.delivery.topic
     if kind == "profile" or (kind is None and topic.startswith("profile")):
