@@ -102,6 +102,7 @@ class SandboxStore:
 
         self.events = self._klaviyo_index(kla / "events.jsonl", event_key)
         self._events_by_metric: dict[int, JsonlIndex] = {}
+        self._profile_pos: dict[str, int] | None = None
         self._lock = threading.Lock()
         log.info(
             "sandbox store %s indexed in %.1fs: %d customers, %d orders, %d profiles, %d events",
@@ -123,6 +124,16 @@ class SandboxStore:
 
     def _klaviyo_index(self, path: Path, key: Callable[[dict], tuple[int, int]]) -> JsonlIndex:
         return build_index(path, key) if path.exists() else self._empty(path)
+
+    def profile(self, profile_id: str) -> dict | None:
+        """One profile by id; the id map is built on first use (a scan of profiles.jsonl)."""
+        with self._lock:
+            if self._profile_pos is None:
+                self._profile_pos = {
+                    rec["id"]: pos for pos, rec in self.profiles.iter_range(0, len(self.profiles))
+                }
+            pos = self._profile_pos.get(profile_id)
+        return None if pos is None else self.profiles.read(pos)
 
     def events_for_metric(self, code: int) -> JsonlIndex:
         with self._lock:
@@ -410,6 +421,9 @@ class SandboxConfig:
     predictive_fault_rate: float | None = None  # default: twice fault_rate
     klaviyo_rate_limits: bool = True
     bulk_seconds: float = 0.3  # minimum RUNNING time, so clients really poll
+    # records left out at the end of every customers bulk result and profile listing, answered
+    # as complete: the silently short pull a reconcile must not take for deletions
+    drop_last: int = 0
 
 
 class SandboxState:
@@ -728,6 +742,8 @@ def _run_bulk(state: SandboxState, op: BulkOperation) -> None:
     try:
         index = state.store.customers if op.kind == "customers" else state.store.orders
         start, stop = _range(index, op.query_filter)
+        if op.kind == "customers":
+            stop = max(start, stop - state.config.drop_last)
         if fail:  # a failed operation leaves a partial file of about half the objects
             stop = start + (stop - start) // 2
         workers = _render_processes()
@@ -793,6 +809,28 @@ def _op_bulk_current(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int
 def _op_node(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
     op = state.bulk_ops.get(v.get("id") or "")
     return {"node": _bulk_node(state, op, ctx["base_url"])}, 1, 1
+
+
+def _op_customer_nodes(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
+    """`nodes(ids:)` for customers: null for an id the store does not have (or deleted)."""
+    ids = v.get("ids")
+    if not isinstance(ids, list) or len(ids) > 250:
+        raise GraphQLUserError("ids must be a list of at most 250 global ids")
+    out: list[dict | None] = []
+    for g in ids:
+        rec = None
+        if "/Customer/" in str(g):
+            rec = _find_by_id(state.store.customers, _numeric(g))
+        out.append(
+            None
+            if rec is None
+            else {"id": gid("Customer", rec["id"]), "updatedAt": iso_utc(rec.get("updated_at"))}
+        )
+    return {"nodes": out}, 1 + len(ids), 1 + sum(n is not None for n in out)
+
+
+def _op_customers_count(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
+    return {"customersCount": {"count": len(state.store.customers), "precision": "EXACT"}}, 1, 1
 
 
 def _webhook_node(sub: dict) -> dict:
@@ -876,6 +914,8 @@ _GRAPHQL_OPS: dict[str, GraphQLOp] = {
     "BulkOperationNode": _op_node,
     "WebhookSubscriptions": _op_webhooks,
     "WebhookSubscriptionCreate": _op_webhook_create,
+    "CustomerNodes": _op_customer_nodes,
+    "CustomersCount": _op_customers_count,
 }
 _OP_NAME = re.compile(r"\b(?:query|mutation)\s+(\w+)")
 
@@ -913,6 +953,8 @@ def handle_graphql(state: SandboxState, body: dict, base_url: str) -> dict:
         requested = _order_cost(first, int(variables.get("lineItemsFirst") or 50))
     elif name == "OrderLineItems":
         requested = 3 + int(variables.get("first") or 250) * 2
+    elif name == "CustomerNodes":
+        requested = 1 + len(variables.get("ids") or [])
     else:
         requested = 10
     if requested > SHOPIFY_MAX_COST:
@@ -1028,12 +1070,47 @@ class _Reply:
         self.status, self.body, self.headers, self.file = status, body, headers or {}, file
 
 
+_PROFILE_PATH = re.compile(r"^/api/profiles/([^/]+)/?$")
+
+
+def _profile_resource(rec: dict, wanted: set[str], base_url: str) -> dict:
+    attrs = dict(rec.get("attributes") or {})
+    for extra in ("subscriptions", "predictive_analytics"):
+        if extra not in wanted:
+            attrs.pop(extra, None)
+        else:
+            attrs.setdefault(extra, None)
+    return {
+        "type": "profile",
+        "id": rec["id"],
+        "attributes": attrs,
+        "links": {"self": f"{base_url}/api/profiles/{rec['id']}/"},
+    }
+
+
+def _get_profile(
+    state: SandboxState, profile_id: str, params: dict[str, str], base_url: str
+) -> _Reply:
+    """GET /api/profiles/{id}/: the profile as a JSON:API document, 404 when it is gone."""
+    rec = state.store.profile(profile_id)
+    if rec is None:
+        detail = f"A profile with id {profile_id} does not exist."
+        return _Reply(404, _klaviyo_error(404, "not_found", "Not found.", detail))
+    wanted = set(filter(None, params.get("additional-fields[profile]", "").split(",")))
+    data = _profile_resource(rec, wanted, base_url)
+    return _Reply(200, {"data": data, "links": {"self": data["links"]["self"]}})
+
+
 def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_url: str) -> _Reply:
     store, cfg = state.store, state.config
     resource = path.rstrip("/").rsplit("/", 1)[-1]
+    single = _PROFILE_PATH.match(path)
+    if single:
+        resource = "profile"
     predictive = "predictive_analytics" in params.get("additional-fields[profile]", "")
     limiter = {
         "profiles": "profiles_predictive" if predictive else "profiles",
+        "profile": "profiles",
         "events": "events",
         "metrics": "metrics",
     }.get(resource)
@@ -1060,6 +1137,8 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
         return f"{base_url}{path}?{urlencode(p)}"
 
     self_link = link(params) if params else f"{base_url}{path}"
+    if single:
+        return _get_profile(state, single.group(1), params, base_url)
     try:
         if resource == "metrics":
             data = [
@@ -1075,23 +1154,11 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
                 detail = "Page size must be an integer between 1 and 100."
                 return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail))
             wanted = set(filter(None, params.get("additional-fields[profile]", "").split(",")))
-            records, next_url = _klaviyo_page(store.profiles, params, "updated", size, link)
-            data = []
-            for _, rec in records:
-                attrs = dict(rec.get("attributes") or {})
-                for extra in ("subscriptions", "predictive_analytics"):
-                    if extra not in wanted:
-                        attrs.pop(extra, None)
-                    else:
-                        attrs.setdefault(extra, None)
-                data.append(
-                    {
-                        "type": "profile",
-                        "id": rec["id"],
-                        "attributes": attrs,
-                        "links": {"self": f"{base_url}/api/profiles/{rec['id']}/"},
-                    }
-                )
+            listed = store.profiles
+            if cfg.drop_last:
+                listed = listed.subset(np.arange(len(listed)) < len(listed) - cfg.drop_last)
+            records, next_url = _klaviyo_page(listed, params, "updated", size, link)
+            data = [_profile_resource(rec, wanted, base_url) for _, rec in records]
             links = {"self": self_link, "next": next_url, "prev": None}
             return _Reply(200, {"data": data, "links": links})
         # events
@@ -1358,6 +1425,12 @@ class SandboxServer:
         )
         self._thread.start()
         return self
+
+    def reload(self) -> None:
+        """Index the store directory again, after it was rewritten (tests model a changing
+        shop this way); bulk operations and webhook subscriptions are kept."""
+        assert self.state is not None, "start the server first"
+        self.state.store = SandboxStore(self.store_path)
 
     def stop(self) -> None:
         if self._server is not None:
