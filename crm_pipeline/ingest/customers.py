@@ -171,8 +171,9 @@ class CustomerLoader(Loader):
                 if customer_id in created and records_of[customer_id] == 1
             ]
         self._encode_ahead = len(new_records) * 2 >= len(records)
-        came_back = revive_sources(conn, records[0].source, revived) if revived else set()
-        report.revived += len(revived)
+        revived_for = revive_sources(conn, records[0].source, revived) if revived else []
+        report.revived += len(revived_for)
+        came_back = set(revived_for)
 
         if writes or came_back:
             copied = self._write_sources(conn, writes) if writes else False
@@ -583,26 +584,30 @@ WHERE c.id = ANY(CAST(:ids AS uuid[])) AND c.deleted_at IS NOT NULL AND c.delete
 """
 
 
-def revive_sources(conn: sa.Connection, source: str, external_ids: Iterable[str]) -> set[str]:
+def revive_sources(conn: sa.Connection, source: str, external_ids: Iterable[str]) -> list[str]:
     """Undelete these soft-deleted source records, seen alive after their deletion.
 
     The caller has checked the observation is newer than the deletion and not a GDPR tombstone
     (`CustomerLoader` does both). The source row keeps its customer id, so orders, activities and
     segments are still attached; the customer comes back if it was deleted only because of its
-    sources. Returns the customer ids, for survivorship.
+    sources. A record whose customer staff deleted, merged away or redacted stays deleted.
+    Returns the customer id of each revived record, for survivorship.
     """
-    customer_ids = set(
+    customer_ids = list(
         conn.execute(
             sa.text(
-                "UPDATE customer_sources SET deleted_at = NULL, sync_status = 'synced' "
-                "WHERE source = :source AND external_id = ANY(CAST(:ids AS text[])) "
-                "AND deleted_at IS NOT NULL RETURNING customer_id::text"
+                "UPDATE customer_sources s SET deleted_at = NULL, sync_status = 'synced' "
+                "FROM customers c WHERE c.id = s.customer_id AND s.source = :source "
+                "AND s.external_id = ANY(CAST(:ids AS text[])) AND s.deleted_at IS NOT NULL "
+                "AND c.redacted_at IS NULL AND c.merged_into IS NULL "
+                "AND (c.deleted_at IS NULL OR c.deleted_by_source) "
+                "RETURNING s.customer_id::text"
             ),
             {"source": source, "ids": text_array(external_ids)},
         ).scalars()
     )
     if customer_ids:
-        conn.execute(sa.text(_REVIVE_CUSTOMERS_SQL), {"ids": sorted(customer_ids)})
+        conn.execute(sa.text(_REVIVE_CUSTOMERS_SQL), {"ids": sorted(set(customer_ids))})
         log.info("revived %d %s records seen alive after their deletion", len(customer_ids), source)
     return customer_ids
 

@@ -112,10 +112,13 @@ def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
             outcome = "stale"
     loader = ctx.loaders.shopify_customers
     quarantined, refused = loader.report.quarantined_records, loader.report.skipped_redacted
+    revived = loader.report.revived
     loader.load([record])
     _check_quarantine(loader.report, quarantined, "customer")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
+    if outcome == "revived" and loader.report.revived == revived:
+        return Outcome("ignored_deleted")  # staff deleted, merged away: it stays so
     row = load_source(ctx.conn, "shopify", external_id)
     if row is None:  # only when the loader refused it
         return Outcome("refused")
@@ -522,10 +525,13 @@ def _klaviyo_profile(ctx: ApplyContext, item: dict[str, Any]) -> Outcome:
             outcome = "stale"
     loader = ctx.loaders.klaviyo_customers
     quarantined, refused = loader.report.quarantined_records, loader.report.skipped_redacted
+    revived = loader.report.revived
     loader.load([record])
     _check_quarantine(loader.report, quarantined, "profile")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
+    if outcome == "revived" and loader.report.revived == revived:
+        return Outcome("ignored_deleted")
     row = load_source(ctx.conn, "klaviyo", external_id)
     return Outcome(outcome, {row.customer_id} if row else set())
 
