@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -645,14 +646,16 @@ def reconcile_deletions(
     still_alive: StillAlive,
     incomplete: str | None = None,
     min_seen_ratio: float = 0.5,
+    sample_size: int = 100,
 ) -> dict[str, int]:
     """After a complete full pull: soft-delete source records (and customers) not seen in it.
 
     A record missing from the pull is deleted only when `still_alive` (a point lookup at the
     source: Shopify `nodes(ids:)`, Klaviyo get-profile) does not return it: a pull can miss
     records without saying so. Refuses when the pull is known incomplete (`incomplete` names
-    why) or saw far fewer records than are live: an empty or truncated answer must not wipe the
-    customer base, nor cost a point lookup per customer.
+    why). When the pull saw fewer than `min_seen_ratio` of the live records, a sample of the
+    missing ones is looked up first: if any is still alive the pull came back short and nothing
+    is deleted (without a lookup per customer); if all are gone, it was a real mass deletion.
     """
     try:
         if incomplete:
@@ -660,25 +663,13 @@ def reconcile_deletions(
                 f"full pull of {source} is incomplete ({incomplete}); refusing to soft-delete "
                 "records it did not see (re-run the pull)"
             )
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             seen = conn.execute(
                 sa.text(
                     "SELECT count(*) FROM reconcile_seen WHERE run_id = :run AND source = :source"
                 ),
                 {"run": run_id, "source": source},
             ).scalar_one()
-            live = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM customer_sources "
-                    "WHERE source = :source AND deleted_at IS NULL"
-                ),
-                {"source": source},
-            ).scalar_one()
-            if live and seen < live * min_seen_ratio:
-                raise ReconcileRefused(
-                    f"full pull of {source} saw {seen} records but {live} are live; refusing to "
-                    "soft-delete the rest (check the source, then re-run)"
-                )
             missing = (
                 conn.execute(
                     sa.text(
@@ -697,8 +688,22 @@ def reconcile_deletions(
                 .all()
             )
         # outside any transaction: the lookups are network calls
-        alive = still_alive(list(missing)) if missing else set()
-        gone = [m for m in missing if m not in alive]
+        alive: set[str] = set()
+        if missing and seen < (seen + len(missing)) * min_seen_ratio:
+            sample = random.sample(missing, min(sample_size, len(missing)))
+            alive = still_alive(sample) & set(sample)
+            if alive:
+                raise ReconcileRefused(
+                    f"full pull of {source} saw {seen} records and missed {len(missing)}, of "
+                    f"which {len(alive)} of {len(sample)} looked up still exist; refusing to "
+                    "soft-delete the rest (check the source, then re-run)"
+                )
+            missing = sorted(set(missing) - set(sample))
+            gone = sample
+        else:
+            gone = []
+        alive |= still_alive(list(missing)) & set(missing) if missing else set()
+        gone += [m for m in missing if m not in alive]
         with engine.begin() as conn:
             deleted_for = (
                 conn.execute(
@@ -731,7 +736,7 @@ def reconcile_deletions(
     return {
         "sources_deleted": len(deleted_for),
         "customers_deleted": deleted,
-        "confirmed_alive": len(alive & set(missing)),
+        "confirmed_alive": len(alive),
     }
 
 

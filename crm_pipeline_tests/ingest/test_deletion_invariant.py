@@ -1,0 +1,287 @@
+"""Property: whatever happens at the shop and however it reaches us, a complete pull agrees with it.
+
+Hypothesis drives a small shop (a handful of customers) through creates, updates, deletes,
+merges and GDPR redactions; each change may or may not arrive as a webhook, processed at once or
+later; pulls are full (complete, silently truncated or failing) or incremental; imports bring
+current or stale snapshots. After every complete full pull: each customer live at the shop is
+live here, each one deleted there is soft-deleted here, and no redacted person is live.
+
+The pulls go through the real client, sandbox server and loaders (`load_pull` with the Pull
+the `shopify_customers` asset builds), the webhooks through `process_pending`, the imports
+through `import_file`: what the assets and the worker call, without a Dagster run per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from crm_pipeline.defs.common import load_pull
+from crm_pipeline.defs.shopify.assets import customers_pull
+from crm_pipeline.ingest.customers import ReconcileRefused
+from crm_pipeline.ingest.files import import_file
+from crm_pipeline.sandbox.server import SandboxServer
+from crm_pipeline.sources.errors import SourceError
+from crm_pipeline.sources.http import RetryPolicy
+from crm_pipeline.sources.shopify import ShopifyClient
+from crm_pipeline_tests.fixtures.postgres import truncate_all
+from crm_pipeline_tests.webhooks.test_processing_support import land, run
+
+IDS = st.integers(min_value=1, max_value=5)
+_STAMPS = itertools.count(time.time_ns())
+QUICK = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+
+
+def email(ident: int) -> str:
+    return f"person{ident}@example.com"
+
+
+@dataclass
+class Shop:
+    """The model: what the shop holds now, and every version it ever sent."""
+
+    live: dict[int, dict] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)
+    versions: dict[int, list[dict]] = field(default_factory=dict)
+    redacted: set[int] = field(default_factory=set)
+
+    def write(self, ident: int, **fields: object) -> dict:
+        now = datetime.now(UTC)
+        first = self.versions.get(ident, [{}])[0]
+        record = {
+            "id": ident,
+            "email": email(ident),
+            "first_name": fields.get("first_name", f"First{ident}"),
+            "last_name": f"Last{ident}",
+            "phone": None,
+            "state": "enabled",
+            "tags": "",
+            "note": None,
+            "created_at": first.get("created_at", now.isoformat()),
+            "updated_at": now.isoformat(),
+            "addresses": [],
+            "default_address": None,
+        }
+        self.live[ident] = record
+        self.versions.setdefault(ident, []).append(record)
+        return record
+
+
+class DeletionInvariant(RuleBasedStateMachine):
+    def __init__(self, engine: sa.Engine, server: SandboxServer) -> None:
+        super().__init__()
+        self.engine, self.server = engine, server
+        self.root = server.store_path
+        self.shop = Shop()
+        self.client = ShopifyClient(
+            "sandbox", "token", api_url=server.url, retry_policy=QUICK, bulk_poll_max=0.005
+        )
+        truncate_all(engine)
+        self.publish()
+        self.complete_pulls = 0
+
+    # ------------------------------------------------------------------ the shop
+    def publish(self) -> None:
+        """Rewrite the store directory from the model and have the sandbox serve it."""
+        shop = self.root / "shopify"
+        shop.mkdir(parents=True, exist_ok=True)
+        lines = b"".join(orjson.dumps(r) + b"\n" for r in self.shop.live.values())
+        (shop / "customers.jsonl").write_bytes(lines)
+        gone = b"".join(orjson.dumps({"id": i}) + b"\n" for i in sorted(self.shop.deleted))
+        (shop / "deleted_customers.jsonl").write_bytes(gone)
+        # a new modification time for sure, so the sandbox's index cache cannot serve the old file
+        stamp = next(_STAMPS)
+        os.utime(shop / "customers.jsonl", ns=(stamp, stamp))
+        self.server.reload()
+
+    def webhook(self, topic: str, payload: dict, deliver: str) -> None:
+        if deliver == "lost":
+            return
+        land(self.engine, "shopify", topic, payload, triggered_at=datetime.now(UTC))
+        if deliver == "now":
+            run(self.engine)
+
+    @rule(ident=IDS, deliver=st.sampled_from(["now", "later", "lost"]))
+    def create(self, ident: int, deliver: str) -> None:
+        if ident in self.shop.live or ident in self.shop.deleted:
+            return  # Shopify ids are never reused
+        record = self.shop.write(ident)
+        self.publish()
+        self.webhook("customers/create", record, deliver)
+
+    @rule(ident=IDS, deliver=st.sampled_from(["now", "later", "lost"]))
+    def update(self, ident: int, deliver: str) -> None:
+        if ident not in self.shop.live:
+            return
+        record = self.shop.write(ident, first_name=f"Renamed{uuid.uuid4().hex[:6]}")
+        self.publish()
+        self.webhook("customers/update", record, deliver)
+
+    @rule(ident=IDS, deliver=st.sampled_from(["now", "later", "lost"]))
+    def delete(self, ident: int, deliver: str) -> None:
+        if self.shop.live.pop(ident, None) is None:
+            return
+        self.shop.deleted.add(ident)
+        self.publish()
+        self.webhook("customers/delete", {"id": ident}, deliver)
+
+    @rule(kept=IDS, gone=IDS, deliver=st.sampled_from(["now", "later", "lost"]))
+    def merge(self, kept: int, gone: int, deliver: str) -> None:
+        if kept == gone or kept not in self.shop.live or gone not in self.shop.live:
+            return
+        del self.shop.live[gone]
+        self.shop.deleted.add(gone)
+        self.publish()
+        payload = {"customer_kept_id": kept, "customer_deleted_id": gone, "status": "completed"}
+        self.webhook("customers/merge", payload, deliver)
+
+    @rule(ident=IDS, leaves_shop=st.booleans())
+    def redact(self, ident: int, leaves_shop: bool) -> None:
+        """GDPR: the person is erased here; the shop may keep (or drop) the customer."""
+        if ident not in self.shop.versions:
+            return
+        self.shop.redacted.add(ident)
+        if leaves_shop and self.shop.live.pop(ident, None) is not None:
+            self.shop.deleted.add(ident)
+            self.publish()
+        payload = {
+            "shop_id": 1,
+            "shop_domain": "test-shop.myshopify.com",
+            "customer": {"id": ident, "email": email(ident), "phone": None},
+            "orders_to_redact": [],
+        }
+        self.webhook("customers/redact", payload, "now")
+
+    @rule()
+    def process_webhooks(self) -> None:
+        run(self.engine)
+
+    # ------------------------------------------------------------------ what reaches us
+    @rule(ids=st.sets(IDS, min_size=1), stale=st.booleans())
+    def import_snapshot(self, ids: set[int], stale: bool) -> None:
+        """A file of the shop's customers as the team exported them, now or long ago."""
+        rows = [self.shop.versions[i][0 if stale else -1] for i in ids if i in self.shop.versions]
+        if not rows:
+            return
+        path = self.root / f"import-{uuid.uuid4().hex}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        import_file(self.engine, path)
+        path.unlink()
+
+    @rule(kind=st.sampled_from(["complete", "complete", "truncated", "failing", "incremental"]))
+    def pull(self, kind: str) -> None:
+        config = self.server.state.config
+        config.drop_last = 1 if kind == "truncated" else 0
+        config.bulk_fail_rate = 1.0 if kind == "failing" else 0.0
+        try:
+            result = load_pull(
+                self.engine,
+                customers_pull(self.client),
+                full_refresh=kind != "incremental",
+                run_id=str(uuid.uuid4()),
+            )
+        except (SourceError, ReconcileRefused):
+            # a short or failed answer is refused; but a complete one never is
+            assert kind in ("truncated", "failing") and (kind == "failing" or self.shop.live)
+            return
+        finally:
+            config.drop_last, config.bulk_fail_rate = 0, 0.0
+        assert kind != "failing" and (kind != "truncated" or not self.shop.live)
+        if result.full:
+            self.complete_pulls += 1
+            self.check_agrees_with_the_shop()
+
+    # ------------------------------------------------------------------ the invariant
+    def check_agrees_with_the_shop(self) -> None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    """
+                    SELECT s.external_id::int AS ident, s.deleted_at IS NULL AS source_live,
+                           c.deleted_at IS NULL AS customer_live,
+                           EXISTS (SELECT 1 FROM customer_sources o
+                                   WHERE o.customer_id = c.id AND o.deleted_at IS NULL
+                                     AND o.source IN ('shopify', 'manual')
+                                     AND o.id <> s.id) AS held_otherwise
+                    FROM customer_sources s JOIN customers c ON c.id = s.customer_id
+                    WHERE s.source = 'shopify'
+                    """
+                )
+            ).all()
+            live_emails = set(
+                conn.execute(
+                    sa.text(
+                        "SELECT email_lowercase FROM customers "
+                        "WHERE deleted_at IS NULL AND email_lowercase IS NOT NULL"
+                    )
+                ).scalars()
+            )
+        here = {r.ident: r for r in rows}
+        for ident in self.shop.live.keys() - self.shop.redacted:
+            row = here.get(ident)
+            assert row is not None, f"customer {ident} is live at the shop but unknown here"
+            assert row.source_live and row.customer_live, f"customer {ident} lost: {row}"
+        for ident in self.shop.deleted - self.shop.redacted:
+            row = here.get(ident)
+            if row is None:
+                continue  # never reached us
+            assert not row.source_live, f"customer {ident} deleted at the shop, live here"
+            assert not row.customer_live or row.held_otherwise, f"customer {ident}: {row}"
+        for ident in self.shop.redacted:
+            row = here.get(ident)
+            assert row is None or not row.source_live, f"redacted {ident} came back: {row}"
+            assert email(ident) not in live_emails, f"redacted {ident}'s email is live"
+
+    @invariant()
+    def redacted_people_stay_gone(self) -> None:
+        with self.engine.connect() as conn:
+            live = set(
+                conn.execute(
+                    sa.text(
+                        "SELECT email_lowercase FROM customers WHERE deleted_at IS NULL "
+                        "AND email_lowercase = ANY(:emails)"
+                    ),
+                    {"emails": [email(i) for i in self.shop.redacted]},
+                ).scalars()
+            )
+        assert not live, f"redacted people live again: {live}"
+
+
+@pytest.fixture
+def shop_server(tmp_path: Path) -> Iterator[SandboxServer]:
+    (tmp_path / "shopify").mkdir()
+    (tmp_path / "shopify" / "customers.jsonl").write_bytes(b"")
+    with SandboxServer(tmp_path, bulk_seconds=0, klaviyo_rate_limits=False) as server:
+        yield server
+
+
+def test_a_complete_pull_agrees_with_the_shop(
+    clean_db: sa.Engine, shop_server: SandboxServer
+) -> None:
+    run_state_machine_as_test(
+        lambda: DeletionInvariant(clean_db, shop_server),
+        settings=settings(
+            max_examples=int(os.environ.get("CRM_INVARIANT_EXAMPLES", "200")),
+            stateful_step_count=10,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        ),
+    )
