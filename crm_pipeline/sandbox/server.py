@@ -422,8 +422,10 @@ class SandboxConfig:
     klaviyo_rate_limits: bool = True
     bulk_seconds: float = 0.3  # minimum RUNNING time, so clients really poll
     # records left out at the end of every customers bulk result and profile listing, answered
-    # as complete: the silently short pull a reconcile must not take for deletions
+    # as complete: the silently short pull a reconcile must not take for deletions; with
+    # `drop_counted` off, customersCount leaves them out too (a lagging search index)
     drop_last: int = 0
+    drop_counted: bool = True
 
 
 class SandboxState:
@@ -830,7 +832,10 @@ def _op_customer_nodes(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, i
 
 
 def _op_customers_count(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    return {"customersCount": {"count": len(state.store.customers), "precision": "EXACT"}}, 1, 1
+    count = len(state.store.customers)
+    if not state.config.drop_counted:
+        count = max(0, count - state.config.drop_last)
+    return {"customersCount": {"count": count, "precision": "EXACT"}}, 1, 1
 
 
 def _webhook_node(sub: dict) -> dict:
