@@ -311,7 +311,7 @@ def test_a_complete_pull_agrees_with_the_shop(
         lambda: DeletionInvariant(clean_db, shop_server),
         settings=settings(
             max_examples=int(os.environ.get("CRM_INVARIANT_EXAMPLES", "200")),
-            stateful_step_count=10,
+            stateful_step_count=8,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         ),
