@@ -25,7 +25,7 @@ from crm_pipeline.ingest.customers import CustomerLoader, reconcile_deletions
 from crm_pipeline.mapping.shopify import map_customer
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.sources.klaviyo import KlaviyoClient
-from crm_pipeline.sources.shopify import CUSTOMER_NODES, CUSTOMERS_COUNT, ShopifyClient
+from crm_pipeline.sources.shopify import ShopifyClient
 from crm_pipeline_tests.fixtures.pipeline import materialization
 from crm_pipeline_tests.sources.conftest import DELETED, write_store
 from crm_pipeline_tests.webhooks.test_processing_support import (
@@ -211,6 +211,8 @@ def test_point_lookups_answer_alive_and_gone(store: tuple[Path, dict]) -> None:
 
 
 def test_point_lookup_queries_are_valid_in_the_admin_schema() -> None:
+    from crm_pipeline.sources.shopify import CUSTOMER_NODES, CUSTOMERS_COUNT
+
     introspection = json.loads(gzip.decompress(SHOPIFY_SCHEMA.read_bytes()))
     schema = graphql.build_client_schema(introspection.get("data", introspection))
     for query in (CUSTOMER_NODES, CUSTOMERS_COUNT):
