@@ -64,6 +64,19 @@ class Shop:
     deleted: set[int] = field(default_factory=set)
     versions: dict[int, list[dict]] = field(default_factory=dict)
     redacted: set[int] = field(default_factory=set)
+    # a merge says two records are one person: erasing one of them erases the person
+    person: dict[int, set[int]] = field(default_factory=dict)
+
+    @property
+    def erased(self) -> set[int]:
+        """Redacted records and those merged with them: the erasure may take them along (when
+        the merge reached us), so they need not be live here."""
+        return {i for r in self.redacted for i in self.person.get(r, {r})}
+
+    def same_person(self, kept: int, gone: int) -> None:
+        group = self.person.get(kept, {kept}) | self.person.get(gone, {gone})
+        for ident in group:
+            self.person[ident] = group
 
     def write(self, ident: int, **fields: object) -> dict:
         now = datetime.now(UTC)
@@ -157,6 +170,7 @@ class DeletionInvariant(RuleBasedStateMachine):
         del self.shop.live[gone]
         self.shop.deleted.add(gone)
         self.publish()
+        self.shop.same_person(kept, gone)
         payload = {"customer_kept_id": kept, "customer_deleted_id": gone, "status": "completed"}
         self.webhook("customers/merge", payload, deliver)
 
@@ -191,7 +205,7 @@ class DeletionInvariant(RuleBasedStateMachine):
                         "AND s.external_id = ANY(:ids) AND s.deleted_at IS NULL "
                         "AND c.deleted_at IS NULL"
                     ),
-                    {"ids": [str(i) for i in self.shop.live.keys() - self.shop.redacted]},
+                    {"ids": [str(i) for i in self.shop.live.keys() - self.shop.erased]},
                 ).scalars()
             )
             if not known:
@@ -295,13 +309,13 @@ class DeletionInvariant(RuleBasedStateMachine):
                 ).scalars()
             )
         here = {r.ident: r for r in rows}
-        for ident in self.shop.live.keys() - self.shop.redacted:
+        for ident in self.shop.live.keys() - self.shop.erased:
             row = here.get(ident)
             if not saw_everyone and (row is None or ident in self.wrongly_deleted):
                 continue
             assert row is not None, f"customer {ident} is live at the shop but unknown here"
             assert row.source_live and row.customer_live, f"customer {ident} lost: {row}"
-        for ident in self.shop.deleted - self.shop.redacted:
+        for ident in self.shop.deleted - self.shop.erased:
             row = here.get(ident)
             if row is None:
                 continue  # never reached us
@@ -328,9 +342,7 @@ class DeletionInvariant(RuleBasedStateMachine):
                     {
                         "ids": [
                             str(i)
-                            for i in self.shop.live.keys()
-                            - self.shop.redacted
-                            - self.wrongly_deleted
+                            for i in self.shop.live.keys() - self.shop.erased - self.wrongly_deleted
                         ]
                     },
                 ).scalars()
