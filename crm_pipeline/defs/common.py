@@ -13,7 +13,12 @@ import sqlalchemy as sa
 from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.base import Loader
 from crm_pipeline.ingest.cursors import HighWaterMark, SyncCursor
-from crm_pipeline.ingest.customers import CustomerLoader, ReconcileRefused, reconcile_deletions
+from crm_pipeline.ingest.customers import (
+    CustomerLoader,
+    ReconcileRefused,
+    StillAlive,
+    reconcile_deletions,
+)
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.sources.errors import SourceError
 
@@ -66,8 +71,9 @@ class Pull:
 
     `fetch(since)` returns the raw records (`since=None`: everything, e.g. a bulk operation);
     `map` turns one into a record (None: `fetch` returns records, e.g. mapped in a worker
-    process); `reconcile_source` names the source whose missing records a
-    full pull soft-deletes (customers and profiles only).
+    process); `reconcile_source` names the source whose missing records a full pull
+    soft-deletes (customers and profiles only), once `still_alive` (a point lookup at the
+    source) does not return them; `incomplete()` says why a full pull is known short, if it is.
     """
 
     stream: str
@@ -76,10 +82,78 @@ class Pull:
     loader: type[Loader]
     reconcile_source: str | None = None
     cursor_field: str = "source_updated_at"
+    still_alive: StillAlive | None = None
+    incomplete: Callable[[], str | None] | None = None
 
     @property
     def source(self) -> str:
         return self.stream.split(".", 1)[0]
+
+
+@dataclass
+class PullResult:
+    report: LoadReport
+    full: bool
+    since: datetime | None
+    cursor: datetime | None
+    reconcile: dict[str, int]
+    extra: dict[str, Any]
+
+
+def load_pull(
+    engine: sa.Engine,
+    pull: Pull,
+    *,
+    full_refresh: bool,
+    run_id: str,
+    after_load: Callable[[sa.Engine], dict[str, Any]] | None = None,
+) -> PullResult:
+    """Pull a stream (full or since its cursor), load it, reconcile deletions, move the cursor.
+
+    The cursor only moves after the load committed, and never past the pull's start: a failed
+    or cancelled run re-reads the same window next time. Raises `SourceError` or
+    `ReconcileRefused` (the assets turn them into a `dg.Failure`).
+    """
+    cursor = SyncCursor(engine, pull.stream)
+    since = None if full_refresh else cursor.since()
+    full = since is None
+    mark = HighWaterMark(datetime.now(UTC))
+    options: dict[str, Any] = {
+        "origin": "api pull",
+        "origin_detail": pull.stream,
+        "run_id": run_id,
+        "defer_indexes": full,
+    }
+    reconciles = full and pull.reconcile_source is not None
+    if pull.loader is CustomerLoader:
+        options["reconcile_run_id"] = run_id if reconciles else None
+        options["observed_at"] = mark.started_at  # what this pull reads is alive as of then
+    loader = pull.loader(engine, **options)
+    fetched = pull.fetch(since)
+    records = fetched if pull.map is None else mapped(fetched, pull.map, pull.source)
+    report = loader.load(mark.track(records, key=pull.cursor_field))
+    reconcile: dict[str, int] = {}
+    if reconciles:
+        if pull.still_alive is None:
+            raise ReconcileRefused(f"{pull.stream} has no point lookup to confirm deletions")
+        reconcile = reconcile_deletions(
+            engine,
+            pull.reconcile_source,
+            run_id,
+            still_alive=pull.still_alive,
+            incomplete=pull.incomplete() if pull.incomplete else None,
+        )
+    extra = after_load(engine) if after_load else {}
+    cursor.advance(
+        mark.value,
+        {
+            "run_id": run_id,
+            "mode": "full" if full else "incremental",
+            "received": report.received,
+            "accounted": report.accounted,
+        },
+    )
+    return PullResult(report, full, since, mark.value, reconcile, extra)
 
 
 def run_pull(
@@ -89,54 +163,27 @@ def run_pull(
     pull: Pull,
     after_load: Callable[[sa.Engine], dict[str, Any]] | None = None,
 ) -> dg.MaterializeResult:
-    """Pull a stream (full or since its cursor), load it, move the cursor, report it.
-
-    The cursor only moves after the load committed, and never past the pull's start: a failed
-    or cancelled run re-reads the same window next time.
-    """
-    cursor = SyncCursor(engine, pull.stream)
-    since = None if config.full_refresh else cursor.since()
-    full = since is None
-    mark = HighWaterMark(datetime.now(UTC))
-    options: dict[str, Any] = {
-        "origin": "api pull",
-        "origin_detail": pull.stream,
-        "run_id": context.run_id,
-        "defer_indexes": full,
-    }
-    if pull.loader is CustomerLoader:
-        options["reconcile_run_id"] = context.run_id if full and pull.reconcile_source else None
-    loader = pull.loader(engine, **options)
+    """`load_pull` in an asset: failures become `dg.Failure`, the outcome metadata."""
     try:
-        fetched = pull.fetch(since)
-        records = fetched if pull.map is None else mapped(fetched, pull.map, pull.source)
-        report = loader.load(mark.track(records, key=pull.cursor_field))
-        reconcile = (
-            reconcile_deletions(engine, pull.reconcile_source, context.run_id)
-            if full and pull.reconcile_source
-            else {}
+        result = load_pull(
+            engine,
+            pull,
+            full_refresh=config.full_refresh,
+            run_id=context.run_id,
+            after_load=after_load,
         )
     except (SourceError, ReconcileRefused) as exc:
         raise dg.Failure(description=f"{pull.stream} pull failed: {exc}") from exc
-    extra = after_load(engine) if after_load else {}
-    cursor.advance(
-        mark.value,
-        {
-            "run_id": context.run_id,
-            "mode": "full" if full else "incremental",
-            "received": report.received,
-            "accounted": report.accounted,
-        },
-    )
+    report = result.report
     context.log.info("%s: %s", pull.stream, report.as_metadata())
     return dg.MaterializeResult(
         metadata=load_metadata(
             report,
-            mode="full" if full else "incremental",
-            pulled_since=str(since) if since else "beginning",
-            cursor=str(mark.value),
-            **{f"reconcile_{k}": v for k, v in reconcile.items()},
-            **extra,
+            mode="full" if result.full else "incremental",
+            pulled_since=str(result.since) if result.since else "beginning",
+            cursor=str(result.cursor),
+            **{f"reconcile_{k}": v for k, v in result.reconcile.items()},
+            **result.extra,
         ),
         check_results=[quarantine_check(report, config.max_quarantine_rate)],
     )

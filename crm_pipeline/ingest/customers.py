@@ -2,13 +2,17 @@
 
 Each chunk is one transaction, so a run that dies halfway leaves whole chunks behind and a re-run
 converges: unchanged records (same content hash) and stale ones (older `updated_at`) are skipped.
+A soft-deleted record observed alive after its deletion comes back (`revive_sources`); a full
+pull's missing records are soft-deleted only once the source confirms them gone
+(`reconcile_deletions`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,10 +69,17 @@ class CustomerLoader(Loader):
     schema_factory = staticmethod(customer_schema)
 
     def __init__(
-        self, engine: sa.Engine, *, reconcile_run_id: str | None = None, **options: Any
+        self,
+        engine: sa.Engine,
+        *,
+        reconcile_run_id: str | None = None,
+        observed_at: datetime | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(engine, **options)
         self.reconcile_run_id = reconcile_run_id
+        # when the source was read (a pull's start); None: only a record's own updated_at counts
+        self.observed_at = observed_at
         # encode in the producer thread while most records are new (an initial load); a re-pull
         # of known records only needs their hashes
         self._encode_ahead = True
@@ -119,6 +130,7 @@ class CustomerLoader(Loader):
         writes: list[tuple[CustomerRecord, str, str, bool]] = []  # record, customer, hash, new
         new_records: list[tuple[CustomerRecord, str]] = []
         stateful: list[CustomerRecord] = []  # known records carrying delta-webhook registers
+        revived: list[str] = []  # external ids of soft-deleted records seen alive since
         for record in records:
             digest = (
                 record.encoded.digest if record.encoded else content_hash(record.source_record())
@@ -127,11 +139,15 @@ class CustomerLoader(Loader):
             if link is None:
                 new_records.append((record, digest))
                 continue
-            customer_id, old_hash, old_updated, deleted, redacted, has_state = link
-            if redacted or deleted:
-                report.skipped_redacted += int(bool(redacted))
-                report.unchanged += int(not redacted)
+            customer_id, old_hash, old_updated, deleted_at, redacted, has_state = link
+            if redacted:
+                report.skipped_redacted += 1
                 continue
+            if deleted_at is not None:
+                if not observed_after(deleted_at, record.source_updated_at, self.observed_at):
+                    report.unchanged += 1  # an observation from before the deletion
+                    continue
+                revived.append(record.external_id)
             stale = old_updated is not None and record.source_updated_at < old_updated
             if old_hash == digest or stale:
                 report.unchanged += 1
@@ -159,12 +175,15 @@ class CustomerLoader(Loader):
                 if customer_id in created and records_of[customer_id] == 1
             ]
         self._encode_ahead = len(new_records) * 2 >= len(records)
+        revived_for = revive_sources(conn, records[0].source, revived) if revived else []
+        report.revived += len(revived_for)
+        came_back = set(revived_for)
 
-        if writes:
-            copied = self._write_sources(conn, writes)
+        if writes or came_back:
+            copied = self._write_sources(conn, writes) if writes else False
             if stateful:
                 self._refold_webhook_state(conn, stateful)
-            touched = {customer_id for _, customer_id, _, _ in writes}
+            touched = {customer_id for _, customer_id, _, _ in writes} | came_back
             inserted = self._insert_single_source_customers(conn, alone) if copied else set()
             apply_survivorship(conn, touched - inserted)
             # after survivorship, so the statistics see the customers it inserted (analysed
@@ -215,13 +234,15 @@ class CustomerLoader(Loader):
 
     def _existing_links(
         self, conn: sa.Connection, records: list[CustomerRecord]
-    ) -> dict[tuple[str, str], tuple[str, str | None, datetime | None, bool, bool, bool]]:
+    ) -> dict[
+        tuple[str, str], tuple[str, str | None, datetime | None, datetime | None, bool, bool]
+    ]:
         source = records[0].source
         rows = conn.execute(
             sa.text(
                 "SELECT s.source, s.external_id, s.customer_id::text AS customer_id, "
                 "s.content_hash, "
-                "s.source_updated_at, s.deleted_at IS NOT NULL AS deleted, "
+                "s.source_updated_at, s.deleted_at, "
                 "c.redacted_at IS NOT NULL AS redacted, s.webhook_state IS NOT NULL AS has_state "
                 "FROM customer_sources s JOIN customers c ON c.id = s.customer_id "
                 "WHERE s.source = :source AND s.external_id = ANY(CAST(:ids AS text[]))"
@@ -233,7 +254,7 @@ class CustomerLoader(Loader):
                 r.customer_id,
                 r.content_hash,
                 r.source_updated_at,
-                r.deleted,
+                r.deleted_at,
                 r.redacted,
                 r.has_state,
             )
@@ -537,68 +558,180 @@ def apply_survivorship(conn: sa.Connection, customer_ids: Iterable[str]) -> int:
     return conn.execute(sa.text(SURVIVORSHIP_SQL), {"ids": text_array(ids)}).rowcount
 
 
+def observed_after(
+    deleted_at: datetime, updated_at: datetime | None, observed_at: datetime | None
+) -> bool:
+    """Whether a live observation (a record updated at `updated_at`, read at `observed_at`)
+    is newer than a deletion recorded at `deleted_at`, so the record is alive after all."""
+    return any(t is not None and t > deleted_at for t in (updated_at, observed_at))
+
+
+# Only customers deleted because their source records went come back with them: one deleted by
+# staff, merged into another or redacted stays deleted. An email another live customer took
+# meanwhile stays with that customer (the unique live email index), as in survivorship.
+_REVIVE_CUSTOMERS_SQL = """
+UPDATE customers c SET deleted_at = NULL, deleted_by_source = false,
+    email = CASE WHEN EXISTS (SELECT 1 FROM customers o
+                              WHERE o.email_lowercase = c.email_lowercase AND o.id <> c.id
+                                AND o.deleted_at IS NULL) THEN NULL ELSE c.email END
+WHERE c.id = ANY(CAST(:ids AS uuid[])) AND c.deleted_at IS NOT NULL AND c.deleted_by_source
+  AND c.redacted_at IS NULL AND c.merged_into IS NULL
+"""
+
+
+def revive_sources(conn: sa.Connection, source: str, external_ids: Iterable[str]) -> list[str]:
+    """Undelete these soft-deleted source records, seen alive after their deletion.
+
+    The caller has checked the observation is newer than the deletion and not a GDPR tombstone
+    (`CustomerLoader` does both). The source row keeps its customer id, so orders, activities and
+    segments are still attached; the customer comes back if it was deleted only because of its
+    sources. A record whose customer staff deleted, merged away or redacted stays deleted.
+    Returns the customer id of each revived record, for survivorship.
+    """
+    customer_ids = list(
+        conn.execute(
+            sa.text(
+                "UPDATE customer_sources s SET deleted_at = NULL, sync_status = 'synced' "
+                "FROM customers c WHERE c.id = s.customer_id AND s.source = :source "
+                "AND s.external_id = ANY(CAST(:ids AS text[])) AND s.deleted_at IS NOT NULL "
+                "AND c.redacted_at IS NULL AND c.merged_into IS NULL "
+                "AND (c.deleted_at IS NULL OR c.deleted_by_source) "
+                "RETURNING s.customer_id::text"
+            ),
+            {"source": source, "ids": text_array(external_ids)},
+        ).scalars()
+    )
+    if customer_ids:
+        conn.execute(sa.text(_REVIVE_CUSTOMERS_SQL), {"ids": sorted(set(customer_ids))})
+        log.info("revived %d %s records seen alive after their deletion", len(customer_ids), source)
+    return customer_ids
+
+
+def soft_delete_customers(conn: sa.Connection, source: str, customer_ids: Iterable[str]) -> int:
+    """Soft-delete the customers that no live source record of weight holds any more.
+
+    A Shopify deletion takes a customer down unless a live Shopify or manual record remains (a
+    Klaviyo profile alone does not keep a shop customer); a Klaviyo deletion only when nothing
+    live remains. Marked `deleted_by_source`, so a revived record brings them back.
+    """
+    keep = ["shopify", "manual"] if source == "shopify" else ["shopify", "manual", "klaviyo"]
+    return conn.execute(
+        sa.text(
+            """
+            UPDATE customers c SET deleted_at = now(), deleted_by_source = true
+            WHERE c.id = ANY(CAST(:ids AS uuid[])) AND c.deleted_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM customer_sources s
+                              WHERE s.customer_id = c.id AND s.deleted_at IS NULL
+                                AND s.source = ANY(:keep))
+            """
+        ),
+        {"ids": sorted({str(i) for i in customer_ids}), "keep": keep},
+    ).rowcount
+
+
+StillAlive = Callable[[list[str]], set[str]]
+
+
 def reconcile_deletions(
-    engine: sa.Engine, source: str, run_id: str, min_seen_ratio: float = 0.5
+    engine: sa.Engine,
+    source: str,
+    run_id: str,
+    *,
+    still_alive: StillAlive,
+    incomplete: str | None = None,
+    min_seen_ratio: float = 0.5,
+    sample_size: int = 100,
 ) -> dict[str, int]:
     """After a complete full pull: soft-delete source records (and customers) not seen in it.
 
-    Refuses when the pull saw far fewer records than are live: an empty or truncated answer must
-    not wipe the customer base.
+    A record missing from the pull is deleted only when `still_alive` (a point lookup at the
+    source: Shopify `nodes(ids:)`, Klaviyo get-profile) does not return it: a pull can miss
+    records without saying so. Refuses when the pull is known incomplete (`incomplete` names
+    why). When the pull saw fewer than `min_seen_ratio` of the live records, a sample of the
+    missing ones is looked up first: if any is still alive the pull came back short and nothing
+    is deleted (without a lookup per customer); if all are gone, it was a real mass deletion.
     """
-    with engine.begin() as conn:
-        seen = conn.execute(
-            sa.text("SELECT count(*) FROM reconcile_seen WHERE run_id = :run AND source = :source"),
-            {"run": run_id, "source": source},
-        ).scalar_one()
-        live = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM customer_sources "
-                "WHERE source = :source AND deleted_at IS NULL"
-            ),
-            {"source": source},
-        ).scalar_one()
-        if live and seen < live * min_seen_ratio:
+    try:
+        if incomplete:
             raise ReconcileRefused(
-                f"full pull of {source} saw {seen} records but {live} are live; refusing to "
-                "soft-delete the rest (check the source, then re-run)"
+                f"full pull of {source} is incomplete ({incomplete}); refusing to soft-delete "
+                "records it did not see (re-run the pull)"
             )
-        gone = (
+        with engine.connect() as conn:
+            seen = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM reconcile_seen WHERE run_id = :run AND source = :source"
+                ),
+                {"run": run_id, "source": source},
+            ).scalar_one()
+            missing = (
+                conn.execute(
+                    sa.text(
+                        """
+                        SELECT s.external_id FROM customer_sources s
+                        WHERE s.source = :source AND s.deleted_at IS NULL
+                          AND NOT EXISTS (SELECT 1 FROM reconcile_seen r
+                                          WHERE r.run_id = :run AND r.source = s.source
+                                            AND r.external_id = s.external_id)
+                        ORDER BY s.external_id
+                        """
+                    ),
+                    {"source": source, "run": run_id},
+                )
+                .scalars()
+                .all()
+            )
+        # outside any transaction: the lookups are network calls
+        alive: set[str] = set()
+        if missing and seen < (seen + len(missing)) * min_seen_ratio:
+            sample = random.sample(missing, min(sample_size, len(missing)))
+            alive = still_alive(sample) & set(sample)
+            if alive:
+                raise ReconcileRefused(
+                    f"full pull of {source} saw {seen} records and missed {len(missing)}, of "
+                    f"which {len(alive)} of {len(sample)} looked up still exist; refusing to "
+                    "soft-delete the rest (check the source, then re-run)"
+                )
+            missing = sorted(set(missing) - set(sample))
+            gone = sample
+        else:
+            gone = []
+        alive |= still_alive(list(missing)) & set(missing) if missing else set()
+        gone += [m for m in missing if m not in alive]
+        with engine.begin() as conn:
+            deleted_for = (
+                conn.execute(
+                    sa.text(
+                        "UPDATE customer_sources SET deleted_at = now(), sync_status = 'deleted' "
+                        "WHERE source = :source AND external_id = ANY(CAST(:ids AS text[])) "
+                        "AND deleted_at IS NULL RETURNING customer_id::text"
+                    ),
+                    {"source": source, "ids": text_array(gone)},
+                )
+                .scalars()
+                .all()
+            )
+            deleted = 0
+            if deleted_for:
+                deleted = soft_delete_customers(conn, source, deleted_for)
+                apply_survivorship(conn, deleted_for)
+    finally:
+        with engine.begin() as conn:
             conn.execute(
-                sa.text(
-                    """
-                UPDATE customer_sources s SET deleted_at = now(), sync_status = 'deleted'
-                WHERE s.source = :source AND s.deleted_at IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM reconcile_seen r
-                                  WHERE r.run_id = :run AND r.source = s.source
-                                    AND r.external_id = s.external_id)
-                RETURNING customer_id
-                """
-                ),
-                {"source": source, "run": run_id},
+                sa.text("DELETE FROM reconcile_seen WHERE run_id = :run AND source = :source"),
+                {"run": run_id, "source": source},
             )
-            .scalars()
-            .all()
+    if alive:
+        log.warning(
+            "full pull of %s missed %d records the source confirmed alive; kept them",
+            source,
+            len(alive),
         )
-        deleted = 0
-        if gone:
-            keep_sources = (
-                ["shopify", "manual"] if source == "shopify" else ["shopify", "manual", "klaviyo"]
-            )
-            deleted = conn.execute(
-                sa.text(
-                    """
-                    UPDATE customers c SET deleted_at = now()
-                    WHERE c.id = ANY(CAST(:ids AS uuid[])) AND c.deleted_at IS NULL
-                      AND NOT EXISTS (SELECT 1 FROM customer_sources s
-                                      WHERE s.customer_id = c.id AND s.deleted_at IS NULL
-                                        AND s.source = ANY(:keep))
-                    """
-                ),
-                {"ids": [str(g) for g in set(gone)], "keep": keep_sources},
-            ).rowcount
-            apply_survivorship(conn, {str(g) for g in gone})
-        conn.execute(sa.text("DELETE FROM reconcile_seen WHERE run_id = :run"), {"run": run_id})
-    return {"sources_deleted": len(gone), "customers_deleted": deleted}
+    return {
+        "sources_deleted": len(deleted_for),
+        "customers_deleted": deleted,
+        "confirmed_alive": len(alive),
+    }
 
 
 class ReconcileRefused(RuntimeError):

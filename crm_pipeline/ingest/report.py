@@ -18,6 +18,7 @@ class LoadReport:
     unchanged: int = 0
     linked: int = 0
     skipped_redacted: int = 0
+    revived: int = 0  # soft-deleted records seen alive again (also counted as updated/unchanged)
     unmatched: int = 0
     quarantined_records: int = 0
     duplicates: int = 0
@@ -71,6 +72,7 @@ class LoadReport:
             "unchanged": self.unchanged,
             "linked_to_existing": self.linked,
             "skipped_redacted": self.skipped_redacted,
+            "revived": self.revived,
             "unmatched": self.unmatched,
             "duplicates_in_pull": self.duplicates,
             "accounted": self.accounted,

@@ -413,6 +413,11 @@ class SandboxConfig:
     predictive_fault_rate: float | None = None  # default: twice fault_rate
     klaviyo_rate_limits: bool = True
     bulk_seconds: float = 0.3  # minimum RUNNING time, so clients really poll
+    # records left out at the end of every customers bulk result and profile listing, answered
+    # as complete: the silently short pull a reconcile must not take for deletions; with
+    # `drop_counted` off, customersCount leaves them out too (a lagging search index)
+    drop_last: int = 0
+    drop_counted: bool = True
 
 
 class SandboxState:
@@ -733,6 +738,8 @@ def _run_bulk(state: SandboxState, op: BulkOperation) -> None:
     try:
         index = state.store.customers if op.kind == "customers" else state.store.orders
         start, stop = _range(index, op.query_filter)
+        if op.kind == "customers":
+            stop = max(start, stop - state.config.drop_last)
         if fail:  # a failed operation leaves a partial file of about half the objects
             stop = start + (stop - start) // 2
         workers = _render_processes()
@@ -798,6 +805,31 @@ def _op_bulk_current(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int
 def _op_node(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
     op = state.bulk_ops.get(v.get("id") or "")
     return {"node": _bulk_node(state, op, ctx["base_url"])}, 1, 1
+
+
+def _op_customer_nodes(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
+    """`nodes(ids:)` for customers: null for an id the store does not have (or deleted)."""
+    ids = v.get("ids")
+    if not isinstance(ids, list) or len(ids) > 250:
+        raise GraphQLUserError("ids must be a list of at most 250 global ids")
+    out: list[dict | None] = []
+    for g in ids:
+        rec = None
+        if "/Customer/" in str(g):
+            rec = _find_by_id(state.store.customers, _numeric(g))
+        out.append(
+            None
+            if rec is None
+            else {"id": gid("Customer", rec["id"]), "updatedAt": iso_utc(rec.get("updated_at"))}
+        )
+    return {"nodes": out}, 1 + len(ids), 1 + sum(n is not None for n in out)
+
+
+def _op_customers_count(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
+    count = len(state.store.customers)
+    if not state.config.drop_counted:
+        count = max(0, count - state.config.drop_last)
+    return {"customersCount": {"count": count, "precision": "EXACT"}}, 1, 1
 
 
 def _webhook_node(sub: dict) -> dict:
@@ -881,6 +913,8 @@ _GRAPHQL_OPS: dict[str, GraphQLOp] = {
     "BulkOperationNode": _op_node,
     "WebhookSubscriptions": _op_webhooks,
     "WebhookSubscriptionCreate": _op_webhook_create,
+    "CustomerNodes": _op_customer_nodes,
+    "CustomersCount": _op_customers_count,
 }
 _OP_NAME = re.compile(r"\b(?:query|mutation)\s+(\w+)")
 
@@ -918,6 +952,8 @@ def handle_graphql(state: SandboxState, body: dict, base_url: str) -> dict:
         requested = _order_cost(first, int(variables.get("lineItemsFirst") or 50))
     elif name == "OrderLineItems":
         requested = 3 + int(variables.get("first") or 250) * 2
+    elif name == "CustomerNodes":
+        requested = 1 + len(variables.get("ids") or [])
     else:
         requested = 10
     if requested > SHOPIFY_MAX_COST:
@@ -1098,6 +1134,7 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
     predictive = "predictive_analytics" in params.get("additional-fields[profile]", "")
     limiter = {
         "profiles": "profiles_predictive" if predictive else "profiles",
+        "profile": "profiles",
         "events": "events",
         "metrics": "metrics",
     }.get(resource)
@@ -1140,7 +1177,10 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
             if not 1 <= size <= 100:
                 detail = "Page size must be an integer between 1 and 100."
                 return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail))
-            records, next_url = _klaviyo_page(store.profiles, params, "updated", size, link)
+            listed = store.profiles
+            if cfg.drop_last:
+                listed = listed.subset(np.arange(len(listed)) < len(listed) - cfg.drop_last)
+            records, next_url = _klaviyo_page(listed, params, "updated", size, link)
             data = [_klaviyo_profile(rec, wanted, base_url) for _, rec in records]
             return _Reply(200, {"data": data, "links": _klaviyo_links(self_link, next_url)})
         # events
@@ -1458,6 +1498,13 @@ class SandboxServer:
         )
         self._thread.start()
         return self
+
+    def reload(self) -> None:
+        """Index the store directory again, after it was rewritten (tests model a changing
+        shop this way); bulk operations and webhook subscriptions are kept."""
+        assert self.state is not None, "start the server first"
+        self.state.store = SandboxStore(self.store_path)
+        self.state.klaviyo_profile_lookup = ProfileLookup(self.state.store.profiles)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -11,7 +11,7 @@ check against (crm_pipeline_tests/contracts/klaviyo), not whatever the SDK relea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +22,7 @@ from openapi_client.api_arg_options import USE_DICTIONARY_FOR_RESPONSE_DATA
 from openapi_client.exceptions import ApiException
 
 from crm_pipeline.ingest.bad_records import escape_invalid_utf8
-from crm_pipeline.sources.errors import RetriableSourceError, SourceError, Timeout
+from crm_pipeline.sources.errors import BadRequest, RetriableSourceError, SourceError, Timeout
 from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,21 @@ class KlaviyoClient:
             cursor = next_cursor(page.get("links"))
             if not cursor:
                 return
+
+    def profile_exists(self, profile_id: str) -> bool:
+        """Whether Klaviyo still has this profile (get-profile; 404 means gone): a point lookup
+        before a reconcile deletes it."""
+        try:
+            self._call(self.api.Profiles.get_profile, id=profile_id)
+        except BadRequest as exc:
+            if exc.status in (404, 410):
+                return False
+            raise
+        return True
+
+    def profiles_alive(self, profile_ids: Iterable[str]) -> set[str]:
+        """The subset of these profile ids Klaviyo still has, one get-profile each."""
+        return {pid for pid in profile_ids if self.profile_exists(pid)}
 
     def metrics(self) -> dict[str, str]:
         """Metric id -> name ("Opened Email", "Placed Order", ...)."""

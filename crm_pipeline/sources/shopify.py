@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -173,6 +173,18 @@ mutation WebhookSubscriptionCreate(
     webhookSubscription { id topic format }
     userErrors { field message }
   }
+}"""
+
+# point lookups for a reconcile: a deleted customer comes back as null
+CUSTOMER_NODES = """
+query CustomerNodes($ids: [ID!]!) {
+  nodes(ids: $ids) { ... on Customer { id updatedAt } }
+}"""
+NODES_PER_QUERY = 250  # Shopify's limit for `nodes(ids:)`
+
+CUSTOMERS_COUNT = """
+query CustomersCount {
+  customersCount { count precision }
 }"""
 
 _TERMINAL_BULK = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
@@ -450,6 +462,9 @@ class ShopifyClient:
         # last throttleStatus seen, to pace requests before the bucket runs dry
         self._bucket: tuple[float, float, float] | None = None  # (available, restore, at)
         self._bucket_lock = threading.Lock()
+        # the last customers bulk operation as it finished, and the shop's count before it
+        self.last_bulk: dict | None = None
+        self.expected_customers: dict | None = None
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -593,8 +608,50 @@ class ShopifyClient:
 
     def bulk_customer_lines(self, since: datetime | None = None) -> Iterator[bytes]:
         """The JSONL lines of a customers bulk operation, undecoded: for decoding elsewhere
-        (`mapping.shopify.map_bulk_customer_line` in ingest/workers.py)."""
-        return self._bulk_lines(BULK_CUSTOMERS, since)
+        (`mapping.shopify.map_bulk_customer_line` in ingest/workers.py).
+
+        A full pull counts the shop's customers first, so `bulk_customers_incomplete` can tell
+        a result that came back short (counted before: customers created meanwhile only add)."""
+        self.last_bulk = None
+        self.expected_customers = self.customers_count() if since is None else None
+        return self._bulk_lines(BULK_CUSTOMERS, since, keep_final=True)
+
+    def bulk_customers_incomplete(self) -> str | None:
+        """Why the last full customers bulk pull is known incomplete, or None if it is not:
+        partial data, no finished operation, or fewer objects than the shop counted."""
+        final = self.last_bulk
+        if final is None:
+            return "no completed bulk operation"
+        if final.get("partialDataUrl"):
+            return f"bulk operation {final.get('id')} returned partial data"
+        expected = self.expected_customers
+        if expected is None:
+            return None
+        objects = int(final.get("objectCount") or 0)
+        if objects < int(expected.get("count") or 0):
+            return (
+                f"bulk operation {final.get('id')} returned {objects} objects but the shop "
+                f"counted {expected.get('count')} customers ({expected.get('precision')})"
+            )
+        return None
+
+    def customers_count(self) -> dict:
+        """The shop's customer count, as `{"count": N, "precision": "EXACT"|"AT_LEAST"}`."""
+        data = self.execute(CUSTOMERS_COUNT, {}, "CustomersCount", cost=1)
+        return data.get("customersCount") or {"count": 0, "precision": "EXACT"}
+
+    def customers_alive(self, ids: Iterable[str | int]) -> set[str]:
+        """Which of these customer ids (numeric or gid) still exist in the shop, asked by
+        `nodes(ids:)` in batches: a point lookup before a reconcile deletes them."""
+        wanted = [str(i) for i in ids]
+        alive: set[str] = set()
+        for start in range(0, len(wanted), NODES_PER_QUERY):
+            batch = wanted[start : start + NODES_PER_QUERY]
+            gids = [i if i.startswith("gid://") else f"gid://shopify/Customer/{i}" for i in batch]
+            data = self.execute(CUSTOMER_NODES, {"ids": gids}, "CustomerNodes", cost=1 + len(gids))
+            found = {gid_to_id(n["id"]) for n in data.get("nodes") or [] if n and n.get("id")}
+            alive.update(i for i, g in zip(batch, gids, strict=True) if gid_to_id(g) in found)
+        return alive
 
     def bulk_orders(self, since: datetime | None = None) -> Iterator[dict]:
         """Every order with its line items and refunds, through one bulk operation."""
@@ -637,10 +694,14 @@ class ShopifyClient:
             else:
                 yield Unreadable("shopify", None, line_record(line, number), [line_problem(line)])
 
-    def _bulk_lines(self, template: str, since: datetime | None) -> Iterator[bytes]:
+    def _bulk_lines(
+        self, template: str, since: datetime | None, *, keep_final: bool = False
+    ) -> Iterator[bytes]:
         search = f'(query: "{_search_since(since)}")' if since else ""
         op = self._start_bulk(template.replace("{filter}", search))
         final = self._wait_bulk(op["id"])
+        if keep_final:
+            self.last_bulk = final
         status = final["status"]
         if status != "COMPLETED" or final.get("partialDataUrl"):
             raise BulkOperationFailed(
@@ -672,7 +733,7 @@ class ShopifyClient:
                 self._wait_bulk(running["id"])
 
     def _wait_bulk(self, op_id: str) -> dict:
-        delay, started = 0.2, time.monotonic()
+        delay, started = min(0.2, self.bulk_poll_max), time.monotonic()
         while True:
             node = self.execute(BULK_NODE, {"id": op_id}, "BulkOperationNode").get("node") or {}
             if node.get("status") in _TERMINAL_BULK:

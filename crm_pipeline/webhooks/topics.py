@@ -15,7 +15,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from crm_pipeline.ingest.customers import apply_survivorship
+from crm_pipeline.ingest.customers import (
+    apply_survivorship,
+    observed_after,
+    soft_delete_customers,
+)
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
 from crm_pipeline.mapping.klaviyo import map_event, map_profile, webhook_item
 from crm_pipeline.mapping.records import content_hash
@@ -65,6 +69,16 @@ def link_orders_of(conn: sa.Connection, external_id: str) -> set[str]:
 
 
 # ------------------------------------------------------------------ Shopify customers
+def _deleted_since(existing: Any, updated_at: Any) -> bool:
+    """The source row was deleted after this record's state: the record is no proof of life.
+    A newer one is, and revives it (`CustomerLoader`, `revive_sources`)."""
+    return (
+        existing is not None
+        and existing.deleted_at is not None
+        and not observed_after(existing.deleted_at, updated_at, None)
+    )
+
+
 def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
     """customers/create, customers/update, customers/enable, customers/disable: a full record."""
     raw = dict(_payload(ctx))
@@ -74,11 +88,13 @@ def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
     if not raw.get("updated_at"):
         raw["updated_at"] = ctx.event_time().isoformat()
     existing = load_source(ctx.conn, "shopify", external_id)
-    if existing is not None and existing.deleted_at is not None:
-        return Outcome("ignored_deleted")
     record = map_customer(raw)
+    if _deleted_since(existing, record.source_updated_at):
+        return Outcome("ignored_deleted")
     outcome = "applied"
-    if existing is not None:
+    if existing is not None and existing.deleted_at is not None:
+        outcome = "revived"  # the loader brings it back (unless the person was redacted)
+    elif existing is not None:
         if existing.content_hash == content_hash(raw):
             outcome = "duplicate"
         elif (
@@ -89,10 +105,13 @@ def shopify_customer_upsert(ctx: ApplyContext) -> Outcome:
             outcome = "stale"
     loader = ctx.loaders.shopify_customers
     refused = loader.report.skipped_redacted
+    revived = loader.report.revived
     loader.load([record])
     _check_quarantine(loader, "customer")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
+    if outcome == "revived" and loader.report.revived == revived:
+        return Outcome("ignored_deleted")  # staff deleted, merged away: it stays so
     row = load_source(ctx.conn, "shopify", external_id)
     if row is None:  # only when the loader refused it
         return Outcome("refused")
@@ -112,7 +131,10 @@ def soft_delete_source(ctx: ApplyContext, source: str, external_id: str) -> Outc
     if row is None:
         # Unknown yet: keep a deleted marker so a late, older create cannot resurrect it.
         customer_id = conn.execute(
-            sa.text("INSERT INTO customers (deleted_at) VALUES (now()) RETURNING id::text")
+            sa.text(
+                "INSERT INTO customers (deleted_at, deleted_by_source) VALUES (now(), true) "
+                "RETURNING id::text"
+            )
         ).scalar_one()
         conn.execute(
             sa.text(
@@ -131,15 +153,7 @@ def soft_delete_source(ctx: ApplyContext, source: str, external_id: str) -> Outc
         ),
         {"id": row.id},
     )
-    keep = ["shopify", "manual"] if source == "shopify" else ["shopify", "manual", "klaviyo"]
-    conn.execute(
-        sa.text(
-            "UPDATE customers c SET deleted_at = now() WHERE c.id = CAST(:cid AS uuid) "
-            "AND c.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM customer_sources s "
-            "WHERE s.customer_id = c.id AND s.deleted_at IS NULL AND s.source = ANY(:keep))"
-        ),
-        {"cid": row.customer_id, "keep": keep},
-    )
+    soft_delete_customers(conn, source, [row.customer_id])
     apply_survivorship(conn, {row.customer_id})
     return Outcome("applied", {row.customer_id})
 
@@ -491,21 +505,26 @@ def _klaviyo_profile(ctx: ApplyContext, item: dict[str, Any]) -> Outcome:
     item["attributes"] = attrs
     external_id = str(item["id"])
     existing = load_source(ctx.conn, "klaviyo", external_id)
-    if existing is not None and existing.deleted_at is not None:
-        return Outcome("ignored_deleted")
     record = map_profile(item)
+    if _deleted_since(existing, record.source_updated_at):
+        return Outcome("ignored_deleted")
     outcome = "applied"
-    if existing is not None:
+    if existing is not None and existing.deleted_at is not None:
+        outcome = "revived"
+    elif existing is not None:
         if existing.content_hash == content_hash(item):
             outcome = "duplicate"
         elif existing.source_updated_at and record.source_updated_at < existing.source_updated_at:
             outcome = "stale"
     loader = ctx.loaders.klaviyo_customers
     refused = loader.report.skipped_redacted
+    revived = loader.report.revived
     loader.load([record])
     _check_quarantine(loader, "profile")
     if loader.report.skipped_redacted > refused:
         return Outcome("refused_redacted")
+    if outcome == "revived" and loader.report.revived == revived:
+        return Outcome("ignored_deleted")
     row = load_source(ctx.conn, "klaviyo", external_id)
     return Outcome(outcome, {row.customer_id} if row else set())
 

@@ -155,8 +155,8 @@ def test_full_reconcile_soft_deletes_what_disappeared(clean_db):
         map_customer,
         reconcile_run_id="r1",
     )
-    result = reconcile_deletions(clean_db, "shopify", "r1")
-    assert result == {"sources_deleted": 1, "customers_deleted": 1}
+    result = reconcile_deletions(clean_db, "shopify", "r1", still_alive=lambda ids: set())
+    assert result == {"sources_deleted": 1, "customers_deleted": 1, "confirmed_alive": 0}
     assert count(clean_db, "SELECT count(*) FROM customers WHERE deleted_at IS NULL") == 3
     # a stale pull of the deleted customer does not resurrect it
     load(clean_db, [shopify(4, "c4@x.io", "2026-01-01T00:00:00Z")], map_customer)

@@ -8,6 +8,20 @@ from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
 from crm_pipeline.ingest.activities import ActivityLoader
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.mapping.klaviyo import METRIC_ACTIVITY, map_event, map_profile
+from crm_pipeline.sources.klaviyo import KlaviyoClient
+
+
+def profiles_pull(client: KlaviyoClient) -> Pull:
+    """The Klaviyo profiles stream; a full pull's missing profiles are confirmed gone one
+    get-profile each before they are soft-deleted."""
+    return Pull(
+        stream="klaviyo.profiles",
+        fetch=client.profiles,
+        map=map_profile,
+        loader=CustomerLoader,
+        reconcile_source="klaviyo",
+        still_alive=client.profiles_alive,
+    )
 
 
 @dg.asset(
@@ -23,15 +37,7 @@ def klaviyo_profiles(
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
     """Klaviyo profiles (consent, properties, predictive analytics) merged into customers."""
-    client = klaviyo.get_client()
-    pull = Pull(
-        stream="klaviyo.profiles",
-        fetch=client.profiles,
-        map=map_profile,
-        loader=CustomerLoader,
-        reconcile_source="klaviyo",
-    )
-    return run_pull(context, config, postgres.get_engine(), pull)
+    return run_pull(context, config, postgres.get_engine(), profiles_pull(klaviyo.get_client()))
 
 
 @dg.asset(

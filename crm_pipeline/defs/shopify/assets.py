@@ -10,6 +10,31 @@ from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
 from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.shopify import map_bulk_customer_line, map_customer, map_order
+from crm_pipeline.sources.shopify import ShopifyClient
+
+
+def customers_pull(client: ShopifyClient) -> Pull:
+    """The Shopify customers stream: full pulls through one bulk operation whose JSONL lines
+    are decoded and mapped in worker processes (ingest/workers.py), checked complete against
+    the shop's count and reconciled with `nodes(ids:)` lookups; incremental pulls through
+    paginated updated_at queries, mapped here."""
+
+    def fetch(since):
+        if since is None:
+            return decode_in_workers(
+                client.bulk_customer_lines(), map_bulk_customer_line, source="shopify"
+            )
+        return mapped(client.customers_updated_since(since), map_customer, "shopify")
+
+    return Pull(
+        stream="shopify.customers",
+        fetch=fetch,
+        map=None,
+        loader=CustomerLoader,
+        reconcile_source="shopify",
+        still_alive=client.customers_alive,
+        incomplete=client.bulk_customers_incomplete,
+    )
 
 
 @dg.asset(
@@ -24,25 +49,7 @@ def shopify_customers(
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
     """Every Shopify customer with addresses, resolved into one customer per person."""
-    client = shopify.get_client()
-
-    def fetch(since):
-        """Full: one bulk operation whose JSONL lines are decoded and mapped in a worker process
-        (ingest/workers.py); incremental: paginated updated_at queries, mapped here."""
-        if since is None:
-            return decode_in_workers(
-                client.bulk_customer_lines(), map_bulk_customer_line, source="shopify"
-            )
-        return mapped(client.customers_updated_since(since), map_customer, "shopify")
-
-    pull = Pull(
-        stream="shopify.customers",
-        fetch=fetch,
-        map=None,
-        loader=CustomerLoader,
-        reconcile_source="shopify",
-    )
-    return run_pull(context, config, postgres.get_engine(), pull)
+    return run_pull(context, config, postgres.get_engine(), customers_pull(shopify.get_client()))
 
 
 @dg.asset(
