@@ -41,24 +41,16 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     EmbeddedPostgres(tmp_path / "home" / "postgres").stop()
 
 
-def _start_demo(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
-    ports = [str(_free_port()) for _ in range(3)]
+def _demo_args(*extra: str, ui: bool = True) -> list[str]:
+    ports = ["--receiver-port", str(_free_port()), "--sandbox-port", str(_free_port())]
+    ports += ["--ui-port", str(_free_port())] if ui else ["--no-ui"]
+    demo = [sys.executable, "-m", "crm_pipeline.cli", "demo", "--customers", "120"]
+    return [*demo, *ports, *extra]
+
+
+def _start_demo(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crm_pipeline.cli",
-            "demo",
-            "--customers",
-            "120",
-            "--ui-port",
-            ports[0],
-            "--receiver-port",
-            ports[1],
-            "--sandbox-port",
-            ports[2],
-            *extra,
-        ],
+        _demo_args(),
         cwd=REPO_ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -139,7 +131,7 @@ def test_sigterm_stops_every_child_and_a_killed_demo_leaves_nothing_behind(
 
     # 3. the next demo starts, runs its refresh and stops everything, PostgreSQL included
     third = subprocess.run(
-        [*_start_demo_args(demo_env)],
+        _demo_args(ui=False),
         cwd=REPO_ROOT,
         env=demo_env,
         capture_output=True,
@@ -149,19 +141,3 @@ def test_sigterm_stops_every_child_and_a_killed_demo_leaves_nothing_behind(
     assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-2000:]
     assert "full_refresh succeeded" in third.stdout
     assert _survivors(postgres_family, timeout=30) == []
-
-
-def _start_demo_args(env: dict[str, str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "crm_pipeline.cli",
-        "demo",
-        "--customers",
-        "120",
-        "--receiver-port",
-        str(_free_port()),
-        "--sandbox-port",
-        str(_free_port()),
-        "--no-ui",
-    ]
