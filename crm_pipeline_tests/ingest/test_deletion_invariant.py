@@ -41,7 +41,7 @@ from crm_pipeline.ingest.customers import ReconcileRefused
 from crm_pipeline.ingest.files import import_file
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.sources.errors import SourceError
-from crm_pipeline.sources.http import RetryPolicy
+from crm_pipeline.sources.http import SourceRetryPolicy
 from crm_pipeline.sources.shopify import ShopifyClient
 from crm_pipeline_tests.fixtures.postgres import truncate_all
 from crm_pipeline_tests.webhooks.test_processing_support import land, run
@@ -49,7 +49,7 @@ from crm_pipeline_tests.webhooks.test_processing_support import land, run
 MAX_CUSTOMERS = 5
 DELIVERY = st.sampled_from(["now", "later", "lost"])  # a webhook processed at once, later, never
 _STAMPS = itertools.count(time.time_ns())
-QUICK = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
+QUICK = SourceRetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02)
 
 
 def email(ident: int) -> str:
