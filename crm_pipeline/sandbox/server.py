@@ -3,29 +3,25 @@
 It answers the request shapes our clients send through the real SDKs, in the real response
 shapes, with the failure modes the real services have (cost throttling, 429s, 5xx, slow
 predictive analytics, failed bulk operations), so the pipeline is exercised end to end without
-credentials. It is not a GraphQL engine: operations are recognised by name (see `_GRAPHQL_OPS`).
-Stores of millions of records are served from byte-offset indexes (`store_index`), never loaded.
+credentials. The Shopify side executes GraphQL against Shopify's published schema
+(`sandbox.shopify`), so it refuses whatever the real API would. Stores of millions of records
+are served from byte-offset indexes (`store_index`), never loaded.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import math
-import os
 import random
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,22 +30,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 import orjson
 
-from crm_pipeline.process_pool import spawn_pool
+from crm_pipeline.sandbox.shopify.endpoint import BAD_BODY, handle_graphql, known_version
+from crm_pipeline.sandbox.shopify.nodes import gid
+from crm_pipeline.sandbox.shopify.state import ShopifyState
 from crm_pipeline.sandbox.store_index import (
-    MIN_US,
     JsonlIndex,
     build_index,
-    iso_utc,
     read_ids,
     safe_us,
     to_us,
 )
 
 log = logging.getLogger(__name__)
-
-SHOPIFY_MAX_COST = 1000
-SHOPIFY_BUCKET = 2000.0
-SHOPIFY_RESTORE_RATE = 100.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,14 +51,6 @@ SHOPIFY_RESTORE_RATE = 100.0
 
 def _shopify_key(rec: dict) -> tuple[int, int]:
     return safe_us(rec.get("updated_at"), rec.get("created_at")), int(rec["id"])
-
-
-def _int(value: Any) -> Any:
-    """An int when it is one; otherwise the dirty value itself, for validation downstream."""
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return value
 
 
 class SandboxStore:
@@ -131,249 +115,6 @@ class SandboxStore:
             return self._events_by_metric[code]
 
 
-# ---------------------------------------------------------------------------------------------
-# REST store record -> Shopify GraphQL node
-# ---------------------------------------------------------------------------------------------
-
-
-def gid(kind: str, value: Any, model: str | None = None) -> str | None:
-    if value is None:
-        return None
-    suffix = f"?model_name={model}" if model else ""
-    return f"gid://shopify/{kind}/{value}{suffix}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
-def _upper(value: Any) -> str | None:
-    return str(value).upper() if value not in (None, "") else None
-
-
-def _money(value: Any) -> str:
-    if value in (None, ""):
-        return "0.0"
-    try:
-        return str(Decimal(str(value)))
-    except InvalidOperation:
-        return str(value)
-
-
-def _tags(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(t) for t in value]
-    return [t.strip() for t in str(value or "").split(",") if t.strip()]
-
-
-def _consent(value: dict | None, sms: bool = False) -> dict | None:
-    if not value:
-        return None
-    node = {
-        "marketingState": _upper(value.get("state")),
-        "marketingOptInLevel": _upper(value.get("opt_in_level")),
-        "consentUpdatedAt": iso_utc(value.get("consent_updated_at")),
-    }
-    if sms:
-        node["consentCollectedFrom"] = _upper(value.get("consent_collected_from"))
-    return node
-
-
-def _address(addr: dict | None) -> dict | None:
-    if not addr:
-        return None
-    node: dict[str, Any] = {}
-    for key, value in addr.items():
-        if key in ("customer_id", "default"):
-            continue  # derivable from the parent customer and its defaultAddress
-        if key == "id":
-            node["id"] = gid("MailingAddress", value, "CustomerAddress")
-        elif key == "country_code":
-            node["countryCodeV2"] = value
-        else:
-            node[_camel(key)] = value
-    return node
-
-
-def customer_node(c: dict) -> dict:
-    """A REST customer line as the GraphQL `Customer` our queries select."""
-    currency = c.get("currency") or "USD"
-    return {
-        "id": gid("Customer", c["id"]),
-        "legacyResourceId": str(c["id"]),
-        "email": c.get("email"),
-        "firstName": c.get("first_name"),
-        "lastName": c.get("last_name"),
-        "phone": c.get("phone"),
-        "state": _upper(c.get("state")) or "DISABLED",
-        "tags": _tags(c.get("tags")),
-        "note": c.get("note"),
-        "verifiedEmail": bool(c.get("verified_email")),
-        "taxExempt": bool(c.get("tax_exempt")),
-        "emailMarketingConsent": _consent(c.get("email_marketing_consent")),
-        "smsMarketingConsent": _consent(c.get("sms_marketing_consent"), sms=True),
-        "addresses": [_address(a) for a in c.get("addresses") or []],
-        "defaultAddress": _address(c.get("default_address")),
-        "createdAt": iso_utc(c.get("created_at")),
-        "updatedAt": iso_utc(c.get("updated_at")),
-        "numberOfOrders": str(c.get("orders_count") or 0),
-        "multipassIdentifier": c.get("multipass_identifier"),
-        "taxExemptions": [_upper(t) for t in c.get("tax_exemptions") or []],
-        "lastOrder": {"id": gid("Order", c["last_order_id"])} if c.get("last_order_id") else None,
-        "amountSpent": {"amount": _money(c.get("total_spent")), "currencyCode": currency},
-    }
-
-
-_FULFILLMENT = {None: "UNFULFILLED", "": "UNFULFILLED", "partial": "PARTIALLY_FULFILLED"}
-
-
-def _line_item_id(order_id: int, index: int, li: dict) -> int:
-    return int(li["id"]) if li.get("id") is not None else int(order_id) * 1000 + index + 1
-
-
-def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]]:
-    """A REST order as (Order node, LineItem nodes, [(refund gid, RefundLineItem nodes)]).
-
-    Line items and refund line items are connections, so they are separate lines in bulk
-    results and `{nodes: [...]}` in paginated ones; refunds are a plain list on Order.
-    """
-    oid = int(o["id"])
-    currency = o.get("currency") or "USD"
-
-    def money(amount: Any) -> dict:
-        return {"shopMoney": {"amount": _money(amount), "currencyCode": currency}}
-
-    items = []
-    for i, li in enumerate(o.get("line_items") or []):
-        pid = li.get("product_id")
-        items.append(
-            {
-                "id": gid("LineItem", _line_item_id(oid, i, li)),
-                "title": li.get("title"),
-                "vendor": li.get("vendor"),
-                "quantity": _int(li.get("quantity")),
-                "sku": li.get("sku"),
-                "product": (
-                    {"id": gid("Product", pid), "productType": li.get("product_type")}
-                    if pid is not None
-                    else None
-                ),
-                "originalUnitPriceSet": money(li.get("price")),
-            }
-        )
-    refunds, refund_children = [], []
-    for i, r in enumerate(o.get("refunds") or []):
-        rid = gid("Refund", r.get("id") if r.get("id") is not None else oid * 100 + i + 1)
-        total = Decimal(0)
-        for t in r.get("transactions") or []:
-            if (t.get("kind") or "refund") == "refund" and t.get("status", "success") == "success":
-                try:
-                    total += Decimal(str(t.get("amount") or 0))
-                except InvalidOperation:
-                    pass  # a dirty amount counts as nothing refunded
-        refunds.append(
-            {
-                "id": rid,
-                "createdAt": iso_utc(r.get("created_at")),
-                "note": r.get("note"),
-                "totalRefundedSet": money(total),
-            }
-        )
-        refund_children.append(
-            (
-                rid,
-                [
-                    {
-                        "lineItem": {"id": gid("LineItem", rli.get("line_item_id"))},
-                        "quantity": _int(rli.get("quantity")),
-                    }
-                    for rli in r.get("refund_line_items") or []
-                ],
-            )
-        )
-    customer = o.get("customer") or {}
-    fulfillment = o.get("fulfillment_status")
-    node = {
-        "id": gid("Order", oid),
-        "legacyResourceId": str(oid),
-        "name": o.get("name") or f"#{o.get('order_number') or oid}",
-        "customer": {"id": gid("Customer", customer["id"])} if customer.get("id") else None,
-        "email": o.get("email"),
-        "createdAt": iso_utc(o.get("created_at")),
-        "updatedAt": iso_utc(o.get("updated_at")),
-        "processedAt": iso_utc(o.get("processed_at") or o.get("created_at")),
-        "cancelledAt": iso_utc(o.get("cancelled_at")),
-        "cancelReason": _upper(o.get("cancel_reason")),
-        "displayFinancialStatus": _upper(o.get("financial_status")),
-        "displayFulfillmentStatus": _FULFILLMENT.get(fulfillment) or _upper(fulfillment),
-        "currencyCode": currency,
-        "totalPriceSet": money(o.get("total_price")),
-        "subtotalPriceSet": money(o.get("subtotal_price")),
-        "totalTaxSet": money(o.get("total_tax")),
-        "sourceName": o.get("source_name"),
-        "tags": _tags(o.get("tags")),
-        "refunds": refunds,
-    }
-    return node, items, refund_children
-
-
-def order_node_paginated(o: dict, line_items_first: int) -> dict:
-    node, items, refund_children = order_parts(o)
-    shown = items[:line_items_first]
-    node["lineItems"] = _connection_nodes(shown, len(items) > len(shown), 0)
-    for refund, (_, children) in zip(node["refunds"], refund_children, strict=True):
-        refund["refundLineItems"] = {"nodes": children}
-    return node
-
-
-def _connection_nodes(nodes: list[dict], has_next: bool, offset: int) -> dict:
-    end = _offset_cursor(offset + len(nodes) - 1) if nodes else None
-    return {"nodes": nodes, "pageInfo": {"hasNextPage": has_next, "endCursor": end}}
-
-
-def _offset_cursor(offset: int) -> str:
-    return base64.b64encode(orjson.dumps({"offset": offset})).decode()
-
-
-def _decode_cursor(cursor: str | None) -> dict:
-    if not cursor:
-        return {}
-    try:
-        return orjson.loads(base64.b64decode(cursor))
-    except ValueError as exc:
-        raise GraphQLUserError(f"Invalid cursor for current pagination sort: {cursor}") from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Server state: fault injection, throttling buckets, bulk operations, webhooks
-# ---------------------------------------------------------------------------------------------
-
-
-class GraphQLUserError(Exception):
-    """A GraphQL-level error answered as 200 with `errors` (what Shopify does)."""
-
-    def __init__(self, message: str, code: str = "BAD_REQUEST") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class BulkOperation:
-    id: str
-    kind: str  # customers | orders
-    query_filter: str | None
-    status: str = "CREATED"
-    error_code: str | None = None
-    object_count: int = 0
-    root_object_count: int = 0
-    file: Path | None = None
-    partial: bool = False
-    created_at: float = field(default_factory=time.time)
-    completed_at: float | None = None
-
-
 class _SlidingWindow:
     """Counts requests in a trailing window; answers how long until one more is allowed."""
 
@@ -420,15 +161,7 @@ class SandboxState:
         self.config = config
         self.rng = random.Random(config.seed)
         self.lock = threading.Lock()
-        self.bucket = SHOPIFY_BUCKET
-        self.bucket_at = time.monotonic()
-        self.bulk_ops: dict[str, BulkOperation] = {}
-        self.bulk_seq = 0
-        self.current_bulk = ""
-        self.bulk_dir = Path(tempfile.mkdtemp(prefix="crm-sandbox-bulk-"))
-        self._render_pool: ProcessPoolExecutor | None = None
-        self.webhooks: dict[str, dict] = {}
-        self.webhook_seq = 0
+        self.shopify = ShopifyState(config.throttle)
         self.windows = {
             name: (_SlidingWindow(burst, 1.0), _SlidingWindow(steady, 60.0))
             for name, (burst, steady) in KLAVIYO_LIMITS.items()
@@ -445,32 +178,14 @@ class SandboxState:
         with self.lock:
             return self.rng.random() < rate
 
-    # Shopify's leaky bucket: requested cost is taken up front, the unused part refunded
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.bucket = min(
-            SHOPIFY_BUCKET, self.bucket + (now - self.bucket_at) * SHOPIFY_RESTORE_RATE
-        )
-        self.bucket_at = now
+    @property
+    def bucket(self) -> float:
+        """What is left in Shopify's cost bucket (settable, to start a test throttled)."""
+        return self.shopify.bucket.available()
 
-    def take_cost(self, requested: int) -> bool:
-        with self.lock:
-            self._refill()
-            if self.config.throttle and self.bucket < requested:
-                return False
-            self.bucket -= requested
-            return True
-
-    def refund_cost(self, amount: int) -> float:
-        with self.lock:
-            self._refill()
-            self.bucket = min(SHOPIFY_BUCKET, self.bucket + max(0, amount))
-            return self.bucket
-
-    def available(self) -> float:
-        with self.lock:
-            self._refill()
-            return self.bucket
+    @bucket.setter
+    def bucket(self, level: float) -> None:
+        self.shopify.bucket.level = level
 
     def klaviyo_admit(self, name: str) -> float:
         if not self.config.klaviyo_rate_limits:
@@ -486,468 +201,8 @@ class SandboxState:
                 burst.hits.pop()  # the request was refused: it must not count in either window
             return wait
 
-    def render_pool(self) -> ProcessPoolExecutor:
-        """Processes that render big bulk results, started on first use."""
-        with self.lock:
-            if self._render_pool is None:
-                self._render_pool = spawn_pool(_render_processes())
-            return self._render_pool
-
     def close(self) -> None:
-        if self._render_pool is not None:
-            self._render_pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(self.bulk_dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shopify GraphQL operations
-# ---------------------------------------------------------------------------------------------
-
-_UPDATED_FILTER = re.compile(r"updated_at\s*:\s*(>=|>|<=|<)?\s*['\"]?([0-9T:\-+.Z ]+?)['\"]?(\s|$)")
-
-
-def _parse_search(query: str | None) -> tuple[int, int | None]:
-    """Shopify search syntax -> (lower, upper) bounds in us; `>` acts like `>=` as in Shopify."""
-    lower, upper = MIN_US, None
-    for m in _UPDATED_FILTER.finditer(query or ""):
-        op, value = m.group(1) or ">=", m.group(2).strip()
-        us = to_us(value)
-        if op.startswith(">"):
-            lower = max(lower, us)
-        else:
-            upper = us if op == "<=" else us - 1
-    return lower, upper
-
-
-def _range(index: JsonlIndex, search: str | None) -> tuple[int, int]:
-    lower, upper = _parse_search(search)
-    start = index.lower_bound(lower) if lower != MIN_US else 0
-    stop = index.upper_bound(upper) if upper is not None else len(index)
-    return start, stop
-
-
-def _shopify_cursor(index: JsonlIndex, pos: int) -> str:
-    # real Shopify cursors are base64 JSON of the sort value and the id
-    key = int(index.keys[pos])
-    return base64.b64encode(
-        orjson.dumps({"last_id": int(index.tags[pos]), "last_value": key})
-    ).decode()
-
-
-def _after(index: JsonlIndex, cursor: str | None) -> int:
-    c = _decode_cursor(cursor)
-    if not c:
-        return 0
-    try:
-        key, last_id = int(c["last_value"]), int(c["last_id"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GraphQLUserError(f"Invalid cursor for current pagination sort: {cursor}") from exc
-    lo, hi = index.lower_bound(key), index.upper_bound(key)
-    hits = np.nonzero(index.tags[lo:hi] == last_id)[0]
-    return lo + int(hits[0]) + 1 if len(hits) else hi
-
-
-def _page(index: JsonlIndex, v: dict, make: Callable[[dict], dict]) -> tuple[dict, int]:
-    first = int(v.get("first") or 50)
-    if not 0 < first <= 250:
-        raise GraphQLUserError("The `first` argument must be between 1 and 250.")
-    start, stop = _range(index, v.get("query"))
-    start = max(start, _after(index, v.get("after")))
-    end = min(stop, start + first)
-    edges = [
-        {"cursor": _shopify_cursor(index, pos), "node": make(rec)}
-        for pos, rec in index.iter_range(start, end)
-    ]
-    page_info = {
-        "hasNextPage": end < stop,
-        "hasPreviousPage": start > 0,
-        "startCursor": edges[0]["cursor"] if edges else None,
-        "endCursor": edges[-1]["cursor"] if edges else None,
-    }
-    return {"edges": edges, "pageInfo": page_info}, len(edges)
-
-
-def _op_customers(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    first = int(v.get("first") or 50)
-    conn, n = _page(state.store.customers, v, customer_node)
-    return {"customers": conn}, 2 + first * 4, 2 + n * 4
-
-
-def _order_cost(first: int, line_items: int) -> int:
-    return 2 + first * (6 + 2 + line_items * 2 + 5)
-
-
-def _op_orders(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    first = int(v.get("first") or 50)
-    li_first = int(v.get("lineItemsFirst") or 50)
-    conn, n = _page(state.store.orders, v, lambda o: order_node_paginated(o, li_first))
-    actual = 2 + sum(6 + 2 + len(e["node"]["lineItems"]["nodes"]) * 2 + 5 for e in conn["edges"])
-    return {"orders": conn}, _order_cost(first, li_first), actual
-
-
-def _find_by_id(index: JsonlIndex, numeric_id: int) -> dict | None:
-    hits = np.nonzero(index.tags == numeric_id)[0]
-    return index.read(int(hits[0])) if len(hits) else None
-
-
-def _numeric(g: str | None) -> int:
-    try:
-        return int(str(g).rsplit("/", 1)[-1].split("?")[0])
-    except ValueError as exc:
-        raise GraphQLUserError(f"Invalid global id '{g}'") from exc
-
-
-def _op_order_line_items(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    first = int(v.get("first") or 250)
-    order = _find_by_id(state.store.orders, _numeric(v.get("id")))
-    if order is None:
-        return {"node": None}, 3, 1
-    _, items, _ = order_parts(order)
-    offset = int(_decode_cursor(v.get("after")).get("offset", -1)) + 1
-    shown = items[offset : offset + first]
-    conn = _connection_nodes(shown, offset + len(shown) < len(items), offset)
-    return {"node": {"id": v["id"], "lineItems": conn}}, 3 + first * 2, 3 + len(shown) * 2
-
-
-def _bulk_node(state: SandboxState, op: BulkOperation | None, base_url: str) -> dict | None:
-    if op is None:
-        return None
-    url = f"{base_url}/bulk/{_numeric(op.id)}.jsonl"
-    done = op.status == "COMPLETED"
-    return {
-        "__typename": "BulkOperation",
-        "id": op.id,
-        "status": op.status,
-        "errorCode": op.error_code,
-        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(op.created_at)),
-        "completedAt": (
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(op.completed_at))
-            if op.completed_at
-            else None
-        ),
-        "objectCount": str(op.object_count),
-        "rootObjectCount": str(op.root_object_count),
-        "fileSize": str(op.file.stat().st_size) if done and op.file else None,
-        "url": url if done and op.object_count else None,
-        "partialDataUrl": url if op.partial else None,
-        "query": None,
-    }
-
-
-_BULK_KIND = re.compile(r"\{\s*(customers|orders)\s*[({]")
-_BULK_SEARCH = re.compile(r"query\s*:\s*\"((?:[^\"\\]|\\.)*)\"")
-
-
-def _op_bulk_run(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    text = v.get("query") or ""
-    m = _BULK_KIND.search(text)
-    if not m:
-        errors = [
-            {"field": ["query"], "message": "Bulk queries must contain at least one connection."}
-        ]
-        return {"bulkOperationRunQuery": {"bulkOperation": None, "userErrors": errors}}, 10, 10
-    search = _BULK_SEARCH.search(text)
-    with state.lock:
-        running = [o for o in state.bulk_ops.values() if o.status in ("CREATED", "RUNNING")]
-        if running:
-            msg = (
-                "A bulk query operation for this app and shop is already in progress: "
-                f"{running[0].id}."
-            )
-            errors = [{"field": None, "message": msg}]
-            return {"bulkOperationRunQuery": {"bulkOperation": None, "userErrors": errors}}, 10, 10
-        state.bulk_seq += 1
-        op = BulkOperation(
-            id=gid("BulkOperation", 1000 + state.bulk_seq),
-            kind=m.group(1),
-            query_filter=search.group(1).replace('\\"', '"') if search else None,
-        )
-        state.bulk_ops[op.id] = op
-        state.current_bulk = op.id
-        # result files are big (GBs for a 1M store): keep only the previous op's for late readers
-        finished = [o for o in state.bulk_ops.values() if o.file is not None]
-        for old in finished[:-1]:
-            old.file.unlink(missing_ok=True)
-            old.file = None
-    payload = {"bulkOperation": {"id": op.id, "status": op.status}, "userErrors": []}
-    threading.Thread(target=_run_bulk, args=(state, op), daemon=True, name=op.id).start()
-    return {"bulkOperationRunQuery": payload}, 10, 10
-
-
-def _record_lines(kind: str, rec: dict) -> Iterator[tuple[bool, bytes]]:
-    """(is_root, JSONL line) of one store record in the real bulk format: children follow
-    their parent."""
-    if kind == "customers":
-        yield True, orjson.dumps(customer_node(rec))
-        return
-    node, items, refund_children = order_parts(rec)
-    for refund in node["refunds"]:
-        refund.pop("refundLineItems", None)
-    yield True, orjson.dumps(node)
-    for item in items:
-        yield False, orjson.dumps({**item, "__parentId": node["id"]})
-    for refund_id, children in refund_children:
-        for child in children:
-            yield False, orjson.dumps({**child, "__parentId": refund_id})
-
-
-def _render_part(
-    kind: str, source: str, offsets: np.ndarray, lengths: np.ndarray, out: str
-) -> tuple[int, int]:
-    """Render the store records at `offsets` of `source` as bulk lines into `out`; returns
-    (root objects, objects). Module-level: it also runs in the render processes."""
-    roots = objects = 0
-    with open(out, "wb") as fh:
-        if not len(offsets):  # nothing matched (the store file may not even exist)
-            return 0, 0
-        with open(source, "rb") as src:
-            fd = src.fileno()
-            for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True):
-                record = orjson.loads(os.pread(fd, length, offset))
-                for is_root, line in _record_lines(kind, record):
-                    roots += is_root
-                    objects += 1
-                    fh.write(line + b"\n")
-    return roots, objects
-
-
-# Results of at least this many records are rendered by processes, one slice each: on a 1M
-# store one Python thread took a minute, time the client only waits.
-_PARALLEL_RENDER_MIN = 20_000
-
-
-def _render_processes() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
-def _run_bulk(state: SandboxState, op: BulkOperation) -> None:
-    started = time.monotonic()
-    op.status = "RUNNING"
-    fail = state.chance(state.config.bulk_fail_rate)
-    path = state.bulk_dir / f"{_numeric(op.id)}.jsonl"
-    try:
-        index = state.store.customers if op.kind == "customers" else state.store.orders
-        start, stop = _range(index, op.query_filter)
-        if fail:  # a failed operation leaves a partial file of about half the objects
-            stop = start + (stop - start) // 2
-        workers = _render_processes()
-        if stop - start < _PARALLEL_RENDER_MIN or workers < 2:
-            roots, objects = _render_part(
-                op.kind, str(index.path), index.offsets[start:stop], index.lengths[start:stop],
-                str(path),
-            )  # fmt: skip
-        else:
-            roots, objects = _render_parallel(state, op, index, start, stop, path, workers)
-        op.root_object_count, op.object_count = roots, objects
-        op.file = path
-        remaining = state.config.bulk_seconds - (time.monotonic() - started)
-        if remaining > 0:
-            time.sleep(remaining)
-        if fail:
-            op.status, op.error_code, op.partial = "FAILED", "INTERNAL_SERVER_ERROR", True
-        else:
-            op.status = "COMPLETED"
-    except Exception:  # the op must end FAILED, as Shopify's would, whatever broke
-        log.exception("bulk operation %s failed", op.id)
-        op.status, op.error_code = "FAILED", "INTERNAL_SERVER_ERROR"
-    op.completed_at = time.time()
-
-
-def _render_parallel(
-    state: SandboxState,
-    op: BulkOperation,
-    index: JsonlIndex,
-    start: int,
-    stop: int,
-    path: Path,
-    workers: int,
-) -> tuple[int, int]:
-    """Render contiguous slices in parallel, then concatenate them in order."""
-    bounds = np.linspace(start, stop, workers + 1).astype(int)
-    parts = [path.with_suffix(f".part{i}") for i in range(workers)]
-    jobs = [
-        state.render_pool().submit(
-            _render_part,
-            op.kind,
-            str(index.path),
-            index.offsets[a:b],
-            index.lengths[a:b],
-            str(part),
-        )  # fmt: skip
-        for (a, b), part in zip(zip(bounds[:-1], bounds[1:], strict=True), parts, strict=True)
-    ]
-    counts = [job.result() for job in jobs]
-    with path.open("wb") as fh:
-        for part in parts:
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 20)
-            part.unlink()
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
-
-
-def _op_bulk_current(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    op = state.bulk_ops.get(state.current_bulk)
-    return {"currentBulkOperation": _bulk_node(state, op, ctx["base_url"])}, 1, 1
-
-
-def _op_node(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    op = state.bulk_ops.get(v.get("id") or "")
-    return {"node": _bulk_node(state, op, ctx["base_url"])}, 1, 1
-
-
-def _webhook_node(sub: dict) -> dict:
-    return {
-        "id": sub["id"],
-        "topic": sub["topic"],
-        "format": sub["format"],
-        "callbackUrl": sub["callbackUrl"],
-        "endpoint": {"__typename": "WebhookHttpEndpoint", "callbackUrl": sub["callbackUrl"]},
-        "createdAt": sub["createdAt"],
-    }
-
-
-def _op_webhooks(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    first = int(v.get("first") or 50)
-    offset = int(_decode_cursor(v.get("after")).get("offset", -1)) + 1
-    with state.lock:
-        subs = list(state.webhooks.values())
-    shown = subs[offset : offset + first]
-    edges = [
-        {"cursor": _offset_cursor(offset + i), "node": _webhook_node(s)}
-        for i, s in enumerate(shown)
-    ]
-    info = {
-        "hasNextPage": offset + len(shown) < len(subs),
-        "endCursor": edges[-1]["cursor"] if edges else None,
-    }
-    data = {"webhookSubscriptions": {"edges": edges, "pageInfo": info}}
-    return data, 2 + first, 2 + len(shown)
-
-
-_TOPIC = re.compile(r"^[A-Z][A-Z0-9_]*$")
-
-
-def _op_webhook_create(state: SandboxState, v: dict, ctx: dict) -> tuple[dict, int, int]:
-    topic = v.get("topic") or ""
-    sub_in = v.get("webhookSubscription") or {}
-    url = sub_in.get("callbackUrl") or ""
-    errors = []
-    if not _TOPIC.match(topic):
-        raise GraphQLUserError(
-            f"Variable $topic of type WebhookSubscriptionTopic! was provided invalid value: {topic}"
-        )
-    if not url.startswith(("http://", "https://")):
-        errors.append(
-            {"field": ["webhookSubscription", "callbackUrl"], "message": "Address is invalid"}
-        )
-    with state.lock:
-        if any(s["topic"] == topic and s["callbackUrl"] == url for s in state.webhooks.values()):
-            errors.append(
-                {
-                    "field": ["webhookSubscription", "callbackUrl"],
-                    "message": "Address for this topic has already been taken",
-                }
-            )
-        if errors:
-            result = {"webhookSubscription": None, "userErrors": errors}
-            return {"webhookSubscriptionCreate": result}, 10, 10
-        state.webhook_seq += 1
-        sub = {
-            "id": gid("WebhookSubscription", 9000 + state.webhook_seq),
-            "topic": topic,
-            "format": sub_in.get("format") or "JSON",
-            "callbackUrl": url,
-            "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        state.webhooks[sub["id"]] = sub
-    result = {"webhookSubscription": _webhook_node(sub), "userErrors": []}
-    return {"webhookSubscriptionCreate": result}, 10, 10
-
-
-GraphQLOp = Callable[[SandboxState, dict, dict], tuple[dict, int, int]]
-
-# operation name -> handler; the names are the ones `crm_pipeline.sources.shopify` sends
-_GRAPHQL_OPS: dict[str, GraphQLOp] = {
-    "CustomersUpdatedSince": _op_customers,
-    "OrdersUpdatedSince": _op_orders,
-    "OrderLineItems": _op_order_line_items,
-    "BulkRunQuery": _op_bulk_run,
-    "CurrentBulkOperation": _op_bulk_current,
-    "BulkOperationNode": _op_node,
-    "WebhookSubscriptions": _op_webhooks,
-    "WebhookSubscriptionCreate": _op_webhook_create,
-}
-_OP_NAME = re.compile(r"\b(?:query|mutation)\s+(\w+)")
-
-
-def _request_cost(requested: int, actual: int, available: float) -> dict:
-    return {
-        "cost": {
-            "requestedQueryCost": requested,
-            "actualQueryCost": actual,
-            "throttleStatus": {
-                "maximumAvailable": SHOPIFY_BUCKET,
-                "currentlyAvailable": int(available),
-                "restoreRate": SHOPIFY_RESTORE_RATE,
-            },
-        }
-    }
-
-
-def handle_graphql(state: SandboxState, body: dict, base_url: str) -> dict:
-    """One GraphQL request -> the JSON body Shopify would answer with (always HTTP 200)."""
-    name = body.get("operationName") or ""
-    if not name:
-        m = _OP_NAME.search(body.get("query") or "")
-        name = m.group(1) if m else ""
-    op = _GRAPHQL_OPS.get(name)
-    variables = body.get("variables") or {}
-    if op is None:
-        msg = f"Sandbox does not know operation {name!r}; known: {sorted(_GRAPHQL_OPS)}"
-        return {"errors": [{"message": msg, "extensions": {"code": "undefinedField"}}]}
-    # price the request before running it, as Shopify does
-    if name == "CustomersUpdatedSince":
-        requested = 2 + int(variables.get("first") or 50) * 4
-    elif name == "OrdersUpdatedSince":
-        first = int(variables.get("first") or 50)
-        requested = _order_cost(first, int(variables.get("lineItemsFirst") or 50))
-    elif name == "OrderLineItems":
-        requested = 3 + int(variables.get("first") or 250) * 2
-    else:
-        requested = 10
-    if requested > SHOPIFY_MAX_COST:
-        msg = (
-            f"Query cost is {requested}, which exceeds the single query max cost limit "
-            f"({SHOPIFY_MAX_COST})."
-        )
-        return {
-            "errors": [
-                {"message": msg, "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested}}
-            ],
-            "extensions": _request_cost(requested, 0, state.available()),
-        }
-    if not state.take_cost(requested):
-        state.count("shopify_throttled")
-        return {
-            "errors": [
-                {
-                    "message": "Throttled",
-                    "extensions": {
-                        "code": "THROTTLED",
-                        "documentation": "https://shopify.dev/api/usage/rate-limits",
-                    },
-                }
-            ],
-            "extensions": _request_cost(requested, 0, state.available()),
-        }
-    try:
-        data, requested_real, actual = op(state, variables, {"base_url": base_url})
-    except (GraphQLUserError, ValueError) as exc:
-        state.refund_cost(requested)
-        code = getattr(exc, "code", "BAD_REQUEST")
-        return {"errors": [{"message": str(exc), "extensions": {"code": code}}]}
-    available = state.refund_cost(requested - actual)
-    return {"data": data, "extensions": _request_cost(requested, actual, available)}
+        self.shopify.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1202,7 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
-        if not _GRAPHQL_PATH.match(path):
+        graphql = _GRAPHQL_PATH.match(path)
+        if not graphql or not known_version(graphql.group(1)):
             self._send(_Reply(404, {"errors": "Not Found"}))
             return
         self.state.count("shopify_requests")
@@ -1217,9 +473,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            self._send(_Reply(400, {"errors": {"query": "Required parameter missing or invalid"}}))
+            self._send(_Reply(400, BAD_BODY))
             return
-        self._send(_Reply(200, handle_graphql(self.state, body, self.base_url)))
+        self._send(_Reply(*handle_graphql(self.state, graphql.group(1), body, self.base_url)))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         parts = urlsplit(self.path)
@@ -1262,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_bulk_file(self, number: str) -> None:
         """Stream a bulk result (supports `Range: bytes=N-` so a client can resume)."""
-        op = self.state.bulk_ops.get(gid("BulkOperation", number))
+        op = self.state.shopify.bulk_ops.get(gid("BulkOperation", number))
         if op is None or op.file is None or op.status not in ("COMPLETED", "FAILED"):
             self._send(_Reply(404, {"errors": "Not Found"}))
             return

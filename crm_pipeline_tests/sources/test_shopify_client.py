@@ -45,7 +45,10 @@ def test_bulk_orders_round_trip_with_children(sandbox: SandboxServer, tiny_store
 def test_bulk_result_is_real_jsonl_with_parent_ids(sandbox: SandboxServer) -> None:
     client = _client(sandbox)
     lines = []
-    op = client._start_bulk("{ orders { edges { node { id } } } }")
+    query = """{ orders { edges { node {
+      id refunds { id } lineItems { edges { node { id } } }
+    } } } }"""
+    op = client._start_bulk(query)
     final = client._wait_bulk(op["id"])
     assert final["status"] == "COMPLETED"
     for raw in client._stream_lines(final["url"]):
@@ -54,8 +57,11 @@ def test_bulk_result_is_real_jsonl_with_parent_ids(sandbox: SandboxServer) -> No
     children = [x for x in lines if "__parentId" in x]
     assert int(final["rootObjectCount"]) == len(roots)
     assert int(final["objectCount"]) == len(lines)
-    assert all(c["id"].startswith("gid://shopify/LineItem/") for c in children if "id" in c)
+    assert children and all(c["id"].startswith("gid://shopify/LineItem/") for c in children)
     assert all(isinstance(r["refunds"], list) for r in roots)
+    # only what was selected comes back, as from Shopify
+    assert {key for r in roots for key in r} == {"id", "refunds"}
+    assert {key for r in roots for refund in r["refunds"] for key in refund} == {"id"}
 
 
 def test_incremental_is_inclusive_and_crosses_pages(sandbox: SandboxServer, tiny_store) -> None:
@@ -191,9 +197,9 @@ def test_bulk_download_resumes_after_a_broken_stream_without_losing_or_repeating
 def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
     tiny_store, monkeypatch, kind: str
 ) -> None:
-    """Big results are rendered in slices by processes (sandbox/server.py): same lines, same
-    order, same counts as one thread renders them."""
-    import crm_pipeline.sandbox.server as sandbox_server
+    """Big results are rendered in slices by processes (sandbox/shopify/bulk.py): same lines,
+    same order, same counts as one thread renders them."""
+    from crm_pipeline.sandbox.shopify import bulk
 
     query = "{ customers { edges { node { id } } } }".replace("customers", kind)
 
@@ -204,7 +210,7 @@ def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
             return list(client._stream_lines(final["url"])), final
 
     sequential, seq_final = pull()
-    monkeypatch.setattr(sandbox_server, "_PARALLEL_RENDER_MIN", 2)
+    monkeypatch.setattr(bulk, "_PARALLEL_RENDER_MIN", 2)
     parallel, par_final = pull()
     assert len(sequential) > 10
     assert parallel == sequential
