@@ -103,9 +103,12 @@ def _connection(edges: list[dict], has_next: bool, has_previous: bool) -> dict:
     }
 
 
-def store_connection(index: JsonlIndex, args: dict[str, Any], make: Callable[[dict], dict]) -> dict:
-    """One page of a store file, oldest `updated_at` first (the pipeline's `sortKey`)."""
-    if args.get("sortKey") not in (None, "UPDATED_AT"):
+def store_connection(
+    index: JsonlIndex, args: dict[str, Any], make: Callable[[dict], dict], sort_given: bool
+) -> dict:
+    """One page of a store file, oldest `updated_at` first (the pipeline's `sortKey`; without
+    one, Shopify's default `ID` order is served in that order too)."""
+    if sort_given and args.get("sortKey") != "UPDATED_AT":
         raise user_error("The sandbox sorts by UPDATED_AT only.")
     first = _first(args)
     start, stop = search_range(index, args.get("query"))

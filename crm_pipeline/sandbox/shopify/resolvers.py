@@ -73,12 +73,16 @@ def _node(ctx: Context, ident: str) -> dict | None:
     return None
 
 
+def _sort_given(info: GraphQLResolveInfo) -> bool:
+    return any(a.name.value == "sortKey" for a in info.field_nodes[0].arguments)
+
+
 def _customers(info: GraphQLResolveInfo, **args: Any) -> dict:
-    return store_connection(_ctx(info).state.store.customers, args, _customer)
+    return store_connection(_ctx(info).state.store.customers, args, _customer, _sort_given(info))
 
 
 def _orders(info: GraphQLResolveInfo, **args: Any) -> dict:
-    return store_connection(_ctx(info).state.store.orders, args, _order)
+    return store_connection(_ctx(info).state.store.orders, args, _order, _sort_given(info))
 
 
 def _node_field(info: GraphQLResolveInfo, id: str) -> dict | None:  # noqa: A002 - field argument
