@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import shopify
 
+from crm_pipeline.shopify_admin_schema import newest_version
 from crm_pipeline.sources.errors import (
     BadRequest,
     BulkOperationFailed,
@@ -37,6 +38,10 @@ from crm_pipeline.sources.errors import (
 from crm_pipeline.sources.http import DEFAULT_POLICY, RetryPolicy, error_for_status
 
 log = logging.getLogger(__name__)
+
+# the newest Admin API version whose published schema ships in crm_pipeline/shopify_admin_schema
+# (every document below is validated against it in tests)
+DEFAULT_API_VERSION = newest_version()
 
 # the SDK keeps the active session in class and thread-local state: switch it under a lock
 _SESSION_LOCK = threading.Lock()
@@ -51,7 +56,7 @@ _TRANSPORT_ERRORS = (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Queries (operation names are what the sandbox recognises)
+# Queries (validated against Shopify's published schemas: test_shopify_documents.py)
 # ---------------------------------------------------------------------------------------------
 
 _ADDRESS = """id firstName lastName company address1 address2 city province provinceCode
@@ -173,6 +178,25 @@ mutation WebhookSubscriptionCreate(
     userErrors { field message }
   }
 }"""
+
+WEBHOOK_UPDATE = """
+mutation WebhookSubscriptionUpdate($id: ID!, $webhookSubscription: WebhookSubscriptionInput!) {
+  webhookSubscriptionUpdate(id: $id, webhookSubscription: $webhookSubscription) {
+    webhookSubscription { id topic format }
+    userErrors { field message }
+  }
+}"""
+
+# the topics this API version can subscribe (introspection: also right for versions newer
+# than the schemas shipped with the package)
+WEBHOOK_TOPICS_QUERY = """
+query WebhookTopics {
+  __type(name: "WebhookSubscriptionTopic") { enumValues { name } }
+}"""
+
+# Shopify's mandatory privacy topics: an app configures them in shopify.app.toml (or the
+# Partner Dashboard); the Admin API cannot subscribe them
+COMPLIANCE_TOPICS = ("customers/data_request", "customers/redact", "shop/redact")
 
 _TERMINAL_BULK = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
 
@@ -380,8 +404,20 @@ def order_to_rest(node: dict) -> dict:
 
 
 def webhook_topic(topic: str) -> str:
-    """`customers/create` (REST/webhook header form) or `CUSTOMERS_CREATE` -> the GraphQL enum."""
-    return topic.strip().replace("/", "_").upper()
+    """`customers/create`, `customer.tags_added` (the header forms) or `CUSTOMERS_CREATE` -> the
+    `WebhookSubscriptionTopic` value (`CUSTOMERS_CREATE`, `CUSTOMER_TAGS_ADDED`)."""
+    return topic.strip().replace("/", "_").replace(".", "_").upper()
+
+
+def compliance_toml(address: str, api_version: str) -> str:
+    """The `shopify.app.toml` lines that subscribe Shopify's compliance topics to `address`."""
+    topics = ", ".join(f'"{t}"' for t in COMPLIANCE_TOPICS)
+    return (
+        f'[webhooks]\napi_version = "{api_version}"\n\n'
+        f"  [[webhooks.subscriptions]]\n"
+        f"  compliance_topics = [{topics}]\n"
+        f'  uri = "{address}"\n'
+    )
 
 
 def _search_since(since: datetime) -> str:
@@ -425,7 +461,7 @@ class ShopifyClient:
         self,
         shop: str | None,
         access_token: str,
-        api_version: str = "2024-10",
+        api_version: str = DEFAULT_API_VERSION,
         api_url: str | None = None,
         timeout: float = 30,
         *,
@@ -735,32 +771,76 @@ class ShopifyClient:
             )
         return out
 
-    def register_webhooks(self, address: str, topics: list[str]) -> dict:
-        """Subscribe `topics` to `address`; idempotent (existing subscriptions are kept).
+    def webhook_topics(self) -> frozenset[str]:
+        """The `WebhookSubscriptionTopic` values of this client's API version."""
+        data = self.execute(WEBHOOK_TOPICS_QUERY, {}, "WebhookTopics", cost=1)
+        return frozenset(v["name"] for v in ((data.get("__type") or {}).get("enumValues") or []))
 
-        Returns {"created": [TOPIC...], "kept": [TOPIC...], "subscriptions": [...]}.
+    def plan_webhooks(self, address: str, topics: list[str]) -> dict:
+        """What `register_webhooks` would do, changing nothing.
+
+        Returns {"create": [TOPIC], "keep": [TOPIC], "update": [{topic, id, from}],
+        "skipped": [TOPIC not in this API version], "compliance": [topic]}. The API lists
+        only this app's subscriptions, so one for the topic at another address is ours, moved.
         """
-        wanted = list(dict.fromkeys(webhook_topic(t) for t in topics))
-        existing = {
-            s["topic"]: s for s in self.webhook_subscriptions() if s["callback_url"] == address
-        }
-        created, kept = [], []
+        compliance = [t for t in topics if t in COMPLIANCE_TOPICS]
+        wanted = list(dict.fromkeys(webhook_topic(t) for t in topics if t not in compliance))
+        known = self.webhook_topics()
+        by_topic: dict[str, list[dict]] = {}
+        for sub in self.webhook_subscriptions():
+            by_topic.setdefault(sub["topic"], []).append(sub)
+        plan: dict[str, list] = {"create": [], "keep": [], "update": [], "skipped": []}
         for topic in wanted:
-            if topic in existing:
-                kept.append(topic)
-                continue
+            subs = by_topic.get(topic) or []
+            if topic not in known:
+                plan["skipped"].append(topic)
+            elif any(s["callback_url"] == address for s in subs):
+                plan["keep"].append(topic)
+            elif subs:
+                old = subs[0]
+                plan["update"].append(
+                    {"topic": topic, "id": old["id"], "from": old["callback_url"]}
+                )
+            else:
+                plan["create"].append(topic)
+        return {**plan, "compliance": compliance}
+
+    def register_webhooks(self, address: str, topics: list[str], dry_run: bool = False) -> dict:
+        """Subscribe `topics` to `address`, idempotently: a subscription already there is kept,
+        one of ours at another address is moved, topics this API version lacks are skipped and
+        compliance topics are left to shopify.app.toml (`compliance_toml`).
+
+        Returns the plan (`plan_webhooks`) with "created", "kept", "updated" (topics) and, unless
+        `dry_run`, the resulting "subscriptions" at `address`.
+        """
+        plan = self.plan_webhooks(address, topics)
+        result = {
+            **plan,
+            "created": list(plan["create"]),
+            "kept": list(plan["keep"]),
+            "updated": [u["topic"] for u in plan["update"]],
+        }
+        if dry_run:
+            return result
+        for topic in plan["create"]:
             variables = {
                 "topic": topic,
                 "webhookSubscription": {"callbackUrl": address, "format": "JSON"},
             }
             data = self.execute(WEBHOOK_CREATE, variables, "WebhookSubscriptionCreate")
-            result = data["webhookSubscriptionCreate"]
-            errors = result.get("userErrors") or []
+            errors = data["webhookSubscriptionCreate"].get("userErrors") or []
             if errors:
                 if any("already been taken" in (e.get("message") or "") for e in errors):
-                    kept.append(topic)  # created meanwhile by someone else: still idempotent
+                    # created meanwhile by someone else: still idempotent
+                    result["created"].remove(topic)
+                    result["kept"].append(topic)
                     continue
                 raise BadRequest(f"could not subscribe {topic} to {address}: {errors}")
-            created.append(topic)
+        for move in plan["update"]:
+            variables = {"id": move["id"], "webhookSubscription": {"callbackUrl": address}}
+            data = self.execute(WEBHOOK_UPDATE, variables, "WebhookSubscriptionUpdate")
+            errors = data["webhookSubscriptionUpdate"].get("userErrors") or []
+            if errors:
+                raise BadRequest(f"could not move {move['topic']} to {address}: {errors}")
         subs = [s for s in self.webhook_subscriptions() if s["callback_url"] == address]
-        return {"created": created, "kept": kept, "subscriptions": subs}
+        return {**result, "subscriptions": subs}
