@@ -13,196 +13,30 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import random
 import re
 import shutil
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import numpy as np
 import orjson
 
 from crm_pipeline.sandbox.shopify.endpoint import BAD_BODY, handle_graphql, known_version
 from crm_pipeline.sandbox.shopify.nodes import gid
-from crm_pipeline.sandbox.shopify.state import ShopifyState
+from crm_pipeline.sandbox.state import SandboxConfig, SandboxState
+from crm_pipeline.sandbox.store import SandboxStore
 from crm_pipeline.sandbox.store_index import (
     JsonlIndex,
-    build_index,
-    read_ids,
     safe_us,
     to_us,
 )
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------
-# Store: indexes over the JSONL files
-# ---------------------------------------------------------------------------------------------
-
-
-def _shopify_key(rec: dict) -> tuple[int, int]:
-    return safe_us(rec.get("updated_at"), rec.get("created_at")), int(rec["id"])
-
-
-class SandboxStore:
-    """Indexes of one store directory (CONTRACT.md section 5), built once at startup."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        started = time.monotonic()
-        shop = self.root / "shopify"
-        kla = self.root / "klaviyo"
-        self.customers = self._shopify_index(shop / "customers.jsonl")
-        deleted = {int(i) for i in read_ids(shop / "deleted_customers.jsonl") if i is not None}
-        if deleted and len(self.customers):
-            keep = ~np.isin(self.customers.tags, np.fromiter(deleted, dtype=np.int64))
-            self.customers = self.customers.subset(keep)
-        self.orders = self._shopify_index(shop / "orders.jsonl")
-
-        self.metrics: list[dict] = []
-        metrics_path = kla / "metrics.jsonl"
-        if metrics_path.exists():
-            with metrics_path.open("rb") as fh:
-                self.metrics = [orjson.loads(line) for line in fh if line.strip()]
-        self.metric_code = {m["id"]: i for i, m in enumerate(self.metrics)}
-
-        self.profiles = self._klaviyo_index(
-            kla / "profiles.jsonl", lambda r: (safe_us(r["attributes"].get("updated")), 0)
-        )
-
-        def event_key(rec: dict) -> tuple[int, int]:
-            metric_id = ((rec.get("relationships") or {}).get("metric") or {}).get("data") or {}
-            code = self.metric_code.get(metric_id.get("id"), -1)
-            return safe_us(rec["attributes"].get("datetime")), code
-
-        self.events = self._klaviyo_index(kla / "events.jsonl", event_key)
-        self._events_by_metric: dict[int, JsonlIndex] = {}
-        self._lock = threading.Lock()
-        log.info(
-            "sandbox store %s indexed in %.1fs: %d customers, %d orders, %d profiles, %d events",
-            self.root,
-            time.monotonic() - started,
-            len(self.customers),
-            len(self.orders),
-            len(self.profiles),
-            len(self.events),
-        )
-
-    @staticmethod
-    def _empty(path: Path) -> JsonlIndex:
-        z64 = np.zeros(0, dtype=np.int64)
-        return JsonlIndex(path, z64, z64, np.zeros(0, dtype=np.int32), z64)
-
-    def _shopify_index(self, path: Path) -> JsonlIndex:
-        return build_index(path, _shopify_key) if path.exists() else self._empty(path)
-
-    def _klaviyo_index(self, path: Path, key: Callable[[dict], tuple[int, int]]) -> JsonlIndex:
-        return build_index(path, key) if path.exists() else self._empty(path)
-
-    def events_for_metric(self, code: int) -> JsonlIndex:
-        with self._lock:
-            if code not in self._events_by_metric:
-                self._events_by_metric[code] = self.events.subset(self.events.tags == code)
-            return self._events_by_metric[code]
-
-
-class _SlidingWindow:
-    """Counts requests in a trailing window; answers how long until one more is allowed."""
-
-    def __init__(self, limit: int, seconds: float) -> None:
-        self.limit, self.seconds = limit, seconds
-        self.hits: deque[float] = deque()
-
-    def admit(self, now: float) -> float:
-        while self.hits and now - self.hits[0] >= self.seconds:
-            self.hits.popleft()
-        if len(self.hits) >= self.limit:
-            return self.seconds - (now - self.hits[0])
-        self.hits.append(now)
-        return 0.0
-
-
-# (burst per second, steady per minute), from Klaviyo's published limits
-KLAVIYO_LIMITS = {
-    "profiles": (75, 700),
-    "profiles_predictive": (10, 150),
-    "events": (350, 3500),
-    "metrics": (10, 150),
-}
-
-
-@dataclass
-class SandboxConfig:
-    fault_rate: float = 0.0
-    latency: float = 0.0
-    throttle: bool = True
-    rate_limit_429: float = 0.0
-    seed: int = 0
-    bulk_fail_rate: float = 0.0
-    predictive_fault_rate: float | None = None  # default: twice fault_rate
-    klaviyo_rate_limits: bool = True
-    bulk_seconds: float = 0.3  # minimum RUNNING time, so clients really poll
-
-
-class SandboxState:
-    """Everything mutable the handlers share; one lock guards the small shared counters."""
-
-    def __init__(self, store: SandboxStore, config: SandboxConfig) -> None:
-        self.store = store
-        self.config = config
-        self.rng = random.Random(config.seed)
-        self.lock = threading.Lock()
-        self.shopify = ShopifyState(config.throttle)
-        self.windows = {
-            name: (_SlidingWindow(burst, 1.0), _SlidingWindow(steady, 60.0))
-            for name, (burst, steady) in KLAVIYO_LIMITS.items()
-        }
-        self.counters: dict[str, int] = {}
-
-    def count(self, name: str) -> None:
-        with self.lock:
-            self.counters[name] = self.counters.get(name, 0) + 1
-
-    def chance(self, rate: float) -> bool:
-        if rate <= 0:
-            return False
-        with self.lock:
-            return self.rng.random() < rate
-
-    @property
-    def bucket(self) -> float:
-        """What is left in Shopify's cost bucket (settable, to start a test throttled)."""
-        return self.shopify.bucket.available()
-
-    @bucket.setter
-    def bucket(self, level: float) -> None:
-        self.shopify.bucket.level = level
-
-    def klaviyo_admit(self, name: str) -> float:
-        if not self.config.klaviyo_rate_limits:
-            return 0.0
-        with self.lock:
-            now = time.monotonic()
-            burst, steady = self.windows[name]
-            wait = burst.admit(now)
-            if wait:
-                return wait
-            wait = steady.admit(now)
-            if wait:
-                burst.hits.pop()  # the request was refused: it must not count in either window
-            return wait
-
-    def close(self) -> None:
-        self.shopify.close()
 
 
 # ---------------------------------------------------------------------------------------------
