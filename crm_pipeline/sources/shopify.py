@@ -129,13 +129,35 @@ query OrderLineItems($id: ID!, $first: Int!, $after: String) {{
   }}
 }}"""
 
-# bulk queries: nested connections use edges/node and come back as child lines
+# bulk queries: nested connections use edges/node and come back as child lines; Shopify refuses
+# a connection inside a list field in bulk queries, so refund line items (a connection inside
+# the `refunds` list) are looked up afterwards with ORDER_REFUND_LINE_ITEMS_QUERY
 BULK_CUSTOMERS = f"{{ customers{{filter}} {{ edges {{ node {{ {_CUSTOMER} }} }} }} }}"
 BULK_ORDERS = f"""{{ orders{{filter}} {{ edges {{ node {{
   {_ORDER}
   lineItems {{ edges {{ node {{ {_LINE_ITEM} }} }} }}
-  refunds {{ {_REFUND} refundLineItems {{ edges {{ node {{ {_REFUND_LINE_ITEM} }} }} }} }}
+  refunds {{ {_REFUND} }}
 }} }} }} }}"""
+
+ORDER_REFUND_LINE_ITEMS_QUERY = f"""
+query OrderRefundLineItems($ids: [ID!]!, $first: Int!) {{
+  nodes(ids: $ids) {{
+    ... on Order {{
+      id
+      refunds {{
+        id
+        refundLineItems(first: $first) {{
+          nodes {{ {_REFUND_LINE_ITEM} }}
+          pageInfo {{ hasNextPage }}
+        }}
+      }}
+    }}
+  }}
+}}"""
+# orders per lookup: 10 x (3 + 50 refund line items) points, well under the 1000-point limit;
+# an order with a bigger refund is asked again alone with Shopify's largest page
+_REFUND_LOOKUP_ORDERS = 10
+_MAX_REFUND_LINES = 250
 
 BULK_RUN = """
 mutation BulkRunQuery($query: String!) {
@@ -630,30 +652,71 @@ class ShopifyClient:
         return self._bulk_lines(BULK_CUSTOMERS, since)
 
     def bulk_orders(self, since: datetime | None = None) -> Iterator[dict]:
-        """Every order with its line items and refunds, through one bulk operation."""
+        """Every order with its line items and refunds, through one bulk operation (and a
+        lookup of the refund line items of the orders that have refunds)."""
+        pending: list[dict] = []
+        refunded = 0
+        for order in self._bulk_order_nodes(since):
+            pending.append(order)
+            refunded += bool(order.get("refunds"))
+            if refunded >= _REFUND_LOOKUP_ORDERS or len(pending) >= 1000:
+                yield from self._with_refund_line_items(pending)
+                pending, refunded = [], 0
+        yield from self._with_refund_line_items(pending)
+
+    def _bulk_order_nodes(self, since: datetime | None) -> Iterator[dict]:
+        """Order nodes of a bulk operation, their line item lines attached."""
         current: dict | None = None
-        refunds: dict[str, dict] = {}
         for obj in self._bulk_objects(BULK_ORDERS, since):
             parent = obj.pop("__parentId", None)
             if parent is None:
                 if current is not None:
-                    yield order_to_rest(current)
+                    yield current
                 current = obj
                 current["lineItems"] = []
-                refunds = {}
-                for refund in current.get("refunds") or []:
-                    refund["refundLineItems"] = []
-                    refunds[refund["id"]] = refund
             elif current is not None and parent == current["id"]:
                 current["lineItems"].append(obj)
-            elif parent in refunds:
-                refunds[parent]["refundLineItems"].append(obj)
             else:
                 # children always follow their parent in Shopify's format; anything else means
                 # the file is not what we asked for, and assembling it would lose data silently
                 raise BulkOperationFailed(f"bulk line with unknown parent {parent}")
         if current is not None:
-            yield order_to_rest(current)
+            yield current
+
+    def _with_refund_line_items(self, orders: list[dict]) -> Iterator[dict]:
+        ids = [o["id"] for o in orders if o.get("refunds")]
+        lines: dict[str, list[dict]] = {}
+        for start in range(0, len(ids), _REFUND_LOOKUP_ORDERS):
+            lines.update(self._refund_line_items(ids[start : start + _REFUND_LOOKUP_ORDERS]))
+        for order in orders:
+            for refund in order.get("refunds") or []:
+                refund["refundLineItems"] = lines.get(refund["id"], [])
+            yield order_to_rest(order)
+
+    def _refund_line_items(self, order_ids: list[str], first: int = 50) -> dict[str, list[dict]]:
+        """refund gid -> its refund line items, for these orders; an order with a refund of
+        more than `first` is asked again alone with the largest page Shopify allows."""
+        data = self.execute(
+            ORDER_REFUND_LINE_ITEMS_QUERY,
+            {"ids": order_ids, "first": first},
+            "OrderRefundLineItems",
+            cost=3 + len(order_ids) * (3 + first),
+        )
+        out: dict[str, list[dict]] = {}
+        more: list[str] = []
+        for order in data.get("nodes") or []:
+            for refund in (order or {}).get("refunds") or []:
+                conn = refund.get("refundLineItems") or {}
+                if (conn.get("pageInfo") or {}).get("hasNextPage"):
+                    more.append(order["id"])
+                out[refund["id"]] = _nodes(conn)
+        for order_id in dict.fromkeys(more):
+            if first >= _MAX_REFUND_LINES:
+                raise BulkOperationFailed(
+                    f"order {order_id} has a refund of more than {first} line items"
+                )
+            out.update(self._refund_line_items([order_id], _MAX_REFUND_LINES))
+        return out
 
     def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict]:
         for line in self._bulk_lines(template, since):

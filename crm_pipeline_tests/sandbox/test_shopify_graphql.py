@@ -166,6 +166,13 @@ def _bulk(sandbox, query: str) -> dict:
             } } } }""",
             "Bulk queries cannot contain connections with a nesting depth greater than 2.",
         ),
+        (  # what the pipeline's bulk orders query asked before: refunds is a list
+            """{ orders { edges { node { id
+                refunds { id refundLineItems { edges { node { quantity } } } }
+            } } } }""",
+            "Queries that contain a connection field within a list field are not currently "
+            "supported: refunds.refundLineItems.",
+        ),
     ],
 )
 def test_bulk_queries_are_validated_with_shopifys_bulk_rules(sandbox, query, message) -> None:

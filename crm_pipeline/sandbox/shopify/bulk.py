@@ -2,11 +2,11 @@
 
 `bulkOperationRunQuery` receives a query as a string. It is parsed and validated against the
 same API version's schema as any request, then held to Shopify's bulk rules (at least one
-connection, at most 5, nested at most 2 deep); what fails comes back as `userErrors`. Only a
-plan made from a valid query reaches the renderers, which write store records straight to
-JSONL (in processes for big results) and cut each line down to the fields selected. Children
-of a connection are separate lines carrying `__parentId`, after their parent, as in Shopify's
-files.
+connection, at most 5, nested at most 2 deep, none inside a list field); what fails comes back
+as `userErrors`. Only a plan made from a valid query reaches the renderers, which write store
+records straight to JSONL (in processes for big results) and cut each line down to the fields
+selected. Children of a connection are separate lines carrying `__parentId`, after their
+parent, as in Shopify's files.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from graphql import (
     SelectionSetNode,
     StringValueNode,
     get_named_type,
+    get_nullable_type,
     is_composite_type,
+    is_list_type,
 )
 
 from crm_pipeline.sandbox.shopify.nodes import customer_node, gid, order_parts, parse_gid
@@ -53,7 +55,7 @@ Tree = dict[str, tuple[str, Any]]
 # the nested connections the renderers produce, by root connection
 _CHILDREN = {
     "customers": frozenset(),
-    "orders": frozenset({"lineItems", "refunds.refundLineItems"}),
+    "orders": frozenset({"lineItems"}),
 }
 
 # Results of at least this many records are rendered by processes, one slice each: on a 1M
@@ -76,7 +78,7 @@ class BulkPlan:
     kind: str  # customers | orders
     search: str | None
     root: Tree
-    children: dict[str, Tree]  # "lineItems", "refunds.refundLineItems" -> node fields
+    children: dict[str, Tree]  # child connection ("lineItems") -> its node fields
 
 
 @dataclass
@@ -105,6 +107,7 @@ class _Planner:
         self.fragments = fragments
         self.connections: list[tuple[str, int]] = []  # (path, depth)
         self.children: dict[str, Tree] = {}
+        self.in_lists: list[str] = []  # connections under a list field (Shopify refuses them)
 
     def _fields(self, selection_set: SelectionSetNode | None, parent: Any):
         for sel in selection_set.selections if selection_set else ():
@@ -133,7 +136,12 @@ class _Planner:
         return SelectionSetNode(selections=()), get_named_type(conn_type.fields["nodes"].type)
 
     def tree(
-        self, selection_set: SelectionSetNode | None, parent: Any, path: str, depth: int
+        self,
+        selection_set: SelectionSetNode | None,
+        parent: Any,
+        path: str,
+        depth: int,
+        in_list: bool = False,
     ) -> Tree:
         out: Tree = {}
         for sel, owner in self._fields(selection_set, parent):
@@ -142,16 +150,20 @@ class _Planner:
             if name == "__typename":
                 out[key] = (f"={owner.name}", None)
                 continue
-            named = get_named_type(owner.fields[name].type)
+            field_type = owner.fields[name].type
+            named = get_named_type(field_type)
             here = f"{path}.{name}" if path else name
             if not is_composite_type(named):
                 out[key] = (name, None)
             elif named.name.endswith("Connection"):
+                if in_list:
+                    self.in_lists.append(here)
                 self.connections.append((here, depth + 1))
                 nodes, node_type = self.node_selection(sel, named)
                 self.children[here] = self.tree(nodes, node_type, "", depth + 1)
             else:
-                out[key] = (name, self.tree(sel.selection_set, named, here, depth))
+                listed = in_list or is_list_type(get_nullable_type(field_type))
+                out[key] = (name, self.tree(sel.selection_set, named, here, depth, listed))
         return out
 
 
@@ -192,6 +204,11 @@ def plan_bulk_query(version: str, text: str) -> BulkPlan:
         raise BulkQueryError(
             f"Bulk queries cannot contain connections with a nesting depth greater than "
             f"{MAX_NESTING}."
+        )
+    if planner.in_lists:
+        raise BulkQueryError(
+            "Queries that contain a connection field within a list field are not currently "
+            f"supported: {', '.join(planner.in_lists)}."
         )
     if len(roots) != 1 or len(root_connections) != 1:
         raise BulkQueryError("The sandbox runs bulk queries with one root connection only.")
@@ -297,17 +314,12 @@ def _record_lines(plan: BulkPlan, rec: dict) -> Iterator[tuple[bool, bytes]]:
     if plan.kind == "customers":
         yield True, orjson.dumps(project(customer_node(rec), plan.root))
         return
-    node, items, refund_children = order_parts(rec)
+    node, items, _ = order_parts(rec)
     yield True, orjson.dumps(project(node, plan.root))
     items_tree = plan.children.get("lineItems")
     if items_tree is not None:
         for item in items:
             yield False, orjson.dumps({**project(item, items_tree), "__parentId": node["id"]})
-    refund_tree = plan.children.get("refunds.refundLineItems")
-    if refund_tree is not None:
-        for refund_id, children in refund_children:
-            for child in children:
-                yield False, orjson.dumps({**project(child, refund_tree), "__parentId": refund_id})
 
 
 def _render_part(
