@@ -26,7 +26,6 @@ import orjson
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -40,7 +39,13 @@ from graphql import (
 
 from crm_pipeline.sandbox.shopify.nodes import customer_node, gid, order_parts, parse_gid
 from crm_pipeline.sandbox.shopify.paging import search_range
-from crm_pipeline.sandbox.shopify.schema import checked, schema_for, shopify_error
+from crm_pipeline.sandbox.shopify.schema import (
+    checked,
+    fragments_of,
+    schema_for,
+    selected_fields,
+    shopify_error,
+)
 from crm_pipeline.sandbox.shopify.state import render_processes
 from crm_pipeline.sandbox.store_index import JsonlIndex
 
@@ -110,17 +115,7 @@ class _Planner:
         self.in_lists: list[str] = []  # connections under a list field (Shopify refuses them)
 
     def _fields(self, selection_set: SelectionSetNode | None, parent: Any):
-        for sel in selection_set.selections if selection_set else ():
-            if isinstance(sel, FieldNode):
-                yield sel, parent
-            else:
-                frag = (
-                    self.fragments[sel.name.value] if isinstance(sel, FragmentSpreadNode) else sel
-                )
-                cond = frag.type_condition
-                yield from self._fields(
-                    frag.selection_set, self.schema.get_type(cond.name.value) if cond else parent
-                )
+        return selected_fields(self.schema, self.fragments, selection_set, parent)
 
     def node_selection(self, conn: FieldNode, conn_type: Any) -> tuple[SelectionSetNode, Any]:
         """The selection of a connection's nodes: `edges { node { … } }` or `nodes { … }`."""
@@ -178,10 +173,7 @@ def plan_bulk_query(version: str, text: str) -> BulkPlan:
     if len(operations) != 1 or operations[0].operation != OperationType.QUERY:
         raise BulkQueryError("Bulk queries must be a single query operation.")
     schema = schema_for(version)
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    planner = _Planner(schema, fragments)
+    planner = _Planner(schema, fragments_of(document))
     roots = list(planner._fields(operations[0].selection_set, schema.query_type))
     # the planner counts every connection, the root ones at depth 1
     root_connections = []

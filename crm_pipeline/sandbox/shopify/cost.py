@@ -17,10 +17,8 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentSpreadNode,
     GraphQLObjectType,
     GraphQLSchema,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -28,6 +26,8 @@ from graphql import (
     is_composite_type,
     value_from_ast_untyped,
 )
+
+from crm_pipeline.sandbox.shopify.schema import fragments_of, selected_fields
 
 MAX_COST = 1000
 BUCKET_SIZE = 2000.0
@@ -77,31 +77,13 @@ class _Pricer:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: dict) -> None:
         self.schema = schema
         self.variables = variables
-        self.fragments = {
-            d.name.value: d for d in document.definitions if d.kind == "fragment_definition"
-        }
+        self.fragments = fragments_of(document)
 
     def _fields(self, selection_set: SelectionSetNode | None, parent: Any):
-        """(field node, its definition) for every field selected, fragments flattened."""
-        for sel in selection_set.selections if selection_set else ():
-            if isinstance(sel, FieldNode):
-                if sel.name.value.startswith("__"):
-                    continue
-                fields = getattr(parent, "fields", None) or {}
-                definition = fields.get(sel.name.value)
-                if definition is not None:
-                    yield sel, definition
-            elif isinstance(sel, InlineFragmentNode | FragmentSpreadNode):
-                frag = (
-                    self.fragments.get(sel.name.value)
-                    if isinstance(sel, FragmentSpreadNode)
-                    else sel
-                )
-                if frag is None:
-                    continue
-                cond = frag.type_condition
-                target = self.schema.get_type(cond.name.value) if cond else parent
-                yield from self._fields(frag.selection_set, target)
+        """(field node, its definition) for every field selected, introspection left out."""
+        for node, owner in selected_fields(self.schema, self.fragments, selection_set, parent):
+            if not node.name.value.startswith("__"):
+                yield node, owner.fields[node.name.value]
 
     def _count(self, node: FieldNode) -> int:
         for arg in node.arguments:

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
+from typing import Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, validate
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSchema,
+    SelectionSetNode,
+    parse,
+    validate,
+)
 
 from crm_pipeline.shopify_admin_schema import schema as admin_schema
 
@@ -41,3 +53,26 @@ def checked(version: str, text: str) -> tuple[DocumentNode | None, tuple[GraphQL
 def schema_for(version: str) -> GraphQLSchema:
     """The Admin schema of `version` (raises `UnknownApiVersion` when none is shipped)."""
     return admin_schema(version)
+
+
+def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    """The named fragments of a document."""
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
+def selected_fields(
+    schema: GraphQLSchema,
+    fragments: dict[str, FragmentDefinitionNode],
+    selection_set: SelectionSetNode | None,
+    parent: Any,
+) -> Iterator[tuple[FieldNode, Any]]:
+    """(field node, the type it is selected on) for every field of a validated selection,
+    fragments (inline or named) flattened."""
+    for sel in selection_set.selections if selection_set else ():
+        if isinstance(sel, FieldNode):
+            yield sel, parent
+            continue
+        frag = fragments[sel.name.value] if isinstance(sel, FragmentSpreadNode) else sel
+        cond = frag.type_condition
+        owner = schema.get_type(cond.name.value) if cond else parent
+        yield from selected_fields(schema, fragments, frag.selection_set, owner)
