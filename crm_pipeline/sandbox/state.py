@@ -43,6 +43,7 @@ class SandboxConfig:
     fault_rate: float = 0.0
     latency: float = 0.0
     throttle: bool = True
+    shopify_plan: str = "standard"  # cost bucket size and restore rate (sandbox/shopify/cost.py)
     rate_limit_429: float = 0.0
     seed: int = 0
     bulk_fail_rate: float = 0.0
@@ -59,7 +60,7 @@ class SandboxState:
         self.config = config
         self.rng = random.Random(config.seed)
         self.lock = threading.Lock()
-        self.shopify = ShopifyState(config.throttle)
+        self.shopify = ShopifyState(config.throttle, config.shopify_plan)
         self.windows = {
             name: (_SlidingWindow(burst, 1.0), _SlidingWindow(steady, 60.0))
             for name, (burst, steady) in KLAVIYO_LIMITS.items()

@@ -216,3 +216,48 @@ def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
     assert parallel == sequential
     assert par_final["objectCount"] == seq_final["objectCount"] == str(len(parallel))
     assert par_final["rootObjectCount"] == seq_final["rootObjectCount"]
+
+
+def test_bulk_orders_look_up_refund_line_items_of_big_refunds(tmp_path) -> None:
+    """Shopify's bulk queries cannot select refund line items (a connection inside the
+    `refunds` list); the client looks them up after the file, a refund of more than one page
+    (50) alone with the larger page."""
+    items = [
+        {"id": 900 + j, "product_id": 1, "title": "T", "quantity": 2, "price": "1.00"}
+        for j in range(70)
+    ]
+    refunds = [
+        {
+            "id": 77,
+            "created_at": "2024-02-01T00:00:00Z",
+            "transactions": [{"amount": "70.00", "kind": "refund"}],
+            "refund_line_items": [{"line_item_id": 900 + j, "quantity": 1} for j in range(70)],
+        },
+        {
+            "id": 78,
+            "created_at": "2024-02-02T00:00:00Z",
+            "transactions": [{"amount": "1.00", "kind": "refund"}],
+            "refund_line_items": [{"line_item_id": 969, "quantity": 1}],
+        },
+    ]
+    orders = [
+        {
+            "id": 10 + k,
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": f"2024-01-0{k + 1}T00:00:00Z",
+            "total_price": "140.00",
+            "currency": "USD",
+            "line_items": items if k == 1 else items[:1],
+            "refunds": refunds if k == 1 else [],
+        }
+        for k in range(3)
+    ]
+    shop = tmp_path / "shopify"
+    shop.mkdir()
+    (shop / "orders.jsonl").write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in orders))
+    with SandboxServer(tmp_path, bulk_seconds=0.05) as server:
+        pulled = {o["id"]: o for o in _client(server).bulk_orders()}
+    assert pulled.keys() == {10, 11, 12}
+    assert_matches(orders[1]["refunds"], pulled[11]["refunds"])
+    assert [len(r["refund_line_items"]) for r in pulled[11]["refunds"]] == [70, 1]
+    assert pulled[10]["refunds"] == pulled[12]["refunds"] == []

@@ -30,23 +30,24 @@ from graphql import (
 from crm_pipeline.sandbox.shopify.schema import fragments_of, selected_fields
 
 MAX_COST = 1000
-BUCKET_SIZE = 2000.0
-RESTORE_RATE = 100.0
 MUTATION_COST = 10
+# (bucket size, points restored per second) by the shop's plan, from Shopify's rate-limit page
+PLANS = {"standard": (2000.0, 100.0), "advanced": (4000.0, 200.0), "plus": (20000.0, 1000.0)}
 
 
 class CostBucket:
     """The shop's leaky bucket: requested cost is taken up front, the unused part refunded."""
 
-    def __init__(self, throttle: bool = True) -> None:
+    def __init__(self, throttle: bool = True, plan: str = "standard") -> None:
         self.throttle = throttle
-        self.level = BUCKET_SIZE
+        self.size, self.rate = PLANS[plan]
+        self.level = self.size
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self.level = min(BUCKET_SIZE, self.level + (now - self._at) * RESTORE_RATE)
+        self.level = min(self.size, self.level + (now - self._at) * self.rate)
         self._at = now
 
     def take(self, requested: int) -> bool:
@@ -60,13 +61,27 @@ class CostBucket:
     def refund(self, amount: int) -> float:
         with self._lock:
             self._refill()
-            self.level = min(BUCKET_SIZE, self.level + max(0, amount))
+            self.level = min(self.size, self.level + max(0, amount))
             return self.level
 
     def available(self) -> float:
         with self._lock:
             self._refill()
             return self.level
+
+    def extension(self, requested: int, actual: int, available: float) -> dict:
+        """`extensions.cost` of a response, as Shopify sends it."""
+        return {
+            "cost": {
+                "requestedQueryCost": requested,
+                "actualQueryCost": actual,
+                "throttleStatus": {
+                    "maximumAvailable": self.size,
+                    "currentlyAvailable": int(available),
+                    "restoreRate": self.rate,
+                },
+            }
+        }
 
 
 def _is_connection(type_: Any) -> bool:
@@ -139,18 +154,3 @@ def actual_cost(data: Any, mutation: bool) -> int:
         return (0 if in_node else 1) + sum(walk(v, in_node) for v in value.values())
 
     return max(1, sum(walk(v, False) for v in (data or {}).values()))
-
-
-def cost_extension(requested: int, actual: int, available: float) -> dict:
-    """`extensions.cost` of a response, as Shopify sends it."""
-    return {
-        "cost": {
-            "requestedQueryCost": requested,
-            "actualQueryCost": actual,
-            "throttleStatus": {
-                "maximumAvailable": BUCKET_SIZE,
-                "currentlyAvailable": int(available),
-                "restoreRate": RESTORE_RATE,
-            },
-        }
-    }

@@ -37,7 +37,7 @@ def _field_error(error: GraphQLError) -> dict:
     return out
 
 
-def _throttled(requested: int, available: float) -> dict:
+def _throttled(bucket: cost.CostBucket, requested: int) -> dict:
     return {
         "errors": [
             {
@@ -48,7 +48,7 @@ def _throttled(requested: int, available: float) -> dict:
                 },
             }
         ],
-        "extensions": cost.cost_extension(requested, 0, available),
+        "extensions": bucket.extension(requested, 0, bucket.available()),
     }
 
 
@@ -79,11 +79,11 @@ def handle_graphql(state: Any, version: str, body: Any, base_url: str) -> tuple[
         error = {"message": msg, "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested}}
         return 200, {
             "errors": [error],
-            "extensions": cost.cost_extension(requested, 0, bucket.available()),
+            "extensions": bucket.extension(requested, 0, bucket.available()),
         }
     if not bucket.take(requested):
         state.count("shopify_throttled")
-        return 200, _throttled(requested, bucket.available())
+        return 200, _throttled(bucket, requested)
     result = execute(
         schema,
         document,
@@ -99,5 +99,5 @@ def handle_graphql(state: Any, version: str, body: Any, base_url: str) -> tuple[
         out["errors"] = [_field_error(e) for e in result.errors]
     if result.data is not None:
         out["data"] = result.data
-    out["extensions"] = cost.cost_extension(requested, actual, bucket.refund(requested - actual))
+    out["extensions"] = bucket.extension(requested, actual, bucket.refund(requested - actual))
     return 200, out

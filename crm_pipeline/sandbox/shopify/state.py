@@ -21,8 +21,8 @@ def render_processes() -> int:
 class ShopifyState:
     """The cost bucket, bulk operations (and their result files) and webhook subscriptions."""
 
-    def __init__(self, throttle: bool = True) -> None:
-        self.bucket = CostBucket(throttle)
+    def __init__(self, throttle: bool = True, plan: str = "standard") -> None:
+        self.bucket = CostBucket(throttle, plan)
         self.lock = threading.Lock()
         self.bulk_ops: dict = {}  # gid -> bulk.BulkOperation
         self.bulk_seq = 0
