@@ -1,7 +1,7 @@
 """Every GraphQL document the pipeline can send is valid for every Shopify schema in the repo.
 
-Documents are collected from the code (every string of `crm_pipeline.sources.shopify`, or of
-its submodules once it is a package, that parses as a GraphQL operation), so a new query is
+Documents are collected from the code (every string of the `crm_pipeline.sources.shopify`
+package and its modules that parses as a GraphQL operation), so a new query is
 checked without being listed here. Schemas are the files in `crm_pipeline/shopify_admin_schema/`,
 so adding a newer version's file is all it takes to test it.
 """
