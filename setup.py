@@ -10,5 +10,8 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["crm_pipeline*", "webhook_receiver*"]), "crm_pipeline.sql"],
     package_dir={"crm_pipeline.sql": "sql"},
-    package_data={"crm_pipeline.sql": ["*.sql"]},
+    package_data={
+        "crm_pipeline.sql": ["*.sql"],
+        "crm_pipeline.shopify_admin_schema": ["*.json.gz", "LICENSE", "README.md"],
+    },
 )

@@ -158,36 +158,58 @@ def receiver(
 @webhooks_app.command("register")
 def webhooks_register(
     address: Annotated[str, typer.Option(help="Public URL of POST /webhooks/<source>.")],
-    source: Annotated[str, typer.Option(help="shopify|klaviyo")] = "shopify",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    source: Annotated[str, typer.Option(help="Whose webhooks: shopify|klaviyo.")] = "shopify",
 ) -> None:
-    """Subscribe every topic of SOURCE we apply to ADDRESS (idempotent)."""
+    """Subscribe every topic of SOURCE we apply to ADDRESS, idempotently."""
     if source == "klaviyo":
-        from crm_pipeline.webhooks.klaviyo_subscriptions import (
-            RegistrationError,
-            register_from_env,
-        )
-
-        try:
-            register_from_env(address, dry_run=dry_run, echo=typer.echo)
-        except RegistrationError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
-        return
-    if source != "shopify":
+        _register_klaviyo(address, dry_run)
+    elif source == "shopify":
+        _register_shopify(address, dry_run)
+    else:
         err.print(f"[red]--source must be shopify or klaviyo, not {source!r}[/red]")
         raise typer.Exit(2)
-    if dry_run:  # the Shopify plan is not printable yet: never register when asked not to
-        err.print("[red]--dry-run is not available for --source shopify yet[/red]")
-        raise typer.Exit(2)
+
+
+def _register_klaviyo(address: str, dry_run: bool) -> None:
+    """Klaviyo: one system webhook for the event topics we apply, signed with our secret."""
+    from crm_pipeline.webhooks.klaviyo_subscriptions import RegistrationError, register_from_env
+
+    try:
+        register_from_env(address, dry_run=dry_run, echo=typer.echo)
+    except RegistrationError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _register_shopify(address: str, dry_run: bool) -> None:
+    """Shopify: topics of the configured API version only; compliance topics via the toml."""
     from crm_pipeline.definitions import resources
+    from crm_pipeline.sources.shopify import COMPLIANCE_TOPICS, compliance_toml
     from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS
 
-    topics = [*SHOPIFY_HANDLERS, "customers/redact", "customers/data_request"]
-    client = resources()["shopify"].get_client()
-    result = client.register_webhooks(address, topics)
-    for key in ("created", "kept"):
-        console.print(f"{key}: {len(result[key])}  {', '.join(result[key])}")
+    # resolve the EnvVar-bound config as Dagster does at launch
+    client = resources()["shopify"].process_config_and_initialize().get_client()
+    topics = [*SHOPIFY_HANDLERS, *COMPLIANCE_TOPICS]
+    result = client.register_webhooks(address, topics, dry_run=dry_run)
+    version = client.api_version
+    typer.echo(f"Shopify API {version} -> {address}" + (" (dry run: nothing changed)" * dry_run))
+    would = "would be " if dry_run else ""
+    for key in ("created", "updated", "kept"):
+        typer.echo(f"{would}{key}: {len(result[key])}  {', '.join(result[key])}")
+    for move in result["update"]:
+        typer.echo(f"  {move['topic']}: {move['from']} -> {address}")
+    if result["skipped"]:
+        typer.echo(f"skipped, not topics of API {version}: {', '.join(result['skipped'])}")
+    if result["compliance"]:
+        typer.echo(
+            f"Compliance topics ({', '.join(result['compliance'])}) cannot be subscribed through "
+            "the API. Add these lines to your app's shopify.app.toml and run "
+            "`shopify app deploy`:\n"
+        )
+        typer.echo(compliance_toml(address, version))
 
 
 @webhooks_app.command("replay")

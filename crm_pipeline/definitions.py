@@ -18,6 +18,7 @@ from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
 from crm_pipeline.defs.shopify import assets as shopify_assets
 from crm_pipeline.defs.shopify.resources import ShopifyResource
 from crm_pipeline.defs.webhooks import definitions as webhooks
+from crm_pipeline.sources.shopify import DEFAULT_API_VERSION
 
 
 def _env(name: str) -> dg.EnvVar | None:
@@ -31,7 +32,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
         "shopify": ShopifyResource(
             shop=_env("SHOPIFY_SHOP"),
             access_token=_env("SHOPIFY_ACCESS_TOKEN"),
-            api_version=os.environ.get("SHOPIFY_API_VERSION", "2024-10"),
+            api_version=os.environ.get("SHOPIFY_API_VERSION") or DEFAULT_API_VERSION,
             api_url=_env("SHOPIFY_API_URL"),
         ),
         "klaviyo": KlaviyoResource(

@@ -19,7 +19,7 @@ def pipeline_env(
     monkeypatch: pytest.MonkeyPatch, store_3k: Path, database_url: str, firestore_emulator: str
 ) -> Iterator[SandboxServer]:
     """The environment `dagster job execute` would see, pointed at the sandbox and emulator."""
-    with SandboxServer(store_3k, klaviyo_rate_limits=False) as sandbox:
+    with SandboxServer(store_3k, klaviyo_rate_limits=False, shopify_plan="plus") as sandbox:
         monkeypatch.setenv("SHOPIFY_API_URL", sandbox.url)
         monkeypatch.setenv("KLAVIYO_API_URL", sandbox.url)
         yield sandbox

@@ -70,12 +70,14 @@ def test_full_refresh_resolves_identities_and_is_idempotent(
 def test_faults_and_throttling_converge_to_the_fault_free_result(
     clean_db: sa.Engine, database_url: str, store_3k: Path
 ) -> None:
-    with SandboxServer(store_3k, klaviyo_rate_limits=False) as clean_server:
+    with SandboxServer(store_3k, klaviyo_rate_limits=False, shopify_plan="plus") as clean_server:
         assert run_ingestion(database_url, clean_server.url, full_refresh=True).success
     clean = fingerprint(clean_db)
     truncate_all(clean_db)
     # 5% 5xx, 2% 429s, GraphQL cost throttling and Klaviyo's burst/steady windows all on
-    with SandboxServer(store_3k, fault_rate=0.05, rate_limit_429=0.02, seed=3) as faulty:
+    with SandboxServer(
+        store_3k, fault_rate=0.05, rate_limit_429=0.02, seed=3, shopify_plan="plus"
+    ) as faulty:
         assert run_ingestion(database_url, faulty.url, full_refresh=True).success
         served = dict(faulty.state.counters)
     assert fingerprint(clean_db) == clean
@@ -93,13 +95,13 @@ def test_incremental_sync_touches_only_what_changed(
 
     store = tmp_path / "store"
     shutil.copytree(store_10k, store)
-    with SandboxServer(store, klaviyo_rate_limits=False) as sandbox:
+    with SandboxServer(store, klaviyo_rate_limits=False, shopify_plan="plus") as sandbox:
         assert run_ingestion(database_url, sandbox.url, full_refresh=True).success
     with clean_db.connect() as conn:
         between = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
     changed = mutate_store(store, 0.01, seed=11, now=datetime.now(UTC) - timedelta(minutes=1))
     assert len(changed.customers) == 100
-    with SandboxServer(store, klaviyo_rate_limits=False) as sandbox:
+    with SandboxServer(store, klaviyo_rate_limits=False, shopify_plan="plus") as sandbox:
         result = run_ingestion(database_url, sandbox.url, full_refresh=False)
     assert result.success
     customers = materialization(result, "shopify_customers")

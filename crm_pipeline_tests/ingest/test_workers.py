@@ -16,7 +16,7 @@ from crm_pipeline.ingest.encoding import address_dict, encode_source
 from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.shopify import map_bulk_customer_line
 from crm_pipeline.sandbox.generate import generate_store
-from crm_pipeline.sandbox.server import customer_node
+from crm_pipeline.sandbox.shopify.nodes import customer_node
 
 
 @pytest.fixture(scope="module")

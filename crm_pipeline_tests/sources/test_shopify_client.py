@@ -45,7 +45,10 @@ def test_bulk_orders_round_trip_with_children(sandbox: SandboxServer, tiny_store
 def test_bulk_result_is_real_jsonl_with_parent_ids(sandbox: SandboxServer) -> None:
     client = _client(sandbox)
     lines = []
-    op = client._start_bulk("{ orders { edges { node { id } } } }")
+    query = """{ orders { edges { node {
+      id refunds { id } lineItems { edges { node { id } } }
+    } } } }"""
+    op = client._start_bulk(query)
     final = client._wait_bulk(op["id"])
     assert final["status"] == "COMPLETED"
     for raw in client._stream_lines(final["url"]):
@@ -54,8 +57,11 @@ def test_bulk_result_is_real_jsonl_with_parent_ids(sandbox: SandboxServer) -> No
     children = [x for x in lines if "__parentId" in x]
     assert int(final["rootObjectCount"]) == len(roots)
     assert int(final["objectCount"]) == len(lines)
-    assert all(c["id"].startswith("gid://shopify/LineItem/") for c in children if "id" in c)
+    assert children and all(c["id"].startswith("gid://shopify/LineItem/") for c in children)
     assert all(isinstance(r["refunds"], list) for r in roots)
+    # only what was selected comes back, as from Shopify
+    assert {key for r in roots for key in r} == {"id", "refunds"}
+    assert {key for r in roots for refund in r["refunds"] for key in refund} == {"id"}
 
 
 def test_incremental_is_inclusive_and_crosses_pages(sandbox: SandboxServer, tiny_store) -> None:
@@ -191,9 +197,9 @@ def test_bulk_download_resumes_after_a_broken_stream_without_losing_or_repeating
 def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
     tiny_store, monkeypatch, kind: str
 ) -> None:
-    """Big results are rendered in slices by processes (sandbox/server.py): same lines, same
-    order, same counts as one thread renders them."""
-    import crm_pipeline.sandbox.server as sandbox_server
+    """Big results are rendered in slices by processes (sandbox/shopify/bulk.py): same lines,
+    same order, same counts as one thread renders them."""
+    from crm_pipeline.sandbox.shopify import bulk
 
     query = "{ customers { edges { node { id } } } }".replace("customers", kind)
 
@@ -204,9 +210,54 @@ def test_bulk_results_rendered_by_processes_equal_the_sequential_ones(
             return list(client._stream_lines(final["url"])), final
 
     sequential, seq_final = pull()
-    monkeypatch.setattr(sandbox_server, "_PARALLEL_RENDER_MIN", 2)
+    monkeypatch.setattr(bulk, "_PARALLEL_RENDER_MIN", 2)
     parallel, par_final = pull()
     assert len(sequential) > 10
     assert parallel == sequential
     assert par_final["objectCount"] == seq_final["objectCount"] == str(len(parallel))
     assert par_final["rootObjectCount"] == seq_final["rootObjectCount"]
+
+
+def test_bulk_orders_look_up_refund_line_items_of_big_refunds(tmp_path) -> None:
+    """Shopify's bulk queries cannot select refund line items (a connection inside the
+    `refunds` list); the client looks them up after the file, a refund of more than one page
+    (50) alone with the larger page."""
+    items = [
+        {"id": 900 + j, "product_id": 1, "title": "T", "quantity": 2, "price": "1.00"}
+        for j in range(70)
+    ]
+    refunds = [
+        {
+            "id": 77,
+            "created_at": "2024-02-01T00:00:00Z",
+            "transactions": [{"amount": "70.00", "kind": "refund"}],
+            "refund_line_items": [{"line_item_id": 900 + j, "quantity": 1} for j in range(70)],
+        },
+        {
+            "id": 78,
+            "created_at": "2024-02-02T00:00:00Z",
+            "transactions": [{"amount": "1.00", "kind": "refund"}],
+            "refund_line_items": [{"line_item_id": 969, "quantity": 1}],
+        },
+    ]
+    orders = [
+        {
+            "id": 10 + k,
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": f"2024-01-0{k + 1}T00:00:00Z",
+            "total_price": "140.00",
+            "currency": "USD",
+            "line_items": items if k == 1 else items[:1],
+            "refunds": refunds if k == 1 else [],
+        }
+        for k in range(3)
+    ]
+    shop = tmp_path / "shopify"
+    shop.mkdir()
+    (shop / "orders.jsonl").write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in orders))
+    with SandboxServer(tmp_path, bulk_seconds=0.05) as server:
+        pulled = {o["id"]: o for o in _client(server).bulk_orders()}
+    assert pulled.keys() == {10, 11, 12}
+    assert_matches(orders[1]["refunds"], pulled[11]["refunds"])
+    assert [len(r["refund_line_items"]) for r in pulled[11]["refunds"]] == [70, 1]
+    assert pulled[10]["refunds"] == pulled[12]["refunds"] == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crm_pipeline.sources.shopify import ShopifyClient
+from crm_pipeline.sources.shopify import DEFAULT_API_VERSION, ShopifyClient
 
 
 class ShopifyResource(dg.ConfigurableResource):
@@ -12,7 +12,7 @@ class ShopifyResource(dg.ConfigurableResource):
 
     shop: str | None = None
     access_token: str | None = None
-    api_version: str = "2024-10"
+    api_version: str = DEFAULT_API_VERSION
     api_url: str | None = None
     timeout: float = 30.0
 
