@@ -28,7 +28,7 @@ from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.files import import_file
 from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.klaviyo import map_profile
-from crm_pipeline.sandbox.server import customer_node
+from crm_pipeline.sandbox.shopify.nodes import customer_node
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 from crm_pipeline_tests.ingest.test_workers import die_on_marker
 
@@ -254,8 +254,10 @@ def test_import_csv_quarantines_rows_with_nul_or_invalid_utf8(clean_db, tmp_path
 def test_shopify_bulk_orders_quarantine_a_bad_line_and_load_the_rest(clean_db) -> None:
     from crm_pipeline.ingest.orders import OrderLoader
     from crm_pipeline.mapping.shopify import map_order
-    from crm_pipeline.sandbox.server import _record_lines
-    from crm_pipeline.sources.shopify import ShopifyClient
+    from crm_pipeline.sandbox.shopify.bulk import _record_lines, plan_bulk_query
+    from crm_pipeline.sources.shopify import BULK_ORDERS, DEFAULT_API_VERSION, ShopifyClient
+
+    plan = plan_bulk_query(DEFAULT_API_VERSION, BULK_ORDERS.replace("{filter}", ""))
 
     def order(n: int, **changes: object) -> dict:
         rec = {
@@ -275,9 +277,9 @@ def test_shopify_bulk_orders_quarantine_a_bad_line_and_load_the_rest(clean_db) -
         rec.update(changes)
         return rec
 
-    lines = [line for n in range(3) for _, line in _record_lines("orders", order(n))]
+    lines = [line for n in range(3) for _, line in _record_lines(plan, order(n))]
     lines[2:2] = [b"\xff not json", b"[]"]
-    lines += [line for _, line in _record_lines("orders", order(9, currency="U\x00SD"))]
+    lines += [line for _, line in _record_lines(plan, order(9, currency="U\x00SD"))]
     client = ShopifyClient("shop.example", "token", api_url="http://127.0.0.1:9")
     client._bulk_lines = lambda template, since: iter(lines)  # the result file, as downloaded
     report = OrderLoader(clean_db, origin="api pull").load(
