@@ -14,7 +14,6 @@ from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.base import Loader
 from crm_pipeline.ingest.cursors import HighWaterMark, SyncCursor
 from crm_pipeline.ingest.customers import (
-    CustomerLoader,
     ReconcileRefused,
     StillAlive,
     reconcile_deletions,
@@ -125,9 +124,9 @@ def load_pull(
         "defer_indexes": full,
     }
     reconciles = full and pull.reconcile_source is not None
-    if pull.loader is CustomerLoader:
-        options["reconcile_run_id"] = run_id if reconciles else None
-        options["observed_at"] = mark.started_at  # what this pull reads is alive as of then
+    options |= pull.loader.pull_options(
+        reconcile_run_id=run_id if reconciles else None, observed_at=mark.started_at
+    )
     loader = pull.loader(engine, **options)
     fetched = pull.fetch(since)
     records = fetched if pull.map is None else mapped(fetched, pull.map, pull.source)

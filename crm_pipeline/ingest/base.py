@@ -137,6 +137,14 @@ class Loader:
         self.quarantine_engine: sa.Engine | None = None
         self.webhook_event_id: int | None = None
 
+    @classmethod
+    def pull_options(cls, *, reconcile_run_id: str | None, observed_at: datetime) -> dict[str, Any]:
+        """Constructor options of this loader for an API pull, beyond the common ones: the
+        pull loop (defs/common.py `load_pull`) asks the loader rather than naming loaders.
+        `reconcile_run_id` is set when the pull is a full one that reconciles deletions;
+        `observed_at` is when the pull started reading. Most loaders need neither."""
+        return {}
+
     def load(self, records: Iterable[Any], chunk_size: int | None = None) -> LoadReport:
         """Load every record; `defer_indexes` lets an initial backfill build indexes at the end."""
         self.load_quarantined = Counter()

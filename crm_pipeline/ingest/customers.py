@@ -84,6 +84,12 @@ class CustomerLoader(Loader):
         # of known records only needs their hashes
         self._encode_ahead = True
 
+    @classmethod
+    def pull_options(cls, *, reconcile_run_id: str | None, observed_at: datetime) -> dict[str, Any]:
+        """A pull records what it saw for the reconcile, and what it reads is alive as of its
+        start (a deletion older than that is undone, see `observed_after`)."""
+        return {"reconcile_run_id": reconcile_run_id, "observed_at": observed_at}
+
     def _prepare(self, chunk: list[CustomerRecord]) -> list[CustomerRecord]:
         """Runs in the producer thread, overlapping the previous chunk's merge."""
         if self._encode_ahead:

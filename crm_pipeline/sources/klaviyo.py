@@ -3,7 +3,8 @@
 Records are handed out as the JSON:API dicts Klaviyo sends (the shape of `profiles.jsonl` and
 `events.jsonl`). The SDK's own retries are switched off (it retries only 429/503/504 and
 counts `max_retries` as total attempts) so `crm_pipeline.sources.http` is the one policy, and
-the next-page cursor is taken from `links.next` here because the SDK only does that for https.
+the next-page cursor is taken from `links.next` (sources/paginate.py) because the SDK only does
+that for https.
 Requests declare `KLAVIYO_REVISION`, the revision of the OpenAPI description our contract tests
 check against (crm_pipeline_tests/contracts/klaviyo), not whatever the SDK release defaults to.
 """
@@ -14,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import urllib3
 from klaviyo_api import KlaviyoAPI
@@ -24,6 +24,7 @@ from openapi_client.exceptions import ApiException
 from crm_pipeline.ingest.bad_records import escape_invalid_utf8
 from crm_pipeline.sources.errors import BadRequest, RetriableSourceError, SourceError, Timeout
 from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
+from crm_pipeline.sources.paginate import LinksNextPaginator, links_next_cursor, paginate
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,8 @@ PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait
 PREDICTIVE_GIVE_UP_AFTER = 3
 
 
-def next_cursor(links: dict | None) -> str | None:
-    """`page[cursor]` out of a JSON:API `links.next` URL (None on the last page)."""
-    url = (links or {}).get("next")
-    if not url:
-        return None
-    values = parse_qs(urlsplit(url).query).get("page[cursor]")
-    return values[0] if values else None
+# `page[cursor]` out of a JSON:API `links.next` URL (None on the last page)
+next_cursor = links_next_cursor
 
 
 def _iso(moment: datetime) -> str:
@@ -118,13 +114,7 @@ class KlaviyoClient:
         return (policy or self.policy).call(attempt)
 
     def _pages(self, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict]:
-        cursor = None
-        while True:
-            page = self._call(fn, **kwargs, page_cursor=cursor)
-            yield page
-            cursor = next_cursor(page.get("links"))
-            if not cursor:
-                return
+        return paginate(LinksNextPaginator(), lambda request: self._call(fn, **request), kwargs)
 
     def profiles(
         self, updated_since: datetime | None = None, with_predictive: bool = True
@@ -141,36 +131,29 @@ class KlaviyoClient:
         plain_fields = ["subscriptions"]
         predictive = with_predictive
         misses = 0
-        cursor = None
-        while True:
-            page = None
+
+        def page_of(request: dict[str, Any]) -> dict:
+            nonlocal predictive, misses
             if predictive:
                 try:
                     page = self._call(
                         api.get_profiles,
                         self.predictive_policy,
-                        **base,
-                        page_cursor=cursor,
+                        **request,
                         additional_fields_profile=plain_fields + ["predictive_analytics"],
                     )
                     misses = 0
+                    return page
                 except RetriableSourceError as exc:
                     misses += 1
                     log.warning("predictive analytics unavailable (%s); page without them", exc)
                     if misses >= PREDICTIVE_GIVE_UP_AFTER:
                         log.warning("giving up on predictive analytics for the rest of this pull")
                         predictive = False
-            if page is None:
-                page = self._call(
-                    api.get_profiles,
-                    **base,
-                    page_cursor=cursor,
-                    additional_fields_profile=plain_fields,
-                )
+            return self._call(api.get_profiles, **request, additional_fields_profile=plain_fields)
+
+        for page in paginate(LinksNextPaginator(), page_of, base):
             yield from page.get("data") or []
-            cursor = next_cursor(page.get("links"))
-            if not cursor:
-                return
 
     def profile_exists(self, profile_id: str) -> bool:
         """Whether Klaviyo still has this profile (get-profile; 404 means gone): a point lookup

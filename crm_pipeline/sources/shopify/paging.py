@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
+from crm_pipeline.sources.paginate import PageInfoPaginator, paginate
 from crm_pipeline.sources.shopify.convert import _nodes, customer_to_rest, order_to_rest
 from crm_pipeline.sources.shopify.queries import (
     CUSTOMERS_QUERY,
@@ -20,16 +21,15 @@ class _Paging:
     def _paginate(
         self, query: str, operation: str, root: str, variables: dict, cost: int
     ) -> Iterator[dict]:
-        after = None
-        while True:
-            data = self.execute(query, {**variables, "after": after}, operation, cost=cost)
-            conn = data[root]
-            for edge in conn["edges"]:
+        """The nodes of the connection `root`, page after page."""
+        pages = paginate(
+            PageInfoPaginator((root,)),
+            lambda request: self.execute(query, request, operation, cost=cost),
+            variables,
+        )
+        for data in pages:
+            for edge in data[root]["edges"]:
                 yield edge["node"]
-            info = conn["pageInfo"]
-            if not info["hasNextPage"]:
-                return
-            after = info["endCursor"]
 
     def customers_updated_since(self, since: datetime) -> Iterator[dict]:
         """Customers with updated_at >= since (Shopify's `>` is inclusive), oldest first."""
@@ -50,25 +50,23 @@ class _Paging:
         cost = 2 + self.orders_page_size * (13 + 2 * self.line_items_page_size)
         for node in self._paginate(ORDERS_QUERY, "OrdersUpdatedSince", "orders", variables, cost):
             items = node.get("lineItems") or {}
-            if (items.get("pageInfo") or {}).get("hasNextPage"):
+            more = PageInfoPaginator(("node", "lineItems"))
+            more.update_from_connection(items)
+            if more.has_next_page:
                 node["lineItems"] = {
-                    "nodes": list(_nodes(items))
-                    + list(self._more_line_items(node["id"], items["pageInfo"]["endCursor"]))
+                    "nodes": list(_nodes(items)) + list(self._more_line_items(node["id"], more))
                 }
             yield order_to_rest(node)
 
-    def _more_line_items(self, order_gid: str, after: str) -> Iterator[dict]:
+    def _more_line_items(self, order_gid: str, paginator: PageInfoPaginator) -> Iterator[dict]:
+        """The order's line items after those its own page held (`paginator` read that page)."""
         first = 100
-        while True:
-            data = self.execute(
-                ORDER_LINE_ITEMS_QUERY,
-                {"id": order_gid, "first": first, "after": after},
-                "OrderLineItems",
-                cost=3 + first * 2,
-            )
-            conn = (data.get("node") or {}).get("lineItems") or {}
-            yield from _nodes(conn)
-            info = conn.get("pageInfo") or {}
-            if not info.get("hasNextPage"):
-                return
-            after = info["endCursor"]
+        pages = paginate(
+            paginator,
+            lambda request: self.execute(
+                ORDER_LINE_ITEMS_QUERY, request, "OrderLineItems", cost=3 + first * 2
+            ),
+            {"id": order_gid, "first": first},
+        )
+        for data in pages:
+            yield from _nodes((data.get("node") or {}).get("lineItems") or {})
