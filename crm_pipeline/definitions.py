@@ -6,6 +6,7 @@ resources are bound in crm_pipeline/defs/resources.py. Nothing here names a doma
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -24,9 +25,12 @@ def build_definitions() -> dg.Definitions:
     """Every definition under crm_pipeline/defs, merged."""
     if (PROJECT_ROOT / "pyproject.toml").is_file():
         return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
-    # A wheel ships no pyproject.toml: the same loader, told the defs module directly.
+    # A wheel ships no pyproject.toml: the same loader, told the defs module directly (quietly,
+    # as load_from_defs_folder is about the preview functions it calls).
     tree = dg.ComponentTree.from_module(defs_module=crm_pipeline.defs, project_root=PROJECT_ROOT)
-    return tree.build_defs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return tree.build_defs()
 
 
 defs = build_definitions()

@@ -153,3 +153,12 @@ def test_sensors_snapshot(snapshot: SnapshotAssertion) -> None:
         for s in sorted(defs.sensors or [], key=lambda s: s.name)
     ]
     assert sensors == snapshot
+
+
+def test_resources_snapshot(snapshot: SnapshotAssertion) -> None:
+    """Which variable each setting reads (`env:NAME`); the same whatever is set, never a value."""
+    bound = {
+        key: {"class": type(resource).__name__, **dict(resource)}
+        for key, resource in sorted((defs.resources or {}).items())
+    }
+    assert bound == snapshot
