@@ -190,7 +190,7 @@ def _register_shopify(address: str, dry_run: bool) -> None:
     from crm_pipeline.sources.shopify import COMPLIANCE_TOPICS, compliance_toml
     from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS
 
-    # resolve the EnvVar-bound config as Dagster does at launch
+    # resolve the config as Dagster does at launch (the env("NAME") bindings read at use)
     client = resources()["shopify"].process_config_and_initialize().get_client()
     topics = [*SHOPIFY_HANDLERS, *COMPLIANCE_TOPICS]
     result = client.register_webhooks(address, topics, dry_run=dry_run)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from crm_pipeline.analytics.export import export_customers
 from crm_pipeline.db.resource import PostgresResource
-from crm_pipeline.defs.analytics.definitions import defs as analytics_defs
-from crm_pipeline.defs.files import import_customers
+from crm_pipeline.defs.analytics.jobs import export_customers_job
+from crm_pipeline.defs.customers.jobs import import_customers
 
 
 @pytest.fixture
@@ -35,8 +35,9 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def run_export(database_url: str, out: str) -> dg.ExecuteInProcessResult:
-    job = dg.Definitions.merge(
-        analytics_defs, dg.Definitions(resources={"postgres": PostgresResource(dsn=database_url)})
+    job = dg.Definitions(
+        jobs=[export_customers_job],
+        resources={"postgres": PostgresResource(dsn=database_url)},
     ).get_job_def("export_customers")
     config = {"out": out, "format": "jsonl", "filters": {}}
     return job.execute_in_process(run_config={"ops": {"export_customers_op": {"config": config}}})

@@ -97,7 +97,7 @@ def register_from_env(address: str, *, dry_run: bool, echo: Callable[[str], None
     from crm_pipeline.definitions import resources
 
     try:
-        # process_config_and_initialize resolves the EnvVar bindings outside a Dagster run
+        # process_config_and_initialize resolves the config outside a Dagster run, as at launch
         client = resources()["klaviyo"].process_config_and_initialize().get_client()
     except dg.Failure as exc:
         raise RegistrationError(exc.description or str(exc)) from exc

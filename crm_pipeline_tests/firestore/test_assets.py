@@ -7,18 +7,21 @@ import pytest
 import sqlalchemy as sa
 from google.cloud import firestore
 
+import crm_pipeline.defs.firestore_mirror
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.assets import (
     firestore_customer_mirror,
     firestore_dashboard_mirror,
 )
 from crm_pipeline.defs.firestore_mirror.checks import firestore_customer_mirror_consistent
-from crm_pipeline.defs.firestore_mirror.definitions import defs
 from crm_pipeline.defs.firestore_mirror.jobs import repair_firestore_mirror
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
 from crm_pipeline.firestore.documents import CUSTOMERS
 from crm_pipeline_tests.firestore.seed import customer_id, seed_customers
 from crm_pipeline_tests.fixtures.firestore import TEST_PROJECT
+
+# what the firestore_mirror folder registers
+defs = dg.load_definitions_from_package_module(crm_pipeline.defs.firestore_mirror)
 
 UPSTREAM = [
     dg.AssetSpec(key) for key in ("customer_metrics", "customer_segments", "customer_stats")

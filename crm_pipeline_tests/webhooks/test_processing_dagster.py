@@ -5,12 +5,15 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
+import crm_pipeline.defs.webhooks
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.webhooks.assets import webhook_deliveries
 from crm_pipeline.defs.webhooks.checks import webhook_deliveries_no_dead_letters
-from crm_pipeline.defs.webhooks.definitions import defs
 from crm_pipeline.defs.webhooks.sensors import webhook_sensor
 from crm_pipeline_tests.webhooks.test_processing_support import at, land, shopify_customer
+
+# what the webhooks folder registers
+defs = dg.load_definitions_from_package_module(crm_pipeline.defs.webhooks)
 
 
 def test_definitions_load() -> None:

@@ -8,15 +8,17 @@ import dagster as dg
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
+from crm_pipeline.env_binding import resolve
 from crm_pipeline.firestore.mirror import MirrorSettings
 
 EMULATOR_PROJECT = "crm-local"
 
 
 class FirestoreResource(dg.ConfigurableResource):
-    """Firestore of the admin app; bind `project=dg.EnvVar("GOOGLE_CLOUD_PROJECT")` and, locally,
-    `emulator_host=dg.EnvVar("FIRESTORE_EMULATOR_HOST")`. Without an emulator host (here or in
-    FIRESTORE_EMULATOR_HOST) it uses production Firestore with application-default credentials."""
+    """Firestore of the admin app; bind `project=env("GOOGLE_CLOUD_PROJECT")` and, locally,
+    `emulator_host=env("FIRESTORE_EMULATOR_HOST")` (crm_pipeline/env_binding.py). Without an
+    emulator host (here or in FIRESTORE_EMULATOR_HOST) it uses production Firestore with
+    application-default credentials."""
 
     project: str | None = None
     emulator_host: str | None = None
@@ -26,10 +28,11 @@ class FirestoreResource(dg.ConfigurableResource):
 
     def get_client(self) -> firestore.Client:
         """A client for the configured project and database (the emulator's when a host is set)."""
-        host = self.emulator_host or os.environ.get("FIRESTORE_EMULATOR_HOST")
+        configured = resolve(self.project)
+        host = resolve(self.emulator_host) or os.environ.get("FIRESTORE_EMULATOR_HOST")
         if not host:
-            return firestore.Client(project=self.project, database=self.database)
-        project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT
+            return firestore.Client(project=configured, database=self.database)
+        project = configured or os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT
         client = firestore.Client(
             project=project, database=self.database, credentials=AnonymousCredentials()
         )

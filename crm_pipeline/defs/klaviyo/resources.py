@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from crm_pipeline.env_binding import resolve
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 
 
 class KlaviyoResource(dg.ConfigurableResource):
-    """Private-key access to one Klaviyo account, or to the sandbox when `api_url` is set."""
+    """Private-key access to one Klaviyo account, or to the sandbox when `api_url` is set. Each
+    setting is a value or an `env("NAME")` binding (crm_pipeline/env_binding.py)."""
 
     api_key: str | None = None
     api_url: str | None = None
@@ -16,11 +18,12 @@ class KlaviyoResource(dg.ConfigurableResource):
 
     def get_client(self) -> KlaviyoClient:
         """A client for this account; fails with what to set when the key is missing."""
-        if self.api_key:
-            return KlaviyoClient(self.api_key, api_url=self.api_url, timeout=self.timeout)
-        if self.api_url:
+        api_key, api_url = resolve(self.api_key), resolve(self.api_url)
+        if api_key:
+            return KlaviyoClient(api_key, api_url=api_url, timeout=self.timeout)
+        if api_url:
             # the sandbox only checks that a key is present
-            return KlaviyoClient("pk_sandbox", api_url=self.api_url, timeout=self.timeout)
+            return KlaviyoClient("pk_sandbox", api_url=api_url, timeout=self.timeout)
         raise dg.Failure(
             description=(
                 "Klaviyo is not configured: set KLAVIYO_API_KEY to a private API key with "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from crm_pipeline.env_binding import resolve
 from crm_pipeline.sources.shopify import DEFAULT_API_VERSION, ShopifyClient
 
 
 class ShopifyResource(dg.ConfigurableResource):
-    """Admin API access to one shop, or to the sandbox when `api_url` is set."""
+    """Admin API access to one shop, or to the sandbox when `api_url` is set. Each setting is a
+    value or an `env("NAME")` binding (crm_pipeline/env_binding.py), read when a client is made."""
 
     shop: str | None = None
     access_token: str | None = None
@@ -18,20 +20,26 @@ class ShopifyResource(dg.ConfigurableResource):
 
     def get_client(self) -> ShopifyClient:
         """A client for this shop; fails with what to set when the configuration is missing."""
-        if self.api_url:
+        shop, access_token, api_url = (
+            resolve(self.shop),
+            resolve(self.access_token),
+            resolve(self.api_url),
+        )
+        api_version = resolve(self.api_version) or DEFAULT_API_VERSION
+        if api_url:
             # the sandbox only checks that a token is present
             return ShopifyClient(
-                self.shop or "sandbox",
-                self.access_token or "sandbox-token",
-                api_version=self.api_version,
-                api_url=self.api_url,
+                shop or "sandbox",
+                access_token or "sandbox-token",
+                api_version=api_version,
+                api_url=api_url,
                 timeout=self.timeout,
             )
         missing = [
             name
             for name, value in (
-                ("SHOPIFY_SHOP", self.shop),
-                ("SHOPIFY_ACCESS_TOKEN", self.access_token),
+                ("SHOPIFY_SHOP", shop),
+                ("SHOPIFY_ACCESS_TOKEN", access_token),
             )
             if not value
         ]
@@ -44,8 +52,8 @@ class ShopifyResource(dg.ConfigurableResource):
                 )
             )
         return ShopifyClient(
-            self.shop,
-            self.access_token,
-            api_version=self.api_version,
+            shop,
+            access_token,
+            api_version=api_version,
             timeout=self.timeout,
         )

@@ -1,4 +1,4 @@
-"""The analytics domain's definitions; the `postgres` resource is bound centrally."""
+"""The export job: filtered customers with their metrics, streamed to a file from the UI."""
 
 from typing import Any, Literal
 
@@ -6,12 +6,6 @@ import dagster as dg
 
 from crm_pipeline.analytics.export import export_customers
 from crm_pipeline.db.resource import PostgresResource
-from crm_pipeline.defs.analytics.assets import customer_metrics, customer_segments, customer_stats
-from crm_pipeline.defs.analytics.checks import (
-    customer_metrics_non_negative_consistent,
-    customer_segments_plausible_sizes,
-    customer_segments_single_value_segment,
-)
 from crm_pipeline.file_roots import PathOutsideRoot, export_path
 
 
@@ -43,14 +37,3 @@ def export_customers_op(
 )
 def export_customers_job() -> None:
     export_customers_op()
-
-
-defs = dg.Definitions(
-    assets=[customer_metrics, customer_segments, customer_stats],
-    asset_checks=[
-        customer_metrics_non_negative_consistent,
-        customer_segments_single_value_segment,
-        customer_segments_plausible_sizes,
-    ],
-    jobs=[export_customers_job],
-)

@@ -1,0 +1,1 @@
+"""The pipeline domain: jobs and schedules over every domain's assets (full and incremental)."""
