@@ -1,4 +1,4 @@
-"""Generate and mutate a realistic Shopify + Klaviyo sandbox store (CONTRACT.md section 5).
+"""Generate and mutate a realistic Shopify + Klaviyo sandbox store (docs/reference.md section 5).
 
 The store feeds the sandbox API server, the pipeline tests and the benchmarks, so it must be
 large (a million customers in minutes), deterministic for a seed, and dirty in the ways real
