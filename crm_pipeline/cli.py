@@ -74,7 +74,7 @@ def db_url() -> None:
     """Print the DSN of the CRM database (starting the embedded server if needed)."""
     from crm_pipeline.db.server import database_dsn
 
-    print(database_dsn())
+    typer.echo(database_dsn())  # plain stdout for $(crm-pipeline db url), no rich wrapping
 
 
 @db_app.command("start")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
@@ -14,7 +16,7 @@ def _pipeline_selection() -> dg.AssetSelection:
     return dg.AssetSelection.groups(*PIPELINE_GROUPS)
 
 
-def _pull_config(full_refresh: bool) -> dict:
+def _pull_config(full_refresh: bool) -> dict[str, Any]:
     return {"ops": {name: {"config": {"full_refresh": full_refresh}} for name in PULL_ASSETS}}
 
 

@@ -370,7 +370,7 @@ class FirestoreWriter:
             status = getattr(exc, "grpc_status_code", None)
             code = status.value[0] if status is not None else code_pb2.UNAVAILABLE
             message = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-            errors.update({owner: (code, message) for owner in owners})
+            errors.update(dict.fromkeys(owners, (code, message)))
             return errors
         for owner, status in zip(owners, response._pb.status, strict=True):
             if status.code != code_pb2.OK and owner not in errors:

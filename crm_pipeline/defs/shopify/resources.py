@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import dagster as dg
 
 from crm_pipeline.sources.shopify import DEFAULT_API_VERSION, ShopifyClient
@@ -45,7 +47,7 @@ class ShopifyResource(dg.ConfigurableResource):
             )
         return ShopifyClient(
             self.shop,
-            self.access_token,
+            cast(str, self.access_token),  # None only against a sandbox (api_url set)
             api_version=self.api_version,
             timeout=self.timeout,
         )
