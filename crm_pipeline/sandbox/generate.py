@@ -31,17 +31,11 @@ import orjson
 
 from crm_pipeline.sandbox import pools
 from crm_pipeline.sandbox.builders.base import (
-    BUYER_SHARE,
     CHUNK_SIZE,
     CUSTOMER_ID_BASE,
     DAY,
-    DELETED_SHARE,
     FILES,
-    GUEST_SHARE,
     HISTORY,
-    KLAVIYO_ONLY_SHARE,
-    LAMBDA_SHAPE,
-    LIFETIME_MEAN_YEARS,
     METRICS,
     ORDER_ID_BASE,
     REF,
@@ -62,6 +56,18 @@ from crm_pipeline.sandbox.builders.base import (
     shopify_time,
 )
 from crm_pipeline.sandbox.builders.klaviyo import KlaviyoBuilder
+from crm_pipeline.sandbox.builders.odds import (
+    BUYER_SHARE,
+    DELETED_SHARE,
+    GUEST_SHARE,
+    KLAVIYO_ONLY_SHARE,
+    LAMBDA_SHAPE,
+    LIFETIME_MEAN_YEARS,
+    MUTATE_NAME,
+    MUTATE_ORDER,
+    MUTATE_PHONE,
+    MUTATE_REFUND,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -339,9 +345,9 @@ def mutate_store(
     del ids
     picked_set = set(picked)
     # per customer decisions, drawn in a fixed order for determinism
-    touch_order = dict(zip(picked, (rng.random(k) < 0.5).tolist(), strict=True))
-    rename = dict(zip(picked, (rng.random(k) < 0.3).tolist(), strict=True))
-    rephone = dict(zip(picked, (rng.random(k) < 0.3).tolist(), strict=True))
+    touch_order = dict(zip(picked, (rng.random(k) < MUTATE_ORDER).tolist(), strict=True))
+    rename = dict(zip(picked, (rng.random(k) < MUTATE_NAME).tolist(), strict=True))
+    rephone = dict(zip(picked, (rng.random(k) < MUTATE_PHONE).tolist(), strict=True))
     tag_pick = dict(zip(picked, rng.integers(0, len(pools.CUSTOMER_TAGS), k).tolist(), strict=True))
     note_pick = dict(
         zip(picked, rng.integers(0, len(pools.CUSTOMER_NOTES), k).tolist(), strict=True)
@@ -367,7 +373,7 @@ def mutate_store(
             and cents(order["total_price"]) > 0
             and order.get("line_items")
         )
-        if refundable and rng.random() < 0.5:
+        if refundable and rng.random() < MUTATE_REFUND:
             li = order["line_items"][0]
             amount = min(cents(li["price"]), cents(order["total_price"]))
             order["refunds"] = [

@@ -11,6 +11,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from crm_pipeline.sandbox.builders.odds import (
+    SIGNUP_AGE_BETA,
+)
+
 REFERENCE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 REF = int(REFERENCE_TIME.timestamp())
 DAY = 86_400
@@ -25,14 +29,6 @@ LINE_ITEM_ID_BASE = 13_600_000_000_000
 REFUND_ID_BASE = 9_300_000_000_000
 MAX_ORDERS_PER_PERSON = 300
 
-# Shares of the person population per chunk of live customers.
-DELETED_SHARE = 0.005
-KLAVIYO_ONLY_SHARE = 0.25
-GUEST_SHARE = 0.06
-BUYER_SHARE = 0.78
-# Pareto/NBD-style purchase process: Gamma purchase rates, exponential lifetimes.
-LAMBDA_SHAPE = 0.8
-LIFETIME_MEAN_YEARS = 2.5
 
 METRICS: tuple[tuple[str, str], ...] = (
     ("Y6Hmxn", "Opened Email"),
@@ -221,7 +217,7 @@ class ChunkPlan:
 
 def _draw_age(rng: np.random.Generator, n: int) -> np.ndarray:
     # Skewed towards recent sign-ups, as in a growing shop.
-    return np.maximum(HISTORY * rng.beta(1.1, 1.6, n), 3600.0)
+    return np.maximum(HISTORY * rng.beta(*SIGNUP_AGE_BETA, n), 3600.0)
 
 
 @dataclass

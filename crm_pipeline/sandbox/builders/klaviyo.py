@@ -30,6 +30,31 @@ from crm_pipeline.sandbox.builders.base import (
     klaviyo_times,
     person_id,
 )
+from crm_pipeline.sandbox.builders.odds import (
+    ACTIVE_ON_SITE,
+    CART_PER_VIEW,
+    CLICK_PER_OPEN,
+    CONSENT_FLIP,
+    DUPLICATE_BY_EMAIL,
+    DUPLICATE_PROFILE,
+    ENGAGEMENT_SHAPE,
+    HAS_PROFILE,
+    JOB_TITLE,
+    KLAVIYO_ONLY_CONSENT_ODDS,
+    KLAVIYO_ONLY_PHONE_ONLY,
+    KLAVIYO_ONLY_WITH_PHONE,
+    LOCATION_FROM_ADDRESS,
+    LOCATION_FROM_COUNTRY,
+    OPENS_PER_YEAR,
+    ORGANIZATION,
+    PRODUCT_VIEWS,
+    PROFILE_EMAIL_VARIANT_CUTS,
+    PROFILE_EXTERNAL_ID,
+    PROFILE_EXTRA_PHONE,
+    PROFILE_HAS_NAME,
+    PROFILE_LINK_CUTS,
+    PROFILE_SHOPIFY_PHONE,
+)
 from crm_pipeline.sandbox.builders.shopify import ShopifyBuilder
 
 
@@ -41,19 +66,31 @@ class KlaviyoBuilder(ShopifyBuilder):
         p, rng = self.plan, self.rng
         s = p.shopify
         shop_valid_phone = np.isin(self.phone_kind, [1, 2, 3])
-        has_profile = (rng.random(s) < 0.8) & ~self.invalid_email
+        has_profile = (rng.random(s) < HAS_PROFILE) & ~self.invalid_email
         u = rng.random(s)
         # link kinds: 0 email, 1 phone only, 2 other email + external_id
-        kind = np.where((u < 0.03) & shop_valid_phone, 1, np.where(u < 0.05, 2, 0))
+        kind = np.where(
+            (u < PROFILE_LINK_CUTS[0]) & shop_valid_phone,
+            1,
+            np.where(u < PROFILE_LINK_CUTS[1], 2, 0),
+        )
         kind = np.where(~self.has_email, np.where(shop_valid_phone, 1, 2), kind)
         ev = rng.random(s)
-        email_variant = np.where(ev < 0.85, 0, np.where(ev < 0.95, 1, 2))
-        ext = (kind == 2) | (rng.random(s) < 0.4)
-        with_phone = (
-            (kind == 1) | (shop_valid_phone & (rng.random(s) < 0.5)) | (rng.random(s) < 0.1)
+        email_variant = np.where(
+            ev < PROFILE_EMAIL_VARIANT_CUTS[0],
+            0,
+            np.where(ev < PROFILE_EMAIL_VARIANT_CUTS[1], 1, 2),
         )
-        dup = has_profile & (rng.random(s) < 0.015)
-        dup_kind = np.where((kind == 0) & ((rng.random(s) < 0.6) | ~shop_valid_phone), 0, 1)
+        ext = (kind == 2) | (rng.random(s) < PROFILE_EXTERNAL_ID)
+        with_phone = (
+            (kind == 1)
+            | (shop_valid_phone & (rng.random(s) < PROFILE_SHOPIFY_PHONE))
+            | (rng.random(s) < PROFILE_EXTRA_PHONE)
+        )
+        dup = has_profile & (rng.random(s) < DUPLICATE_PROFILE)
+        dup_kind = np.where(
+            (kind == 0) & ((rng.random(s) < DUPLICATE_BY_EMAIL) | ~shop_valid_phone), 0, 1
+        )
         dup = dup & ((dup_kind == 0) | shop_valid_phone)
         # rows: (person, slot, kind) where kind 0..2 as above, 3 dup email, 4 dup phone,
         # 5 klaviyo-only email, 6 klaviyo-only phone
@@ -61,7 +98,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         dp = np.nonzero(dup)[0]
         k_n = p.klaviyo_only
         kp = np.arange(s, s + k_n)
-        k_phone_only = rng.random(k_n) < 0.1
+        k_phone_only = rng.random(k_n) < KLAVIYO_ONLY_PHONE_ONLY
         person = np.concatenate([sp, dp, kp])
         slot = np.concatenate([np.zeros(len(sp)), np.ones(len(dp)), np.zeros(k_n)]).astype(np.int64)
         rkind = np.concatenate([kind[sp], 3 + dup_kind[dp], np.where(k_phone_only, 6, 5)])
@@ -72,7 +109,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         self.email_variant = email_variant
         self.ext = ext
         self.with_phone = with_phone
-        self.k_with_phone = rng.random(k_n) < 0.2
+        self.k_with_phone = rng.random(k_n) < KLAVIYO_ONLY_WITH_PHONE
         n = len(person)
         pp = self.prof_person
         pc = self.created[pp]
@@ -97,12 +134,12 @@ class KlaviyoBuilder(ShopifyBuilder):
         n = len(self.prof_person)
         created = self.prof_created
         life = np.maximum(REF - created, 3600)
-        engage = rng.gamma(0.7, 1.0 / 0.7, n)
-        n_open = rng.poisson(4.5 * engage * np.minimum(life / YEAR, 3) / 1.5)
-        n_click = rng.binomial(n_open, 0.13)
-        n_view = rng.poisson(1.6 * engage)
-        n_cart = rng.binomial(n_view, 0.3)
-        n_active = rng.poisson(1.0 * engage)
+        engage = rng.gamma(ENGAGEMENT_SHAPE, 1.0 / ENGAGEMENT_SHAPE, n)
+        n_open = rng.poisson(OPENS_PER_YEAR * engage * np.minimum(life / YEAR, 3) / 1.5)
+        n_click = rng.binomial(n_open, CLICK_PER_OPEN)
+        n_view = rng.poisson(PRODUCT_VIEWS * engage)
+        n_cart = rng.binomial(n_view, CART_PER_VIEW)
+        n_active = rng.poisson(ACTIVE_ON_SITE * engage)
         rows = np.arange(n)
         # opens
         o_row = np.repeat(rows, n_open)
@@ -257,11 +294,11 @@ class KlaviyoBuilder(ShopifyBuilder):
         updated_s = klaviyo_times(updated)
         last_ev = self.last_event
         last_ev_s = klaviyo_times(np.maximum(last_ev, 0))
-        has_name = (rng.random(n) < 0.9).tolist()
+        has_name = (rng.random(n) < PROFILE_HAS_NAME).tolist()
         loc_pick = rng.random(n).tolist()
         title_pick = rng.random(n).tolist()
-        consent_flip = (rng.random(n) < 0.05).tolist()
-        k_consent = rng.choice(3, size=n, p=[0.75, 0.2, 0.05]).tolist()
+        consent_flip = (rng.random(n) < CONSENT_FLIP).tolist()
+        k_consent = rng.choice(3, size=n, p=KLAVIYO_ONLY_CONSENT_ODDS).tolist()
         person = self.prof_person.tolist()
         slot = self.prof_slot.tolist()
         kind = self.prof_kind.tolist()
@@ -321,7 +358,7 @@ class KlaviyoBuilder(ShopifyBuilder):
                 consent = ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")[k_consent[r]]
             location = None
             lp_val = loc_pick[r]
-            if i < s and n_addr[i] > 0 and lp_val < 0.85:
+            if i < s and n_addr[i] > 0 and lp_val < LOCATION_FROM_ADDRESS:
                 a = int(self.addr_start[i])
                 ci = self.addr_country[a]
                 city = cities[ci][self.addr_city[a]]
@@ -337,7 +374,7 @@ class KlaviyoBuilder(ShopifyBuilder):
                     "longitude": city.longitude,
                     "ip": None,
                 }
-            elif lp_val < 0.4:
+            elif lp_val < LOCATION_FROM_COUNTRY:
                 ci = self._country[i]
                 city = cities[ci][int(lp_val * 1000) % len(cities[ci])]
                 location = {
@@ -414,8 +451,8 @@ class KlaviyoBuilder(ShopifyBuilder):
                             "anonymous_id": None,
                             "first_name": first,
                             "last_name": last,
-                            "organization": None if title_pick[r] > 0.05 else "Acme Corp",
-                            "title": None if title_pick[r] > 0.03 else "Buyer",
+                            "organization": None if title_pick[r] > ORGANIZATION else "Acme Corp",
+                            "title": None if title_pick[r] > JOB_TITLE else "Buyer",
                             "image": None,
                             "created": created_s[r],
                             "updated": updated_s[r],

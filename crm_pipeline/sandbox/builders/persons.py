@@ -14,6 +14,10 @@ from crm_pipeline.sandbox.builders.base import (
     _draw_age,
     _scramble,
 )
+from crm_pipeline.sandbox.builders.odds import (
+    GB_LANDLINE,
+    NAME_FROM_HOME_COUNTRY,
+)
 
 
 class PersonBuilder:
@@ -38,7 +42,9 @@ class PersonBuilder:
         self.pidx = np.arange(p.base, p.base + n, dtype=np.int64)
         weights = np.array([c.weight for c in pools.COUNTRIES])
         self.country = rng.choice(len(weights), size=n, p=weights / weights.sum())
-        name_loc = np.where(rng.random(n) < 0.85, self.country, rng.integers(0, len(weights), n))
+        name_loc = np.where(
+            rng.random(n) < NAME_FROM_HOME_COUNTRY, self.country, rng.integers(0, len(weights), n)
+        )
         self.name_loc = name_loc
         flen = np.array([len(lp.first) for lp in self.locales])
         llen = np.array([len(lp.last) for lp in self.locales])
@@ -49,7 +55,7 @@ class PersonBuilder:
         self.email_num = _scramble(self.pidx, 27, 7919, 13).astype(np.int64)
         suffix = ((self.pidx * 48271 + 12345) % 100_000_000).astype(np.int64)
         self.phone_suffix = suffix
-        self.gb_landline = (rng.random(n) < 0.3) & (suffix < 20_000_000)
+        self.gb_landline = (rng.random(n) < GB_LANDLINE) & (suffix < 20_000_000)
         self.created = (REF - _draw_age(rng, n)).astype(np.int64)
 
     def name(self, i: int) -> tuple[str, str]:

@@ -10,7 +10,6 @@ import numpy as np
 from crm_pipeline.sandbox import pools
 from crm_pipeline.sandbox.builders.base import (
     ADDRESS_ID_BASE,
-    BUYER_SHARE,
     COMPANIES,
     CUSTOMER_ID_BASE,
     CUSTOMER_STATES,
@@ -19,8 +18,6 @@ from crm_pipeline.sandbox.builders.base import (
     HISTORY,
     INVALID_EMAILS,
     INVALID_PHONES,
-    LAMBDA_SHAPE,
-    LIFETIME_MEAN_YEARS,
     LINE_ITEM_ID_BASE,
     MAX_ORDERS_PER_PERSON,
     ORDER_ID_BASE,
@@ -32,6 +29,42 @@ from crm_pipeline.sandbox.builders.base import (
     money,
     pools_source_names,
     shopify_times,
+)
+from crm_pipeline.sandbox.builders.odds import (
+    ADDRESS_COMPANY,
+    ADDRESS_COUNT_ODDS,
+    ADDRESS_LINE2_ODDS,
+    ADDRESS_OTHER_NAME,
+    ADDRESS_SAME_COUNTRY,
+    ADDRESS_WITH_PHONE,
+    BUYER_SHARE,
+    CONFIRMED_OPT_IN,
+    CUSTOMER_FUTURE_UPDATE,
+    CUSTOMER_NOTE,
+    CUSTOMER_STATE_ODDS,
+    EMAIL_CONSENT_ODDS,
+    FINANCIAL_STATUS_CUTS,
+    FULFILLMENT_CUTS,
+    GUEST_TWO_ORDERS,
+    INVALID_EMAIL,
+    LAMBDA_SHAPE,
+    LIFETIME_MEAN_YEARS,
+    LINE_ITEM_COUNT_ODDS,
+    NEGATIVE_TOTAL,
+    NO_EMAIL,
+    ORDER_EMAIL_ODDS,
+    ORDER_IN_FUTURE,
+    OVER_REFUND,
+    PHONE_KIND_ODDS,
+    QUANTITY_ODDS,
+    RECENT_ORDER_PENDING,
+    REFUNDED_CANCELLED,
+    REFUNDED_UNFULFILLED,
+    SMS_CONSENT_FROM_SHOPIFY,
+    SMS_CONSENT_ODDS,
+    TAG_COUNT_ODDS,
+    TAX_EXEMPT,
+    VERIFIED_EMAIL,
 )
 from crm_pipeline.sandbox.builders.persons import PersonBuilder
 
@@ -45,15 +78,15 @@ class ShopifyBuilder(PersonBuilder):
         s = p.shopify
         self.is_deleted = np.zeros(s, dtype=bool)
         self.is_deleted[p.live :] = True
-        self.has_email = rng.random(s) >= 0.02
-        self.invalid_email = self.has_email & (rng.random(s) < 0.002) & ~self.is_deleted
+        self.has_email = rng.random(s) >= NO_EMAIL
+        self.invalid_email = self.has_email & (rng.random(s) < INVALID_EMAIL) & ~self.is_deleted
         # phone kinds: 0 none, 1 e164, 2 national, 3 international, 4 invalid
-        self.phone_kind = rng.choice(5, size=s, p=[0.33, 0.50, 0.09, 0.04, 0.04])
+        self.phone_kind = rng.choice(5, size=s, p=PHONE_KIND_ODDS)
         self.phone_kind[~self.has_email] = 1
         us_gb = np.isin(self.country[:s], [0, 1, 2])
         self.phone_kind[(self.phone_kind == 2) & ~us_gb] = 1
         self.phone_kind[(self.phone_kind == 3) & ~us_gb] = 1
-        self.n_addr = rng.choice(4, size=s, p=[0.15, 0.6, 0.18, 0.07])
+        self.n_addr = rng.choice(4, size=s, p=ADDRESS_COUNT_ODDS)
         # national numbers only parse with a region, which the default address provides
         self.phone_kind[(self.phone_kind == 2) & (self.n_addr == 0)] = 1
         self.customer_id = (CUSTOMER_ID_BASE + self.pidx[:s] * 37 + rng.integers(0, 37, s)).astype(
@@ -72,7 +105,7 @@ class ShopifyBuilder(PersonBuilder):
         """Order rows (customers' and guests'), line items and refunds, as flat arrays."""
         p, rng, cat = self.plan, self.rng, self.catalog
         s = p.shopify
-        g_counts = np.where(rng.random(p.guests) < 0.1, 2, 1)
+        g_counts = np.where(rng.random(p.guests) < GUEST_TWO_ORDERS, 2, 1)
         counts = np.concatenate([self.n_orders, g_counts])
         owner = np.repeat(np.arange(s + p.guests), counts)
         n = len(owner)
@@ -92,7 +125,7 @@ class ShopifyBuilder(PersonBuilder):
         guest_t = REF - (rng.random(n) * HISTORY).astype(np.int64)
         t = np.where(cust_owner, t, guest_t)
         t = np.minimum(t, REF - 60)
-        future = rng.random(n) < 0.0005
+        future = rng.random(n) < ORDER_IN_FUTURE
         t = np.where(future, REF + (rng.integers(1, 300, n) * DAY), t)
         order = np.lexsort((t, owner))
         t = t[order]
@@ -105,38 +138,38 @@ class ShopifyBuilder(PersonBuilder):
         self.order_seq = owner_pidx * 1000 + j
         self.order_id = ORDER_ID_BASE + self.order_seq
         # line items
-        n_items = rng.choice([1, 2, 3, 4], size=n, p=[0.55, 0.27, 0.12, 0.06])
+        n_items = rng.choice([1, 2, 3, 4], size=n, p=LINE_ITEM_COUNT_ODDS)
         self.item_start = np.concatenate([[0], np.cumsum(n_items)[:-1]])
         self.n_items = n_items
         ni = int(n_items.sum())
         pop = 1.0 / (np.arange(len(cat)) + 5.0)
         self.item_product = rng.choice(len(cat), size=ni, p=pop / pop.sum())
-        self.item_qty = rng.choice([1, 2, 3], size=ni, p=[0.8, 0.15, 0.05])
+        self.item_qty = rng.choice([1, 2, 3], size=ni, p=QUANTITY_ODDS)
         prices = np.array([pr.price_cents for pr in cat], dtype=np.int64)
         line_total = prices[self.item_product] * self.item_qty
         total = np.add.reduceat(line_total, self.item_start) if n else np.zeros(0, np.int64)
         # statuses: 0 paid, 1 refunded, 2 partially_refunded, 3 pending, 4 voided
         u = rng.random(n)
-        fs = np.select([u < 0.04, u < 0.09, u < 0.12, u < 0.15], [1, 2, 3, 4], 0)
+        fs = np.select([u < cut for cut in FINANCIAL_STATUS_CUTS], [1, 2, 3, 4], 0)
         recent = t > REF - 3 * DAY
-        fs = np.where(recent & (rng.random(n) < 0.5) & (fs == 0), 3, fs)
+        fs = np.where(recent & (rng.random(n) < RECENT_ORDER_PENDING) & (fs == 0), 3, fs)
         fs = np.where(future & (fs != 0), 0, fs)
-        cancelled = (fs == 4) | ((fs == 1) & (rng.random(n) < 0.4))
+        cancelled = (fs == 4) | ((fs == 1) & (rng.random(n) < REFUNDED_CANCELLED))
         refund_t = np.minimum(t + rng.integers(2 * DAY, 30 * DAY, n), REF - 30)
         refund_t = np.maximum(refund_t, t + 60)
         first_price = prices[self.item_product[self.item_start]] if n else total
         refund_amt = np.where(fs == 1, total, np.where(fs == 2, first_price, 0))
         fs = np.where((fs == 2) & (refund_amt >= total), 1, fs)
-        over = (fs == 1) & (rng.random(n) < 0.03)
+        over = (fs == 1) & (rng.random(n) < OVER_REFUND)
         refund_amt = np.where(over, total * 3 // 2 + 500, refund_amt)
-        negative = rng.random(n) < 0.001
+        negative = rng.random(n) < NEGATIVE_TOTAL
         total = np.where(negative, -total, total)
         self.invalid_orders = int(negative.sum())
         # fulfillment: 0 none, 1 fulfilled, 2 partial
         fu = rng.random(n)
-        ff = np.where(fu < 0.93, 1, np.where(fu < 0.96, 2, 0))
+        ff = np.where(fu < FULFILLMENT_CUTS[0], 1, np.where(fu < FULFILLMENT_CUTS[1], 2, 0))
         ff = np.where((fs == 3) | (fs == 4) | recent | future, 0, ff)
-        ff = np.where((fs == 1) & (rng.random(n) < 0.5), 0, ff)
+        ff = np.where((fs == 1) & (rng.random(n) < REFUNDED_UNFULFILLED), 0, ff)
         updated = t + rng.integers(0, 5 * DAY, n)
         has_refund = (fs == 1) | (fs == 2)
         updated = np.where(has_refund, np.maximum(updated, refund_t), updated)
@@ -150,7 +183,7 @@ class ShopifyBuilder(PersonBuilder):
         self.order_refund_amt = refund_amt
         self.order_has_refund = has_refund
         self.order_updated = updated
-        self.order_email_kind = rng.choice(4, size=n, p=[0.88, 0.06, 0.02, 0.04])
+        self.order_email_kind = rng.choice(4, size=n, p=ORDER_EMAIL_ODDS)
         self.order_source = rng.integers(0, len(pools_source_names()), n)
         net = np.where(
             cancelled | (fs >= 3),
@@ -191,43 +224,45 @@ class ShopifyBuilder(PersonBuilder):
         na = int(self.n_addr.sum())
         self.addr_start = np.concatenate([[0], np.cumsum(self.n_addr)[:-1]])
         owner = np.repeat(np.arange(s), self.n_addr)
-        same_country = rng.random(na) < 0.92
+        same_country = rng.random(na) < ADDRESS_SAME_COUNTRY
         country = np.where(same_country, self.country[:s][owner], self.country[:s][owner])
         clen = np.array([len(c.cities) for c in pools.COUNTRIES])
         self.addr_country = country.tolist()
         self.addr_city = (rng.random(na) * clen[country]).astype(np.int64).tolist()
         self.addr_street = rng.integers(0, pools.STREETS_PER_LOCALE, na).tolist()
         self.addr_zip = rng.integers(0, pools.STREETS_PER_LOCALE, na).tolist()
-        self.addr_line2 = rng.choice(6, size=na, p=[0.85, 0.05, 0.04, 0.03, 0.02, 0.01]).tolist()
+        self.addr_line2 = rng.choice(6, size=na, p=ADDRESS_LINE2_ODDS).tolist()
         self.addr_line2_n = rng.integers(1, 40, na).tolist()
-        self.addr_company = np.where(rng.random(na) < 0.08, rng.integers(0, 6, na), -1).tolist()
-        self.addr_other_name = (rng.random(na) < 0.1).tolist()
+        self.addr_company = np.where(
+            rng.random(na) < ADDRESS_COMPANY, rng.integers(0, 6, na), -1
+        ).tolist()
+        self.addr_other_name = (rng.random(na) < ADDRESS_OTHER_NAME).tolist()
         self.addr_other_first = rng.integers(0, 10_000, na).tolist()
-        self.addr_with_phone = (rng.random(na) < 0.6).tolist()
+        self.addr_with_phone = (rng.random(na) < ADDRESS_WITH_PHONE).tolist()
 
     def customers_json(self) -> tuple[list[bytes], list[bytes]]:
         """Live customer records and deleted-customer stubs."""
         p, rng, s = self.plan, self.rng, self.plan.shopify
         self._address_rows()
-        tags_n = rng.choice(4, size=s, p=[0.55, 0.28, 0.12, 0.05]).tolist()
+        tags_n = rng.choice(4, size=s, p=TAG_COUNT_ODDS).tolist()
         tag_pick = rng.integers(0, len(pools.CUSTOMER_TAGS), (s, 3)).tolist()
-        note_pick = np.where(rng.random(s) < 0.07, rng.integers(0, 8, s), -1).tolist()
-        state = rng.choice(4, size=s, p=[0.70, 0.25, 0.04, 0.01]).tolist()
-        verified = (rng.random(s) < 0.9).tolist()
-        tax_exempt = (rng.random(s) < 0.01).tolist()
-        ec_state = rng.choice(4, size=s, p=[0.42, 0.43, 0.12, 0.03])
+        note_pick = np.where(rng.random(s) < CUSTOMER_NOTE, rng.integers(0, 8, s), -1).tolist()
+        state = rng.choice(4, size=s, p=CUSTOMER_STATE_ODDS).tolist()
+        verified = (rng.random(s) < VERIFIED_EMAIL).tolist()
+        tax_exempt = (rng.random(s) < TAX_EXEMPT).tolist()
+        ec_state = rng.choice(4, size=s, p=EMAIL_CONSENT_ODDS)
         self.ec_state = ec_state
-        ec_level = (rng.random(s) < 0.3).tolist()
+        ec_level = (rng.random(s) < CONFIRMED_OPT_IN).tolist()
         created = self.created[:s]
         consent_t = created + (rng.random(s) * (REF - created)).astype(np.int64)
-        sms_state = rng.choice(4, size=s, p=[0.25, 0.6, 0.1, 0.05]).tolist()
-        sms_from = (rng.random(s) < 0.8).tolist()
+        sms_state = rng.choice(4, size=s, p=SMS_CONSENT_ODDS).tolist()
+        sms_from = (rng.random(s) < SMS_CONSENT_FROM_SHOPIFY).tolist()
         invalid_tpl = rng.integers(0, len(INVALID_EMAILS), s).tolist()
         invalid_phone = rng.integers(0, len(INVALID_PHONES), s).tolist()
         upd = np.maximum(created, self.last_order_updated)
         upd = np.where(ec_state != 1, np.maximum(upd, consent_t), upd)
         upd = np.minimum(np.maximum(upd, created + rng.integers(0, 30 * DAY, s)), REF - 1)
-        future = rng.random(s) < 0.001
+        future = rng.random(s) < CUSTOMER_FUTURE_UPDATE
         upd = np.where(future, REF + rng.integers(1, 365, s) * DAY, upd)
         created_s = shopify_times(created)
         updated_s = shopify_times(upd)
