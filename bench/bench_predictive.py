@@ -18,7 +18,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from crm_pipeline.predictive import PURCHASE_MODELS, GammaGammaModel, score_customers
+from crm_pipeline.analytics.predictive import PURCHASE_MODELS, GammaGammaModel, score_customers
 
 TRUE_BG = {"r": 0.6, "alpha": 40.0, "a": 0.8, "b": 2.5}
 TRUE_GG = {"p": 6.0, "q": 3.8, "v": 15.0}

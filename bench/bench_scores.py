@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from crm_pipeline.predictive import score_customers, summary_data_from_transactions
+from crm_pipeline.analytics.predictive import score_customers, summary_data_from_transactions
 
 AS_OF = date(2025, 6, 1)
 TRUE_PARAMS = {"r": 0.8, "alpha": 60.0, "a": 0.8, "b": 2.5}

@@ -1,4 +1,4 @@
-"""The `crm-pipeline` command (CONTRACT.md section 2)."""
+"""The `crm-pipeline` command (docs/reference.md section 2)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def db_url() -> None:
     """Print the DSN of the CRM database (starting the embedded server if needed)."""
     from crm_pipeline.db.server import database_dsn
 
-    print(database_dsn())
+    typer.echo(database_dsn())  # plain stdout for $(crm-pipeline db url), no rich wrapping
 
 
 @db_app.command("start")
@@ -117,7 +117,7 @@ def sandbox_generate(
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same bytes.")] = 0,
     out: Annotated[Path, typer.Option(help="Store directory to write.")] = Path("sandbox-store"),
 ) -> None:
-    """Write a realistic store directory (CONTRACT.md section 5)."""
+    """Write a realistic store directory (docs/reference.md section 5)."""
     from crm_pipeline.sandbox.generate import generate_store
 
     summary = generate_store(out, customers=customers, seed=seed, progress=True)
@@ -147,7 +147,7 @@ def receiver(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 2,
 ) -> None:
-    """Run the webhook receiver (CONTRACT.md section 4); needs the *_WEBHOOK_SECRET variables."""
+    """Run the webhook receiver (docs/reference.md section 4); needs the *_WEBHOOK_SECRET vars."""
     from webhook_receiver.main import run
 
     _logging()

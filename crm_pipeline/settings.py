@@ -1,4 +1,4 @@
-"""Where local state lives and how the environment is read (CONTRACT.md section 1)."""
+"""Where local state lives and how the environment is read (docs/reference.md section 1)."""
 
 from __future__ import annotations
 

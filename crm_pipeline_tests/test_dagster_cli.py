@@ -1,4 +1,4 @@
-"""Dagster's own commands in the repo root, with nothing set beyond CONTRACT.md section 1.
+"""Dagster's own commands in the repo root, with nothing set beyond docs/reference.md section 1.
 
 `dagster dev` and `dagster job execute` read the repo's dagster.yaml for their temporary instance;
 it must not need any variable of ours, and the CRM database defaults to the embedded server.
@@ -41,7 +41,7 @@ def small_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxS
 def contract_env(
     tmp_path: Path, small_sandbox: SandboxServer, firestore_emulator: str
 ) -> Iterator[dict[str, str]]:
-    """Only CONTRACT.md section 1 variables: the sandbox, the emulator and a fresh CRM_HOME."""
+    """Only docs/reference.md s. 1 variables: the sandbox, the emulator and a fresh CRM_HOME."""
     env = {
         k: v
         for k, v in os.environ.items()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -70,7 +71,7 @@ class _Pending:
     future: asyncio.Future[bool] = field(repr=False)
 
 
-def _columns(rows: Sequence[EventRow]) -> list[list]:
+def _columns(rows: Sequence[EventRow]) -> list[list[Any]]:
     return [
         [r.source for r in rows],
         [r.topic for r in rows],

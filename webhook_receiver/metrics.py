@@ -24,7 +24,7 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class ReceiverMetrics:
-    """The counters and histograms named in CONTRACT.md section 4."""
+    """The counters and histograms named in docs/reference.md section 4."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -71,6 +71,6 @@ class ReceiverMetrics:
         """The Prometheus text exposition of this process (or of all, in multiprocess mode)."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            prom_multiprocess.MultiProcessCollector(registry)
+            prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

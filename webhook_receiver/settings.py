@@ -1,4 +1,4 @@
-"""Receiver settings: one pydantic-settings class read from the environment (CONTRACT.md s. 1).
+"""Receiver settings: one pydantic-settings class read from the environment (docs/reference.md, 1).
 
 The signing secrets keep their contract names (SHOPIFY_WEBHOOK_SECRET, ...); the tuning knobs are
 prefixed CRM_WEBHOOK_. Outside demo mode a missing or placeholder secret stops the start: a

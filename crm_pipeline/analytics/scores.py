@@ -1,9 +1,9 @@
 """Predictive scores in customer_metrics: BG/NBD + Gamma-Gamma fitted on the whole customer base.
 
-The RFM summary is built in SQL from completed orders (UTC calendar days, as predictive.py
-expects), scored by `crm_pipeline.predictive.score_customers`, and written back with one COPY
-and one UPDATE. Customers without a completed order get no churn probability (there is no
-relationship to churn from), zero predicted purchases and LTV.
+The RFM summary is built in SQL from completed orders (UTC calendar days, as the predictive
+models expect), scored by `crm_pipeline.analytics.predictive.score_customers`, and written back
+with one COPY and one UPDATE. Customers without a completed order get no churn probability (there
+is no relationship to churn from), zero predicted purchases and LTV.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def score_population(
     bind: Bind, as_of: datetime | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fit on every buyer and return their scores plus the model metadata."""
-    from crm_pipeline.predictive import score_customers
+    from crm_pipeline.analytics.predictive import score_customers
 
     moment = as_utc(as_of)
     summary = rfm_summary(bind, moment)

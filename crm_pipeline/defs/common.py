@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import sqlalchemy as sa
@@ -55,8 +55,8 @@ def quarantine_check(report: LoadReport, threshold: float) -> dg.AssetCheckResul
     )
 
 
-def load_metadata(report: LoadReport, **extra: object) -> dict[str, object]:
-    metadata: dict[str, object] = dict(report.as_metadata())
+def load_metadata(report: LoadReport, **extra: object) -> dict[str, Any]:
+    metadata: dict[str, Any] = dict(report.as_metadata())
     metadata["quarantined_by_reason"] = dg.MetadataValue.json(
         report.as_metadata()["quarantined_by_reason"]
     )
@@ -137,7 +137,7 @@ def load_pull(
             raise ReconcileRefused(f"{pull.stream} has no point lookup to confirm deletions")
         reconcile = reconcile_deletions(
             engine,
-            pull.reconcile_source,
+            cast(str, pull.reconcile_source),  # `reconciles` says it is set
             run_id,
             still_alive=pull.still_alive,
             incomplete=pull.incomplete() if pull.incomplete else None,

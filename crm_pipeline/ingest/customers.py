@@ -1,3 +1,6 @@
+# Over 500 lines on purpose: CustomerLoader's merge, the survivorship SQL and deletion
+# reconciliation act on the same staging tables and identity rules inside one transaction per
+# chunk; splitting them would spread one invariant (one live customer per person) over modules.
 """Load customer source records: validate, quarantine, resolve identity, merge, apply survivorship.
 
 Each chunk is one transaction, so a run that dies halfway leaves whole chunks behind and a re-run

@@ -7,7 +7,7 @@ from typing import Any
 from crm_pipeline.mapping.records import ActivityRecord, AddressRecord, CustomerRecord
 from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp
 
-# Klaviyo metric name -> our activity_type (CONTRACT.md section 3).
+# Klaviyo metric name -> our activity_type (docs/reference.md section 3).
 METRIC_ACTIVITY = {
     "Opened Email": "email_open",
     "Clicked Email": "email_click",

@@ -1,3 +1,5 @@
+# Over 500 lines on purpose: mostly data (hand-written cities, area codes, vendors, campaign
+# themes) that must stay stable across Faker versions so generated stores stay byte-identical.
 """Value pools for the sandbox store generator.
 
 Faker is slow per call, so it is used once (with a fixed seed) to fill small per-locale pools of

@@ -1,4 +1,4 @@
-"""The store directory a sandbox serves (CONTRACT.md section 5), as byte-offset indexes.
+"""The store directory a sandbox serves (docs/reference.md section 5), as byte-offset indexes.
 
 Built once at startup (cached beside the store by `store_index`), so stores of millions of
 records are served without being loaded.
@@ -25,7 +25,7 @@ def _shopify_key(rec: dict) -> tuple[int, int]:
 
 
 class SandboxStore:
-    """Indexes of one store directory (CONTRACT.md section 5), built once at startup."""
+    """Indexes of one store directory (docs/reference.md section 5), built once at startup."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

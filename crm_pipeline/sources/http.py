@@ -56,7 +56,7 @@ class SourceRetryPolicy:
     max_retry_after: float = 120.0
 
     def wait_for(self, attempt: int, error: BaseException | None) -> float:
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             # a little jitter so parallel callers do not come back in lockstep
             return min(retry_after, self.max_retry_after) + random.uniform(0, 0.1)

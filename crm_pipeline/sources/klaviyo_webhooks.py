@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from openapi_client.models import WebhookCreateQuery, WebhookPartialUpdateQuery
+from openapi_client.models import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    WebhookCreateQuery,
+    WebhookPartialUpdateQuery,
+)
 
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 

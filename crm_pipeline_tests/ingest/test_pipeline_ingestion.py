@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from math import comb
 from pathlib import Path
@@ -17,6 +18,8 @@ from crm_pipeline_tests.fixtures.pipeline import (
     table_counts,
 )
 from crm_pipeline_tests.fixtures.postgres import truncate_all
+
+log = logging.getLogger(__name__)
 
 
 def pairwise_precision_recall(truth: dict, predicted: dict) -> tuple[float, float]:
@@ -53,9 +56,11 @@ def test_full_refresh_resolves_identities_and_is_idempotent(
             )
         }
     precision, recall = pairwise_precision_recall(truth, predicted)
-    print(
-        f"\nidentity resolution on 10k store: precision={precision:.4f} recall={recall:.4f} "
-        f"records={len(predicted)}"
+    log.info(
+        "identity resolution on 10k store: precision=%.4f recall=%.4f records=%d",
+        precision,
+        recall,
+        len(predicted),
     )
     assert precision >= 0.99 and recall >= 0.99
 
@@ -81,7 +86,7 @@ def test_faults_and_throttling_converge_to_the_fault_free_result(
         assert run_ingestion(database_url, faulty.url, full_refresh=True).success
         served = dict(faulty.state.counters)
     assert fingerprint(clean_db) == clean
-    print(f"\nfaults served during the faulty run: {served}")
+    log.info("faults served during the faulty run: %s", served)
     assert sum(served.values()) > 0
 
 

@@ -1,4 +1,4 @@
-"""A tiny store in the CONTRACT.md section 5 format and sandbox servers over it.
+"""A tiny store in the docs/reference.md section 5 format and sandbox servers over it.
 
 Written here rather than taken from the generator so these tests pin the format, not a
 particular generator's output.

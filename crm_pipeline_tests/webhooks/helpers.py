@@ -66,7 +66,7 @@ def klaviyo_request(
 def admin_signature_headers(
     message: bytes, *, timestamp: float | None = None, secret: str = ADMIN_SECRET
 ) -> dict[str, str]:
-    """X-Crm-Timestamp and X-Crm-Hmac-Sha256 over `timestamp + "." + message` (CONTRACT.md
+    """X-Crm-Timestamp and X-Crm-Hmac-Sha256 over `timestamp + "." + message` (docs/reference.md
     section 4, computed here rather than with the receiver's own helper)."""
     stamp = str(int(time.time() if timestamp is None else timestamp))
     digest = hmac.new(secret.encode(), f"{stamp}.".encode() + message, hashlib.sha256).digest()

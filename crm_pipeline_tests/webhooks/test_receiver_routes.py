@@ -1,4 +1,4 @@
-"""The receiver's answers per CONTRACT.md section 4, against the real session database."""
+"""The receiver's answers per docs/reference.md section 4, against the real session database."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def customer_segments(
     """Value, engagement, churn-risk, RFM, VIP and tag-driven segment assignments."""
     summary = refresh_segments(postgres.get_engine(), parse_as_of(config.as_of))
     distribution = segment_distribution(postgres.get_engine())
-    metadata: dict[str, Any] = {k: v for k, v in summary.items()}
+    metadata: dict[str, Any] = dict(summary)
     metadata["distribution"] = dg.MetadataValue.json(
         {d["segment_name"]: d["customers"] for d in distribution}
     )

@@ -62,7 +62,7 @@ def customer_segments_single_value_segment(postgres: PostgresResource) -> dg.Ass
                 "  GROUP BY 1, 2 HAVING count(*) > 1) d GROUP BY 1"
             )
         ).all()
-    by_family = {family: customers for family, customers in doubles}
+    by_family: dict[str, int] = dict(doubles)
     return dg.AssetCheckResult(
         passed=not by_family,
         metadata={"customers_with_two_segments_by_family": dg.MetadataValue.json(by_family)},
@@ -82,7 +82,7 @@ def customer_segments_plausible_sizes(postgres: PostgresResource) -> dg.AssetChe
                 " WHERE m.completed_orders > 0 AND c.deleted_at IS NULL AND c.merged_into IS NULL"
             )
         ).scalar_one()
-        sizes = dict(
+        sizes: dict[str, int] = dict(
             conn.execute(
                 sa.text(
                     "SELECT segment_name, customers FROM customer_segment_distribution"

@@ -30,7 +30,7 @@ def unified_customers(postgres: PostgresResource) -> dg.MaterializeResult:
     linked = link_orphan_orders(engine)
     with engine.connect() as conn:
         stats = conn.execute(sa.text(IDENTITY_SQL)).mappings().one()
-        by_source = dict(
+        by_source: dict[str, int] = dict(
             conn.execute(
                 sa.text(
                     "SELECT source, count(*) FROM customer_sources WHERE deleted_at IS NULL "

@@ -34,7 +34,9 @@ class FirestoreResource(dg.ConfigurableResource):
             return firestore.Client(project=configured, database=self.database)
         project = configured or os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT
         client = firestore.Client(
-            project=project, database=self.database, credentials=AnonymousCredentials()
+            project=project,
+            database=self.database,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         )
         # The client reads FIRESTORE_EMULATOR_HOST once, in __init__; setting the same attribute
         # honours a configured host without changing the process environment for other code.

@@ -1,5 +1,9 @@
 """Klaviyo profiles and engagement events, pulled through the REST API."""
 
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
 import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
@@ -56,7 +60,9 @@ def klaviyo_events(
     client = klaviyo.get_client()
     metric_names: dict[str, str] = {}
 
-    def fetch(since):  # metric names are read inside the pull, under its error handling
+    def fetch(
+        since: datetime | None,
+    ) -> Iterable[Any]:  # metric names are read inside the pull, under its error handling
         metric_names.update(client.metrics())
         return client.events(since, metric_names=set(METRIC_ACTIVITY))
 

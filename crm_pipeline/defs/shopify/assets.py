@@ -1,5 +1,9 @@
 """Shopify customers and orders: pulled through the Admin GraphQL API, validated, merged."""
 
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
 import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
@@ -19,7 +23,7 @@ def customers_pull(client: ShopifyClient) -> Pull:
     the shop's count and reconciled with `nodes(ids:)` lookups; incremental pulls through
     paginated updated_at queries, mapped here."""
 
-    def fetch(since):
+    def fetch(since: datetime | None) -> Iterable[Any]:
         if since is None:
             return decode_in_workers(
                 client.bulk_customer_lines(), map_bulk_customer_line, source="shopify"

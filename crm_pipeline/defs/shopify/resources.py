@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import dagster as dg
 
 from crm_pipeline.env_binding import resolve
@@ -53,7 +55,7 @@ class ShopifyResource(dg.ConfigurableResource):
             )
         return ShopifyClient(
             shop,
-            access_token,
+            cast(str, access_token),  # checked above
             api_version=api_version,
             timeout=self.timeout,
         )

@@ -1,5 +1,7 @@
 """The processing of landed webhook deliveries, as an asset so each run's numbers are kept."""
 
+from typing import Any
+
 import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
@@ -40,7 +42,7 @@ def webhook_deliveries(
         report.dead,
         len(report.touched_customer_ids),
     )
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         **report.as_metadata(),
         "queue_pending": stats.pending,
         "queue_failed": stats.failed,

@@ -12,7 +12,7 @@ from crm_pipeline.pii import mask_optional
 def webhook_deliveries_no_dead_letters(postgres: PostgresResource) -> dg.AssetCheckResult:
     """Dead letters need a person: fix the cause, then `crm-pipeline webhooks replay --dead`."""
     with postgres.get_engine().connect() as conn:
-        by_topic = dict(
+        by_topic: dict[str, int] = dict(
             conn.execute(
                 sa.text(
                     "SELECT source || ' ' || topic, count(*) FROM webhook_events "

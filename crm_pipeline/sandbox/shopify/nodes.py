@@ -1,4 +1,4 @@
-"""Store records (Shopify's REST shape, CONTRACT.md section 5) as GraphQL Admin API nodes.
+"""Store records (Shopify's REST shape, docs/reference.md section 5) as GraphQL Admin API nodes.
 
 One mapping serves paginated answers (executed by graphql-core, which picks the selected
 fields) and bulk result lines (rendered straight to JSONL, then cut to the selection).
