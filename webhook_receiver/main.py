@@ -1,4 +1,8 @@
-"""Builds the receiver app (`create_app`) and runs it under uvicorn (`run`, used by the CLI)."""
+"""Builds the receiver app (`create_app`) and runs it under uvicorn (`run`, used by the CLI).
+
+The factory wires the shared `Receiver` (receiver.py) and the routers (routes/); FastAPI routes
+reach the receiver through `deps.ReceiverDep`, the webhook POSTs through `ReceiverApp.receiver`.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from webhook_receiver.asgi import Receive, Scope, Send
 from webhook_receiver.landing import Lander
 from webhook_receiver.metrics import ReceiverMetrics
 from webhook_receiver.ratelimit import RateLimiter
-from webhook_receiver.routes import (
-    WEBHOOK_ROUTES,
-    Receive,
-    Receiver,
-    Scope,
-    Send,
-    ops_router,
-    router,
-    serve_delivery,
-)
+from webhook_receiver.receiver import Receiver
+from webhook_receiver.routes import api_router
+from webhook_receiver.routes.webhooks import WEBHOOK_ROUTES, serve_delivery
 from webhook_receiver.settings import WebhookSettings
 from webhook_receiver.status import ActionStatus
 
@@ -91,8 +89,7 @@ def create_app(settings: WebhookSettings | None = None) -> ReceiverApp:
     )
     app.state.receiver = receiver
     app.receiver = receiver
-    app.include_router(router)
-    app.include_router(ops_router)
+    app.include_router(api_router)
     return app
 
 
