@@ -1,4 +1,4 @@
-"""`GET /webhooks/admin/{action_id}` (CONTRACT.md section 4): where a staff action is.
+"""`GET /webhooks/admin/{action_id}` (docs/reference.md, routes): where a staff action is.
 
 Signed like the POST (the signature covers `GET /webhooks/admin/{action_id}` and the
 timestamp); the state comes from webhook_events through `status.ActionStatus`.

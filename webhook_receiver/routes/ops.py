@@ -1,4 +1,4 @@
-"""Operations routes (CONTRACT.md section 4): liveness, readiness and Prometheus metrics."""
+"""Operations routes (docs/reference.md, routes): liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The webhook POST routes (CONTRACT.md section 4): thin checks, then durable landing.
+"""The webhook POST routes (docs/reference.md, routes): thin checks, then durable landing.
 
 Order of checks for every delivery: size (413), signature (401), required headers and JSON (400),
 for admin actions the action's model (422), rate limit (429), commit (200, or 503 when the

@@ -1,4 +1,4 @@
-"""Rows of an admin app staff action (CONTRACT.md section 4, `POST /webhooks/admin`)."""
+"""Rows of an admin app staff action (docs/reference.md, routes, `POST /webhooks/admin`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rows of a Klaviyo webhook delivery (CONTRACT.md section 4, `POST /webhooks/klaviyo`):
+"""Rows of a Klaviyo webhook delivery (docs/reference.md, routes, `POST /webhooks/klaviyo`):
 one row per item, so a batch of events lands as separately processable rows."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rows of a Shopify webhook delivery (CONTRACT.md section 4, `POST /webhooks/shopify`)."""
+"""Rows of a Shopify webhook delivery (docs/reference.md, routes, `POST /webhooks/shopify`)."""
 
 from __future__ import annotations
 
