@@ -13,6 +13,7 @@ from crm_pipeline.sandbox.klaviyo_profiles import ProfileLookup
 from crm_pipeline.sandbox.klaviyo_webhooks import KlaviyoWebhooks
 from crm_pipeline.sandbox.shopify.state import ShopifyState
 from crm_pipeline.sandbox.store import SandboxStore
+from crm_pipeline.sources.rate_limits import KLAVIYO_LIMITS as RATE_LIMITS
 
 
 class _SlidingWindow:
@@ -31,13 +32,10 @@ class _SlidingWindow:
         return 0.0
 
 
-# (burst per second, steady per minute), from Klaviyo's published limits
+# (burst per second, steady per minute), from Klaviyo's published limits (sources/rate_limits.py)
 KLAVIYO_LIMITS = {
-    "profiles": (75, 700),
-    "profiles_predictive": (10, 150),
-    "events": (350, 3500),
-    "metrics": (10, 150),
-    "webhooks": (1, 15),
+    name: (limit.burst_per_second, limit.steady_per_minute)
+    for name, limit in RATE_LIMITS.items()
 }
 
 

@@ -25,6 +25,7 @@ from crm_pipeline.ingest.bad_records import escape_invalid_utf8
 from crm_pipeline.sources.errors import BadRequest, RetriableSourceError, SourceError, Timeout
 from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy, error_for_status
 from crm_pipeline.sources.paginate import LinksNextPaginator, links_next_cursor, paginate
+from crm_pipeline.sources.rate_limits import ApiUsage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ KLAVIYO_REVISION = "2026-07-15"
 PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait=4.0)
 # after this many pages in a row had to drop predictive fields, stop asking for them
 PREDICTIVE_GIVE_UP_AFTER = 3
+
 
 
 # `page[cursor]` out of a JSON:API `links.next` URL (None on the last page)
@@ -90,13 +92,23 @@ class KlaviyoClient:
         self.predictive_policy = predictive_policy
         self.page_size = page_size
         self.events_page_size = events_page_size
+        # requests sent per rate-limit bucket, for the pull's floor metadata
+        self.usage = ApiUsage()
 
     def _call(
-        self, fn: Callable[..., Any], policy: SourceRetryPolicy | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        policy: SourceRetryPolicy | None = None,
+        *,
+        bucket: str | None = None,
+        **kwargs: Any,
     ) -> dict:
-        """One SDK call under the retry policy, with SDK errors mapped onto our tree."""
+        """One SDK call under the retry policy, with SDK errors mapped onto our tree; every
+        attempt is counted against its rate-limit `bucket` (sources/rate_limits.py), if any."""
 
         def attempt() -> dict:
+            if bucket:
+                self.usage.klaviyo(bucket)
             try:
                 return fn(**kwargs, _request_timeout=self.timeout)
             except ApiException as exc:
@@ -113,15 +125,19 @@ class KlaviyoClient:
 
         return (policy or self.policy).call(attempt)
 
-    def _pages(self, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict]:
-        return paginate(LinksNextPaginator(), lambda request: self._call(fn, **request), kwargs)
+    def _pages(self, fn: Callable[..., Any], bucket: str, **kwargs: Any) -> Iterator[dict]:
+        return paginate(
+            LinksNextPaginator(), lambda request: self._call(fn, bucket=bucket, **request), kwargs
+        )
 
     def profiles(
-        self, updated_since: datetime | None = None, with_predictive: bool = True
+        self, updated_since: datetime | None = None, with_predictive: bool = False
     ) -> Iterator[dict]:
         """Profiles updated after `updated_since` (all when None), oldest update first.
 
-        With `with_predictive`, a page whose predictive request keeps failing is fetched again
+        Without `with_predictive` (the default) pages run under the 700/min limit; asking for
+        predictive_analytics puts every page under 150/min, so only `predictive_profiles` (an
+        opt-in stream of its own) does. With `with_predictive`, a page whose predictive request keeps failing is fetched again
         without predictive fields: a slow model must never block the profile pull.
         """
         api = self.api.Profiles
@@ -139,6 +155,7 @@ class KlaviyoClient:
                     page = self._call(
                         api.get_profiles,
                         self.predictive_policy,
+                        bucket="profiles_predictive",
                         **request,
                         additional_fields_profile=plain_fields + ["predictive_analytics"],
                     )
@@ -150,16 +167,26 @@ class KlaviyoClient:
                     if misses >= PREDICTIVE_GIVE_UP_AFTER:
                         log.warning("giving up on predictive analytics for the rest of this pull")
                         predictive = False
-            return self._call(api.get_profiles, **request, additional_fields_profile=plain_fields)
+            return self._call(
+                api.get_profiles,
+                bucket="profiles",
+                **request,
+                additional_fields_profile=plain_fields,
+            )
 
         for page in paginate(LinksNextPaginator(), page_of, base):
             yield from page.get("data") or []
+
+    def predictive_profiles(self, updated_since: datetime | None = None) -> Iterator[dict]:
+        """Profiles with Klaviyo's predictive_analytics: the slow (150/min) stream, pulled only
+        when configured (`KlaviyoResource.predictive_analytics`)."""
+        return self.profiles(updated_since, with_predictive=True)
 
     def profile_exists(self, profile_id: str) -> bool:
         """Whether Klaviyo still has this profile (get-profile; 404 means gone): a point lookup
         before a reconcile deletes it."""
         try:
-            self._call(self.api.Profiles.get_profile, id=profile_id)
+            self._call(self.api.Profiles.get_profile, bucket="profiles", id=profile_id)
         except BadRequest as exc:
             if exc.status in (404, 410):
                 return False
@@ -173,7 +200,7 @@ class KlaviyoClient:
     def metrics(self) -> dict[str, str]:
         """Metric id -> name ("Opened Email", "Placed Order", ...)."""
         out: dict[str, str] = {}
-        for page in self._pages(self.api.Metrics.get_metrics):
+        for page in self._pages(self.api.Metrics.get_metrics, "metrics"):
             for metric in page.get("data") or []:
                 out[metric["id"]] = (metric.get("attributes") or {}).get("name")
         return out
@@ -198,7 +225,7 @@ class KlaviyoClient:
             kwargs: dict[str, Any] = {"page_size": self.events_page_size, "sort": "datetime"}
             if filt:
                 kwargs["filter"] = filt
-            for page in self._pages(self.api.Events.get_events, **kwargs):
+            for page in self._pages(self.api.Events.get_events, "events", **kwargs):
                 for event in page.get("data") or []:
                     if not isinstance(event, dict):  # quarantined by the loader
                         yield event

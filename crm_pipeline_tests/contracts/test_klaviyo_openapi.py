@@ -66,6 +66,7 @@ def test_full_and_incremental_pull_conform(recorded) -> None:
     client = _client(proxy.url, page_size=7, events_page_size=50)
     since = datetime(2024, 1, 10, tzinfo=UTC)
     assert list(client.profiles())
+    assert list(client.predictive_profiles())
     list(client.profiles(updated_since=since, with_predictive=False))
     assert client.metrics()
     assert list(client.events())
@@ -85,6 +86,34 @@ def test_full_and_incremental_pull_conform(recorded) -> None:
     # every pull ends exactly once: as many last pages (no `next`) as first pages (no cursor)
     firsts = [ex for ex in proxy.exchanges if "page[cursor]" not in dict(ex.query)]
     assert sum("next" not in link for link in links) == len(firsts)
+
+
+def _additional_fields(ex: Exchange) -> str:
+    return ",".join(v for k, v in ex.query if k == "additional-fields[profile]")
+
+
+def test_default_profile_pull_never_asks_for_predictions(recorded) -> None:
+    """The default pull stays under the 700/min limit: no page asks for predictive_analytics,
+    and the client counts every page against the plain profiles bucket."""
+    _, proxy = recorded
+    client = _client(proxy.url, page_size=7)
+    pulled = list(client.profiles())
+    pages = [ex for ex in proxy.exchanges if ex.path.rstrip("/").endswith("/profiles")]
+    assert len(pages) >= 2 and pulled
+    assert all("predictive_analytics" not in _additional_fields(ex) for ex in pages)
+    assert all("subscriptions" in _additional_fields(ex) for ex in pages)
+    assert all("predictive_analytics" not in p["attributes"] for p in pulled)
+    assert dict(client.usage.klaviyo_requests) == {"profiles": len(pages)}
+
+
+def test_predictive_stream_asks_for_predictions(recorded) -> None:
+    _, proxy = recorded
+    client = _client(proxy.url, page_size=7)
+    pulled = list(client.predictive_profiles())
+    pages = [ex for ex in proxy.exchanges if ex.path.rstrip("/").endswith("/profiles")]
+    assert pages and all("predictive_analytics" in _additional_fields(ex) for ex in pages)
+    assert all("predictive_analytics" in p["attributes"] for p in pulled)
+    assert dict(client.usage.klaviyo_requests) == {"profiles_predictive": len(pages)}
 
 
 def test_every_request_declares_the_described_revision(recorded) -> None:

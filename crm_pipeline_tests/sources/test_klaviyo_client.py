@@ -43,7 +43,7 @@ def test_profiles_paginate_through_all(sandbox: SandboxServer, tiny_store) -> No
     assert sandbox.state.counters["klaviyo_requests"] - before >= 6
     assert sorted(p["id"] for p in pulled) == sorted(p["id"] for p in rows["profiles"])
     assert all(p["type"] == "profile" for p in pulled)
-    assert all("predictive_analytics" in p["attributes"] for p in pulled)
+    assert all("predictive_analytics" not in p["attributes"] for p in pulled)
     updated = [_dt(p["attributes"]["updated"]) for p in pulled]
     assert updated == sorted(updated)
 
@@ -62,12 +62,12 @@ def test_profiles_updated_since_is_strict(sandbox: SandboxServer, tiny_store) ->
 def test_predictive_503_falls_back_without_losing_profiles(tiny_store) -> None:
     root, rows = tiny_store
     with SandboxServer(root, predictive_fault_rate=1.0) as server:
-        pulled = list(_client(server, page_size=9).profiles())
+        pulled = list(_client(server, page_size=9).predictive_profiles())
     assert sorted(p["id"] for p in pulled) == sorted(p["id"] for p in rows["profiles"])
     assert not any("predictive_analytics" in p["attributes"] for p in pulled)
 
     with SandboxServer(root, predictive_fault_rate=0.5, seed=2) as server:
-        pulled = list(_client(server, page_size=5).profiles())
+        pulled = list(_client(server, page_size=5).predictive_profiles())
     assert sorted(p["id"] for p in pulled) == sorted(p["id"] for p in rows["profiles"])
     assert any("predictive_analytics" in p["attributes"] for p in pulled)
 
