@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from crm_pipeline.ingest.customers import (
 )
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.sources.errors import SourceError
+from crm_pipeline.sources.rate_limits import ApiUsage
 
 QUARANTINE_CHECK = "quarantine_rate_below_threshold"
 
@@ -161,8 +163,12 @@ def run_pull(
     engine: sa.Engine,
     pull: Pull,
     after_load: Callable[[sa.Engine], dict[str, Any]] | None = None,
+    usage: ApiUsage | None = None,
 ) -> dg.MaterializeResult:
-    """`load_pull` in an asset: failures become `dg.Failure`, the outcome metadata."""
+    """`load_pull` in an asset: failures become `dg.Failure`, the outcome metadata. With the
+    client's `usage`, the metadata also says the pull's rate-limit floor and how close the
+    step came to it (sources/rate_limits.py)."""
+    started = time.monotonic()
     try:
         result = load_pull(
             engine,
@@ -174,7 +180,8 @@ def run_pull(
     except (SourceError, ReconcileRefused) as exc:
         raise dg.Failure(description=f"{pull.stream} pull failed: {exc}") from exc
     report = result.report
-    context.log.info("%s: %s", pull.stream, report.as_metadata())
+    budget = usage.metadata(time.monotonic() - started) if usage is not None else {}
+    context.log.info("%s: %s %s", pull.stream, report.as_metadata(), budget)
     return dg.MaterializeResult(
         metadata=load_metadata(
             report,
@@ -183,6 +190,7 @@ def run_pull(
             cursor=str(result.cursor),
             **{f"reconcile_{k}": v for k, v in result.reconcile.items()},
             **result.extra,
+            **budget,
         ),
         check_results=[quarantine_check(report, config.max_quarantine_rate)],
     )

@@ -27,7 +27,11 @@ def resources() -> dict[str, dg.ConfigurableResource]:
             api_version=env("SHOPIFY_API_VERSION"),
             api_url=env("SHOPIFY_API_URL"),
         ),
-        "klaviyo": KlaviyoResource(api_key=env("KLAVIYO_API_KEY"), api_url=env("KLAVIYO_API_URL")),
+        "klaviyo": KlaviyoResource(
+            api_key=env("KLAVIYO_API_KEY"),
+            api_url=env("KLAVIYO_API_URL"),
+            predictive_analytics=env("KLAVIYO_PREDICTIVE_ANALYTICS"),
+        ),
         # unset: production Firestore with application-default credentials
         "firestore": FirestoreResource(
             project=env("GOOGLE_CLOUD_PROJECT"), emulator_host=env("FIRESTORE_EMULATOR_HOST")

@@ -34,8 +34,7 @@ class _SlidingWindow:
 
 # (burst per second, steady per minute), from Klaviyo's published limits (sources/rate_limits.py)
 KLAVIYO_LIMITS = {
-    name: (limit.burst_per_second, limit.steady_per_minute)
-    for name, limit in RATE_LIMITS.items()
+    name: (limit.burst_per_second, limit.steady_per_minute) for name, limit in RATE_LIMITS.items()
 }
 
 

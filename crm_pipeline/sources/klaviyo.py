@@ -38,7 +38,6 @@ PREDICTIVE_POLICY = SourceRetryPolicy(max_attempts=3, initial_wait=0.5, max_wait
 PREDICTIVE_GIVE_UP_AFTER = 3
 
 
-
 # `page[cursor]` out of a JSON:API `links.next` URL (None on the last page)
 next_cursor = links_next_cursor
 
@@ -137,8 +136,9 @@ class KlaviyoClient:
 
         Without `with_predictive` (the default) pages run under the 700/min limit; asking for
         predictive_analytics puts every page under 150/min, so only `predictive_profiles` (an
-        opt-in stream of its own) does. With `with_predictive`, a page whose predictive request keeps failing is fetched again
-        without predictive fields: a slow model must never block the profile pull.
+        opt-in stream of its own) does. With `with_predictive`, a page whose predictive request
+        keeps failing is fetched again without predictive fields: a slow model must never block
+        the profile pull.
         """
         api = self.api.Profiles
         base: dict[str, Any] = {"page_size": self.page_size, "sort": "updated"}

@@ -22,11 +22,13 @@ class KlaviyoLimit:
 
     def floor(self, requests: int) -> float:
         """Least seconds between the first and the last of `requests` sent under both windows:
-        each full steady window costs a minute, the rest go at the burst rate."""
+        each full steady window costs a minute, the rest go at the burst rate (and never faster
+        than the burst rate overall)."""
         if requests <= 1:
             return 0.0
         minutes, rest = divmod(requests - 1, self.steady_per_minute)
-        return 60.0 * minutes + rest / self.burst_per_second
+        windows = 60.0 * minutes + rest / self.burst_per_second
+        return max(windows, (requests - 1) / self.burst_per_second)
 
 
 # https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling (per endpoint)

@@ -1,13 +1,14 @@
 """Klaviyo profiles and engagement events, pulled through the REST API."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from crm_pipeline.db.resource import PostgresResource
-from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, run_pull
+from crm_pipeline.defs.common import Pull, PullConfig, load_pull, quarantine_check_spec, run_pull
 from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
 from crm_pipeline.ingest.activities import ActivityLoader
 from crm_pipeline.ingest.customers import CustomerLoader
@@ -28,6 +29,35 @@ def profiles_pull(client: KlaviyoClient) -> Pull:
     )
 
 
+def predictive_pull(client: KlaviyoClient) -> Pull:
+    """Klaviyo's predictive_analytics as their own stream (own cursor, 150/min limit): the
+    profiles again, with predictions, loaded after the plain pull so the newest source record
+    carries them. Never reconciles deletions (the plain pull does)."""
+    return Pull(
+        stream="klaviyo.predictive",
+        fetch=client.predictive_profiles,
+        map=map_profile,
+        loader=CustomerLoader,
+    )
+
+
+def predictive_after_load(
+    context: dg.AssetExecutionContext, config: PullConfig, client: KlaviyoClient
+) -> Callable[[sa.Engine], dict[str, Any]]:
+    """The predictive stream, run once the plain profile pull has loaded."""
+
+    def run(engine: sa.Engine) -> dict[str, Any]:
+        result = load_pull(
+            engine, predictive_pull(client), full_refresh=config.full_refresh, run_id=context.run_id
+        )
+        return {
+            "predictive_received": result.report.received,
+            "predictive_mode": "full" if result.full else "incremental",
+        }
+
+    return run
+
+
 @dg.asset(
     group_name="ingestion",
     kinds={"klaviyo", "postgres"},
@@ -40,8 +70,12 @@ def klaviyo_profiles(
     klaviyo: KlaviyoResource,
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
-    """Klaviyo profiles (consent, properties, predictive analytics) merged into customers."""
-    return run_pull(context, config, postgres.get_engine(), profiles_pull(klaviyo.get_client()))
+    """Klaviyo profiles (consent, properties) merged into customers; Klaviyo's predictive
+    analytics too, as a second stream, when `KlaviyoResource.predictive_analytics` is set."""
+    client = klaviyo.get_client()
+    after = predictive_after_load(context, config, client) if klaviyo.wants_predictive() else None
+    engine = postgres.get_engine()
+    return run_pull(context, config, engine, profiles_pull(client), after, usage=client.usage)
 
 
 @dg.asset(
@@ -73,4 +107,4 @@ def klaviyo_events(
         loader=ActivityLoader,
         cursor_field="occurred_at",
     )
-    return run_pull(context, config, postgres.get_engine(), pull)
+    return run_pull(context, config, postgres.get_engine(), pull, usage=client.usage)

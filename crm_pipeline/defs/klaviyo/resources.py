@@ -15,6 +15,15 @@ class KlaviyoResource(dg.ConfigurableResource):
     api_key: str | None = None
     api_url: str | None = None
     timeout: float = 30.0
+    # "true"/"1"/"yes"/"on" (or an env binding to one): also pull Klaviyo's predictive_analytics
+    # as their own stream. Off by default: asking for them puts every profile page under the
+    # 150/min limit instead of 700/min, and our own models replace them (docs/predictive.md).
+    predictive_analytics: str | None = None
+
+    def wants_predictive(self) -> bool:
+        """Whether the predictive stream is configured."""
+        value = resolve(self.predictive_analytics)
+        return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
     def get_client(self) -> KlaviyoClient:
         """A client for this account; fails with what to set when the key is missing."""

@@ -53,7 +53,9 @@ def shopify_customers(
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
     """Every Shopify customer with addresses, resolved into one customer per person."""
-    return run_pull(context, config, postgres.get_engine(), customers_pull(shopify.get_client()))
+    client = shopify.get_client()
+    engine = postgres.get_engine()
+    return run_pull(context, config, engine, customers_pull(client), usage=client.usage)
 
 
 @dg.asset(
@@ -84,4 +86,5 @@ def shopify_orders(
         postgres.get_engine(),
         pull,
         after_load=lambda engine: {"late_linked_orders": link_orphan_orders(engine)},
+        usage=client.usage,
     )

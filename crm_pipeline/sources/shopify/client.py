@@ -8,6 +8,7 @@ import shopify
 
 from crm_pipeline.shopify_admin_schema import newest_version
 from crm_pipeline.sources.http import DEFAULT_POLICY, SourceRetryPolicy
+from crm_pipeline.sources.rate_limits import ApiUsage
 from crm_pipeline.sources.shopify.bulk import _Bulk
 from crm_pipeline.sources.shopify.lookups import _Lookups
 from crm_pipeline.sources.shopify.paging import _Paging
@@ -50,6 +51,8 @@ class ShopifyClient(_Transport, _Paging, _Bulk, _Lookups, _Webhooks):
         # last throttleStatus seen, to pace requests before the bucket runs dry
         self._bucket: tuple[float, float, float] | None = None  # (available, restore, at)
         self._bucket_lock = threading.Lock()
+        # requests and cost points spent, for the pull's floor metadata (sources/rate_limits.py)
+        self.usage = ApiUsage()
         # the last customers bulk operation as it finished, and the shop's count before it
         self.last_bulk: dict | None = None
         self.expected_customers: dict | None = None

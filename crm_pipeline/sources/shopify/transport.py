@@ -77,9 +77,12 @@ class _Transport:
         if available < cost and restore > 0:
             time.sleep((cost - available) / restore)
 
-    def _note_cost(self, payload: dict) -> dict | None:
+    def _note_cost(self, payload: dict, estimate: int) -> dict | None:
         cost = (payload.get("extensions") or {}).get("cost") or None
         status = (cost or {}).get("throttleStatus")
+        # a throttled answer spent nothing (no actualQueryCost); no cost at all: our estimate
+        spent = (cost.get("actualQueryCost") or 0) if cost else estimate
+        self.usage.shopify(float(spent), (status or {}).get("restoreRate"))
         if status:
             with self._bucket_lock:
                 self._bucket = (
@@ -111,7 +114,7 @@ class _Transport:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise RetriableSourceError(f"Shopify sent invalid JSON: {raw[:200]!r}") from exc
-            cost_info = self._note_cost(payload)
+            cost_info = self._note_cost(payload, cost)
             errors = payload.get("errors")
             if errors:
                 codes = {(e.get("extensions") or {}).get("code") for e in errors}
