@@ -47,7 +47,11 @@ from crm_pipeline.firestore.documents import (  # noqa: E402
     CustomerDocument,
     fetch_customer_batch,
 )
-from crm_pipeline.firestore.emulator import FirestoreEmulator, clear_emulator  # noqa: E402
+from crm_pipeline.firestore.emulator import (  # noqa: E402
+    FirestoreEmulator,
+    clear_emulator,
+    heap_for,
+)
 from crm_pipeline.firestore.mirror import (  # noqa: E402
     MAX_BATCH_WRITES,
     FirestoreWrite,
@@ -147,7 +151,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="crm-bench-mirror-", dir="/tmp"))
     server = EmbeddedPostgres(root / "postgres")
-    emulator = FirestoreEmulator(root / "firestore", project=PROJECT)
+    emulator = FirestoreEmulator(
+        root / "firestore", project=PROJECT, heap_mb=heap_for(args.customers)
+    )
     try:
         server.start()
         dsn = server.create_database("crm_bench")

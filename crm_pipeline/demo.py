@@ -34,7 +34,8 @@ from crm_pipeline.child_processes import (
 from crm_pipeline.db.engine import make_engine
 from crm_pipeline.db.migrate import migrate
 from crm_pipeline.db.server import EmbeddedPostgres
-from crm_pipeline.firestore.emulator import FirestoreEmulator
+from crm_pipeline.firestore.emulator import FirestoreEmulator, heap_for
+from crm_pipeline.firestore.lost import LOG_ENV as FIRESTORE_LOG_ENV
 from crm_pipeline.instance import prepare_dagster_home
 from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import SandboxServer
@@ -76,7 +77,7 @@ class Demo:
             console.print(f"[red]{exc}[/red]")
             raise SystemExit(3) from None
         postgres = EmbeddedPostgres.default()
-        emulator = FirestoreEmulator(logs, project=DEMO_PROJECT)
+        emulator = FirestoreEmulator(logs, project=DEMO_PROJECT, heap_mb=heap_for(self.customers))
         sandbox: SandboxServer | None = None
         try:
             console.print(f"[bold]crm-pipeline demo[/bold]  (state in {home})")
@@ -93,6 +94,7 @@ class Demo:
             sandbox = SandboxServer(store, port=self.sandbox_port).start()
             console.print(f"  Sandbox      {sandbox.url}  (store {store})")
             env = self._environment(dsn, sandbox.url, firestore_host)
+            env[FIRESTORE_LOG_ENV] = str(emulator.log_file)  # named when a sync loses it
             os.environ.update(env)
             prepare_dagster_home()
             self._spawn(

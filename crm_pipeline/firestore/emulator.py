@@ -50,6 +50,28 @@ JAVA_HINT = (
 )
 
 
+# The emulator keeps every document in the JVM heap: about 6 documents per customer (customer,
+# addresses, orders, activities). 768 MB died with "Java heap space" at 100k customers, and the
+# consistency check at 20k thrashed a 4 GB heap. docs/firestore-mirror.md states the rule.
+HEAP_FLOOR_MB = 1024
+HEAP_MB_PER_1000_CUSTOMERS = 32
+HEAP_ENV = "CRM_FIRESTORE_EMULATOR_HEAP_MB"
+# where the emulator that owns a host logs, for errors raised in this process (firestore/lost.py)
+LOG_FILES: dict[str, Path] = {}
+
+
+def heap_for(customers: int) -> int:
+    """The emulator's JVM heap in MB for a store of `customers`: 32 MB per 1,000 customers
+    (100k: 3.25 GB) rounded up to 256 MB, never below a 1 GB floor (up to 32k customers).
+    CRM_FIRESTORE_EMULATOR_HEAP_MB overrides it (a machine with less memory, or a store much
+    richer than the generator's)."""
+    override = os.environ.get(HEAP_ENV)
+    if override:
+        return int(override)
+    wanted = max(0, customers) * HEAP_MB_PER_1000_CUSTOMERS / 1000
+    return max(HEAP_FLOOR_MB, -(-int(wanted) // 256) * 256)
+
+
 class FirestoreEmulatorError(RuntimeError):
     """The emulator is not installed, or did not start or answer in time."""
 
@@ -115,8 +137,12 @@ class FirestoreEmulator:
         port: int | None = None,
         project: str = "crm-local",
         start_timeout: float = 90.0,
+        heap_mb: int | None = None,
     ) -> None:
+        """`heap_mb`: the JVM's -Xmx; size it for the store with `heap_for(customers)` (the
+        default is the floor, enough for a few thousand customers)."""
         self.log_dir = Path(log_dir)
+        self.heap_mb = heap_mb if heap_mb is not None else heap_for(0)
         self.port = port
         self.project = project
         self.start_timeout = start_timeout
@@ -142,6 +168,20 @@ class FirestoreEmulator:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def command(self, java: str, jar: Path) -> list[str]:
+        """The java command line (the port must be chosen)."""
+        return [
+            java,
+            f"-Xmx{self.heap_mb}m",  # sized for the store: heap_for()
+            "-Duser.language=en",  # the emulator only supports English messages
+            "-cp",
+            str(jar),
+            MAIN_CLASS,
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--project_id={self.project}",
+        ]
+
     def start(self) -> str:
         """Launch the emulator and wait until it answers HTTP; returns the host."""
         if self.running:
@@ -151,17 +191,14 @@ class FirestoreEmulator:
         if self.port is None:
             self.port = free_port()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            java,
-            "-Duser.language=en",  # the emulator only supports English messages
-            "-cp",
-            str(jar),
-            MAIN_CLASS,
-            "--host=127.0.0.1",
-            f"--port={self.port}",
-            f"--project_id={self.project}",
-        ]
-        log.info("starting Firestore emulator on %s (log %s)", self.host, self.log_file)
+        cmd = self.command(java, jar)
+        LOG_FILES[self.host] = self.log_file
+        log.info(
+            "starting Firestore emulator on %s with a %d MB heap (log %s)",
+            self.host,
+            self.heap_mb,
+            self.log_file,
+        )
         handle = self.log_file.open("ab")
         self._log_handle = handle
         self._process = subprocess.Popen(

@@ -55,6 +55,7 @@ from crm_pipeline.firestore.documents import (
     firestore_content_hash,
     is_customer_id,
 )
+from crm_pipeline.firestore.lost import ensure_emulator
 from crm_pipeline.pii import mask_optional
 from crm_pipeline.prefetch import prefetch
 
@@ -370,6 +371,7 @@ class FirestoreWriter:
                 request=request, metadata=self.client._rpc_metadata, timeout=self.timeout
             )
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            ensure_emulator(self.client, exc)  # a dead emulator fails the sync, not each write
             status = getattr(exc, "grpc_status_code", None)
             code = status.value[0] if status is not None else code_pb2.UNAVAILABLE
             message = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
@@ -672,6 +674,7 @@ def sync_mirror(
     run_id: str | None = None,
 ) -> MirrorSummary:
     """Mirror every live customer whose document changed and delete the documents of the rest."""
+    ensure_emulator(client)
     settings = settings or MirrorSettings()
     summary = MirrorSummary(run_id=run_id or f"mirror-{uuid.uuid4().hex[:12]}")
     started = time.perf_counter()

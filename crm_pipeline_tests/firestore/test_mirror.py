@@ -5,12 +5,17 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from google.cloud import firestore
 
+from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.firestore_mirror.assets import firestore_customer_mirror
+from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
 from crm_pipeline.firestore.documents import (
     ACTIVITIES,
     ADDRESSES,
@@ -18,7 +23,12 @@ from crm_pipeline.firestore.documents import (
     ORDERS,
     segment_document_id,
 )
+from crm_pipeline.firestore.emulator import FirestoreEmulator
+from crm_pipeline.firestore.lost import FirestoreEmulatorLost
 from crm_pipeline.firestore.mirror import (
+    CustomerWrite,
+    FirestoreWrite,
+    FirestoreWriter,
     MirrorSettings,
     check_mirror_consistency,
     repair_mirror,
@@ -357,3 +367,55 @@ def test_a_crashed_first_sync_resumes_without_rewriting_committed_batches(
     resumed = sync_mirror(seeded, firestore_client, FAST)
     assert (resumed.unchanged, resumed.written) == (committed, N - committed)
     assert check_mirror_consistency(seeded, firestore_client).ok
+
+
+@pytest.fixture
+def stopped_emulator(tmp_path: Path) -> str:
+    """The host of an emulator that ran on a free port and was stopped."""
+    emulator = FirestoreEmulator(tmp_path / "lost")
+    with emulator as host:
+        pass
+    return host
+
+
+def _client_for(host: str) -> firestore.Client:
+    return FirestoreResource(project="crm-lost", emulator_host=host).get_client()
+
+
+def test_sync_against_a_stopped_emulator_names_it_and_its_log(
+    seeded: sa.Engine, stopped_emulator: str, tmp_path: Path
+) -> None:
+    with pytest.raises(FirestoreEmulatorLost) as info:
+        sync_mirror(seeded, _client_for(stopped_emulator), FAST)
+    message = str(info.value)
+    assert stopped_emulator in message
+    assert str(tmp_path / "lost" / "firestore-emulator.log") in message
+    assert "heap_for" in message
+
+
+def test_writes_that_lose_the_emulator_mid_sync_fail_the_sync(stopped_emulator: str) -> None:
+    """The writer's own path: a batch that meets the dead emulator raises, naming it, instead of
+    counting every customer as a failed write."""
+    root = FirestoreWrite("set", (CUSTOMERS, customer_id(0)), {"n": 1}, is_root=True)
+    item = CustomerWrite(customer_id(0), "upsert", [root])
+    with FirestoreWriter(_client_for(stopped_emulator), threads=1, timeout=2.0) as writer:
+        with pytest.raises(FirestoreEmulatorLost, match=stopped_emulator):
+            writer.write([item])
+
+
+def test_mirror_asset_fails_with_the_emulator_message(
+    seeded: sa.Engine, database_url: str, stopped_emulator: str
+) -> None:
+    result = dg.materialize(
+        [firestore_customer_mirror],
+        resources={
+            "postgres": PostgresResource(dsn=database_url),
+            "firestore": FirestoreResource(project="crm-lost", emulator_host=stopped_emulator),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert f"Lost the Firestore emulator at {stopped_emulator}" in str(
+        failure.step_failure_data.error
+    )

@@ -1,9 +1,11 @@
 """Assets that write the admin app's Firestore read model from PostgreSQL."""
 
 import dagster as dg
+from google.api_core import exceptions as gexc
 
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
+from crm_pipeline.firestore.lost import FirestoreEmulatorLost, ensure_emulator
 from crm_pipeline.firestore.mirror import sync_dashboard, sync_mirror
 
 
@@ -16,12 +18,19 @@ def firestore_customer_mirror(
     context: dg.AssetExecutionContext, postgres: PostgresResource, firestore: FirestoreResource
 ) -> dg.MaterializeResult:
     """One Firestore document per live customer for the detail page, rewritten only on change."""
-    summary = sync_mirror(
-        postgres.get_engine(),
-        firestore.get_client(),
-        firestore.mirror_settings(),
-        run_id=context.run_id,
-    )
+    client = firestore.get_client()
+    try:
+        try:
+            summary = sync_mirror(
+                postgres.get_engine(), client, firestore.mirror_settings(), run_id=context.run_id
+            )
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            ensure_emulator(client, exc)  # reads and deletes meeting a dead emulator
+            raise
+        if summary.failed:
+            ensure_emulator(client)
+    except FirestoreEmulatorLost as exc:
+        raise dg.Failure(description=str(exc)) from exc
     succeeded = summary.written + summary.deleted
     if summary.failed and not succeeded:
         raise dg.Failure(
