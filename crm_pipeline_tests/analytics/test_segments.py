@@ -232,3 +232,21 @@ def test_scores_written_with_klaviyo_agreement(clean_db: sa.Engine) -> None:
         "  OR predicted_purchases_90d < 0)",
     )
     assert bad[0][0] == 0
+
+
+def test_scores_without_klaviyo_predictions(clean_db: sa.Engine) -> None:
+    """The default profile pull stores no predictive_analytics (docs/connecting-klaviyo.md):
+    scores are written all the same and the comparison compares nobody."""
+    seed_store(clean_db, customers=120, seed=21)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE customers SET custom_attributes = "
+                "custom_attributes #- '{klaviyo,predictive_analytics}'"
+            )
+        )
+    compute_metrics(clean_db, AS_OF)
+    meta = write_scores(clean_db, AS_OF)
+    assert meta["klaviyo_agreement"] == {"customers_compared": 0}
+    scored = "SELECT count(*) FROM customer_metrics WHERE churn_probability IS NOT NULL"
+    assert rows(clean_db, scored)[0][0] > 0
