@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 from klaviyo_api import KlaviyoAPI
@@ -54,7 +54,7 @@ def _utf8_tolerant(deserialize: Callable[..., Any]) -> Callable[..., Any]:
     quarantined (ingest/bad_records.py)."""
 
     def tolerant(*args: Any, **kwargs: Any) -> Any:
-        response = kwargs.get("response_data", args[0] if args else None)
+        response: Any = kwargs.get("response_data", args[0] if args else None)
         if isinstance(getattr(response, "data", None), bytes):
             response.data = escape_invalid_utf8(response.data)
         return deserialize(*args, **kwargs)
@@ -101,15 +101,15 @@ class KlaviyoClient:
         *,
         bucket: str | None = None,
         **kwargs: Any,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """One SDK call under the retry policy, with SDK errors mapped onto our tree; every
         attempt is counted against its rate-limit `bucket` (sources/rate_limits.py), if any."""
 
-        def attempt() -> dict:
+        def attempt() -> dict[str, Any]:
             if bucket:
                 self.usage.klaviyo(bucket)
             try:
-                return fn(**kwargs, _request_timeout=self.timeout)
+                return cast(dict[str, Any], fn(**kwargs, _request_timeout=self.timeout))
             except ApiException as exc:
                 headers = exc.headers or {}
                 body = (exc.body or "")[:300] if isinstance(exc.body, str) else exc.body
@@ -124,14 +124,16 @@ class KlaviyoClient:
 
         return (policy or self.policy).call(attempt)
 
-    def _pages(self, fn: Callable[..., Any], bucket: str, **kwargs: Any) -> Iterator[dict]:
+    def _pages(
+        self, fn: Callable[..., Any], bucket: str, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
         return paginate(
             LinksNextPaginator(), lambda request: self._call(fn, bucket=bucket, **request), kwargs
         )
 
     def profiles(
         self, updated_since: datetime | None = None, with_predictive: bool = False
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Profiles updated after `updated_since` (all when None), oldest update first.
 
         Without `with_predictive` (the default) pages run under the 700/min limit; asking for
@@ -148,7 +150,7 @@ class KlaviyoClient:
         predictive = with_predictive
         misses = 0
 
-        def page_of(request: dict[str, Any]) -> dict:
+        def page_of(request: dict[str, Any]) -> dict[str, Any]:
             nonlocal predictive, misses
             if predictive:
                 try:
@@ -177,7 +179,9 @@ class KlaviyoClient:
         for page in paginate(LinksNextPaginator(), page_of, base):
             yield from page.get("data") or []
 
-    def predictive_profiles(self, updated_since: datetime | None = None) -> Iterator[dict]:
+    def predictive_profiles(
+        self, updated_since: datetime | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Profiles with Klaviyo's predictive_analytics: the slow (150/min) stream, pulled only
         when configured (`KlaviyoResource.predictive_analytics`)."""
         return self.profiles(updated_since, with_predictive=True)
@@ -202,12 +206,12 @@ class KlaviyoClient:
         out: dict[str, str] = {}
         for page in self._pages(self.api.Metrics.get_metrics, "metrics"):
             for metric in page.get("data") or []:
-                out[metric["id"]] = (metric.get("attributes") or {}).get("name")
+                out[metric["id"]] = cast(str, (metric.get("attributes") or {}).get("name"))
         return out
 
     def events(
         self, since: datetime | None = None, metric_names: set[str] | None = None
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Events after `since`, optionally only some metrics, each with `metric_name` added.
 
         Klaviyo filters one metric id per request, so a metric subset is one pull per metric.
@@ -232,5 +236,7 @@ class KlaviyoClient:
                         continue
                     rel = ((event.get("relationships") or {}).get("metric") or {}).get("data")
                     metric_id = (rel or {}).get("id")
-                    event.setdefault("attributes", {})["metric_name"] = names.get(metric_id)
+                    event.setdefault("attributes", {})["metric_name"] = names.get(
+                        cast(str, metric_id)
+                    )
                     yield event

@@ -7,8 +7,9 @@ mapping downstream serves API pulls, webhooks and files alike.
 
 The package: `queries` (the documents), `convert` (nodes -> REST shape), `transport` (one
 call: session, pacing, retries), `paging` (incremental pulls), `bulk` (bulk operations),
-`lookups` (point lookups for reconcile), `webhooks` (subscriptions), `client`
-(ShopifyClient, all of them together).
+`lookups` (point lookups for reconcile), `webhooks` (subscriptions), `base` (what these
+mixins use of each other, declared for the type checker), `client` (ShopifyClient, all of
+them together).
 """
 
 from __future__ import annotations

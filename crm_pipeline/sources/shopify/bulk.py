@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any, cast
 
 import orjson
 
@@ -21,6 +22,7 @@ from crm_pipeline.sources.errors import (
     Timeout,
 )
 from crm_pipeline.sources.http import error_for_status
+from crm_pipeline.sources.shopify.base import _ClientBase
 from crm_pipeline.sources.shopify.convert import _nodes, customer_to_rest, order_to_rest
 from crm_pipeline.sources.shopify.queries import (
     BULK_CUSTOMERS,
@@ -44,10 +46,12 @@ _MAX_REFUND_LINES = 250
 _TERMINAL_BULK = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
 
 
-class _Bulk:
+class _Bulk(_ClientBase):
     """The bulk pulls of ShopifyClient."""
 
-    def bulk_customers(self, since: datetime | None = None) -> Iterator[dict]:
+    def bulk_customers(
+        self, since: datetime | None = None
+    ) -> Iterator[dict[str, Any] | Unreadable]:
         """Every customer (or those updated since), through one bulk operation."""
         for obj in self._bulk_objects(BULK_CUSTOMERS, since):
             if isinstance(obj, Unreadable):
@@ -84,10 +88,10 @@ class _Bulk:
             )
         return None
 
-    def bulk_orders(self, since: datetime | None = None) -> Iterator[dict]:
+    def bulk_orders(self, since: datetime | None = None) -> Iterator[dict[str, Any] | Unreadable]:
         """Every order with its line items and refunds, through one bulk operation (and a
         lookup of the refund line items of the orders that have refunds)."""
-        pending: list[dict] = []
+        pending: list[dict[str, Any]] = []
         refunded = 0
         for order in self._bulk_order_nodes(since):
             if isinstance(order, Unreadable):  # quarantined by the loader; the pull goes on
@@ -100,10 +104,10 @@ class _Bulk:
                 pending, refunded = [], 0
         yield from self._with_refund_line_items(pending)
 
-    def _bulk_order_nodes(self, since: datetime | None) -> Iterator[dict | Unreadable]:
+    def _bulk_order_nodes(self, since: datetime | None) -> Iterator[dict[str, Any] | Unreadable]:
         """Order nodes of a bulk operation, their line item lines attached; a line that is not
         an object comes as an `Unreadable`."""
-        current: dict | None = None
+        current: dict[str, Any] | None = None
         for obj in self._bulk_objects(BULK_ORDERS, since):
             if isinstance(obj, Unreadable):
                 yield obj
@@ -123,9 +127,9 @@ class _Bulk:
         if current is not None:
             yield current
 
-    def _with_refund_line_items(self, orders: list[dict]) -> Iterator[dict]:
+    def _with_refund_line_items(self, orders: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         ids = [o["id"] for o in orders if o.get("refunds")]
-        lines: dict[str, list[dict]] = {}
+        lines: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(ids), _REFUND_LOOKUP_ORDERS):
             lines.update(self._refund_line_items(ids[start : start + _REFUND_LOOKUP_ORDERS]))
         for order in orders:
@@ -133,7 +137,9 @@ class _Bulk:
                 refund["refundLineItems"] = lines.get(refund["id"], [])
             yield order_to_rest(order)
 
-    def _refund_line_items(self, order_ids: list[str], first: int = 50) -> dict[str, list[dict]]:
+    def _refund_line_items(
+        self, order_ids: list[str], first: int = 50
+    ) -> dict[str, list[dict[str, Any]]]:
         """refund gid -> its refund line items, for these orders; an order with a refund of
         more than `first` is asked again alone with the largest page Shopify allows."""
         data = self.execute(
@@ -142,7 +148,7 @@ class _Bulk:
             "OrderRefundLineItems",
             cost=3 + len(order_ids) * (3 + first),
         )
-        out: dict[str, list[dict]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
         more: list[str] = []
         for order in data.get("nodes") or []:
             for refund in (order or {}).get("refunds") or []:
@@ -158,7 +164,9 @@ class _Bulk:
             out.update(self._refund_line_items([order_id], _MAX_REFUND_LINES))
         return out
 
-    def _bulk_objects(self, template: str, since: datetime | None) -> Iterator[dict | Unreadable]:
+    def _bulk_objects(
+        self, template: str, since: datetime | None
+    ) -> Iterator[dict[str, Any] | Unreadable]:
         """The bulk result's objects; a line that is not one comes as an `Unreadable`."""
         for number, line in enumerate(self._bulk_lines(template, since), start=1):
             try:
@@ -168,7 +176,9 @@ class _Bulk:
             if isinstance(obj, dict):
                 yield obj
             else:
-                yield Unreadable("shopify", None, line_record(line, number), [line_problem(line)])
+                yield Unreadable(
+                    "shopify", None, line_record(line, number), [cast(str, line_problem(line))]
+                )
 
     def _bulk_lines(
         self, template: str, since: datetime | None, *, keep_final: bool = False
@@ -190,14 +200,14 @@ class _Bulk:
             return  # no objects matched: Shopify gives no file
         yield from self._stream_lines(final["url"])
 
-    def _start_bulk(self, query: str) -> dict:
+    def _start_bulk(self, query: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.bulk_timeout
         while True:
             data = self.execute(BULK_RUN, {"query": query}, "BulkRunQuery")
             result = data["bulkOperationRunQuery"]
             errors = result.get("userErrors") or []
             if not errors:
-                return result["bulkOperation"]
+                return cast(dict[str, Any], result["bulkOperation"])
             messages = "; ".join(e.get("message", "") for e in errors)
             if "already in progress" not in messages or time.monotonic() > deadline:
                 raise BadRequest(f"Shopify refused the bulk query: {messages}")
@@ -208,7 +218,7 @@ class _Bulk:
             if running.get("id"):
                 self._wait_bulk(running["id"])
 
-    def _wait_bulk(self, op_id: str) -> dict:
+    def _wait_bulk(self, op_id: str) -> dict[str, Any]:
         delay, started = min(0.2, self.bulk_poll_max), time.monotonic()
         while True:
             node = self.execute(BULK_NODE, {"id": op_id}, "BulkOperationNode").get("node") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import shopify
 
@@ -54,5 +55,5 @@ class ShopifyClient(_Transport, _Paging, _Bulk, _Lookups, _Webhooks):
         # requests and cost points spent, for the pull's floor metadata (sources/rate_limits.py)
         self.usage = ApiUsage()
         # the last customers bulk operation as it finished, and the shop's count before it
-        self.last_bulk: dict | None = None
-        self.expected_customers: dict | None = None
+        self.last_bulk: dict[str, Any] | None = None
+        self.expected_customers: dict[str, Any] | None = None

@@ -32,8 +32,8 @@ def _snake(key: str) -> str:
 
 
 def _address_to_rest(
-    node: dict | None, customer_id: int | None, default_id: int | None
-) -> dict | None:
+    node: dict[str, Any] | None, customer_id: int | None, default_id: int | None
+) -> dict[str, Any] | None:
     if not node:
         return None
     out: dict[str, Any] = {}
@@ -53,12 +53,12 @@ _ADDRESS_KEYS["countryCodeV2"] = "country_code"
 
 
 def _default_address(
-    default: dict | None,
-    nodes: list[dict],
-    converted: list[dict | None],
+    default: dict[str, Any] | None,
+    nodes: list[dict[str, Any]],
+    converted: list[dict[str, Any] | None],
     customer_id: int | None,
     default_id: int | None,
-) -> dict | None:
+) -> dict[str, Any] | None:
     """The default address, converted once: it is usually one of `addresses`, field for field."""
     for node, address in zip(nodes, converted, strict=True):
         if node == default and address is not None:
@@ -66,7 +66,7 @@ def _default_address(
     return _address_to_rest(default, customer_id, default_id)
 
 
-def _consent_to_rest(node: dict | None) -> dict | None:
+def _consent_to_rest(node: dict[str, Any] | None) -> dict[str, Any] | None:
     if not node:
         return None
     out = {
@@ -79,7 +79,7 @@ def _consent_to_rest(node: dict | None) -> dict | None:
     return out
 
 
-def customer_to_rest(node: dict) -> dict:
+def customer_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     """A GraphQL `Customer` node -> the REST customer (customers/create webhook shape)."""
     cid = gid_to_id(node["id"])
     default = node.get("defaultAddress") or None
@@ -115,14 +115,18 @@ def customer_to_rest(node: dict) -> dict:
     }
 
 
-_FULFILLMENT = {"UNFULFILLED": None, "FULFILLED": "fulfilled", "PARTIALLY_FULFILLED": "partial"}
+_FULFILLMENT: dict[str | None, str | None] = {
+    "UNFULFILLED": None,
+    "FULFILLED": "fulfilled",
+    "PARTIALLY_FULFILLED": "partial",
+}
 
 
-def _shop_money(node: dict | None) -> dict:
+def _shop_money(node: dict[str, Any] | None) -> dict[str, Any]:
     return ((node or {}).get("shopMoney")) or {}
 
 
-def _nodes(conn: Any) -> list[dict]:
+def _nodes(conn: Any) -> list[dict[str, Any]]:
     """Children in any shape we receive: a list (bulk), `{nodes}` or `{edges{node}}`."""
     if conn is None:
         return []
@@ -133,7 +137,7 @@ def _nodes(conn: Any) -> list[dict]:
     return [e["node"] for e in conn.get("edges") or []]
 
 
-def _line_item_to_rest(node: dict) -> dict:
+def _line_item_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     product = node.get("product") or {}
     return {
         "id": gid_to_id(node.get("id")),
@@ -155,7 +159,7 @@ def _decimal(value: str) -> Decimal | None:
         return None
 
 
-def _refund_to_rest(node: dict) -> dict:
+def _refund_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     amount = _shop_money(node.get("totalRefundedSet")).get("amount")
     has_amount = amount is not None and _decimal(amount) != 0
     transactions = [{"amount": amount, "kind": "refund", "status": "success"}] if has_amount else []
@@ -176,7 +180,7 @@ def _refund_to_rest(node: dict) -> dict:
     }
 
 
-def order_to_rest(node: dict) -> dict:
+def order_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     """A GraphQL `Order` node (children attached) -> the REST order (orders/create shape)."""
     total = _shop_money(node.get("totalPriceSet"))
     customer = node.get("customer") or None

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, cast
 
+from crm_pipeline.sources.shopify.base import _ClientBase
 from crm_pipeline.sources.shopify.convert import gid_to_id
 from crm_pipeline.sources.shopify.queries import CUSTOMER_NODES, CUSTOMERS_COUNT, NODES_PER_QUERY
 
 
-class _Lookups:
+class _Lookups(_ClientBase):
     """The point lookups of ShopifyClient."""
 
-    def customers_count(self) -> dict:
+    def customers_count(self) -> dict[str, Any]:
         """The shop's customer count, as `{"count": N, "precision": "EXACT"|"AT_LEAST"}`."""
         data = self.execute(CUSTOMERS_COUNT, {}, "CustomersCount", cost=1)
-        return data.get("customersCount") or {"count": 0, "precision": "EXACT"}
+        return cast(
+            dict[str, Any], data.get("customersCount") or {"count": 0, "precision": "EXACT"}
+        )
 
     def customers_alive(self, ids: Iterable[str | int]) -> set[str]:
         """Which of these customer ids (numeric or gid) still exist in the shop, asked by

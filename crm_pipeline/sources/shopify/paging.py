@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from crm_pipeline.sources.paginate import PageInfoPaginator, paginate
+from crm_pipeline.sources.shopify.base import _ClientBase
 from crm_pipeline.sources.shopify.convert import _nodes, customer_to_rest, order_to_rest
 from crm_pipeline.sources.shopify.queries import (
     CUSTOMERS_QUERY,
@@ -15,12 +17,12 @@ from crm_pipeline.sources.shopify.queries import (
 )
 
 
-class _Paging:
+class _Paging(_ClientBase):
     """The paginated pulls of ShopifyClient."""
 
     def _paginate(
-        self, query: str, operation: str, root: str, variables: dict, cost: int
-    ) -> Iterator[dict]:
+        self, query: str, operation: str, root: str, variables: dict[str, Any], cost: int
+    ) -> Iterator[dict[str, Any]]:
         """The nodes of the connection `root`, page after page."""
         pages = paginate(
             PageInfoPaginator((root,)),
@@ -31,7 +33,7 @@ class _Paging:
             for edge in data[root]["edges"]:
                 yield edge["node"]
 
-    def customers_updated_since(self, since: datetime) -> Iterator[dict]:
+    def customers_updated_since(self, since: datetime) -> Iterator[dict[str, Any]]:
         """Customers with updated_at >= since (Shopify's `>` is inclusive), oldest first."""
         variables = {"first": self.page_size, "query": _search_since(since)}
         cost = 2 + self.page_size * 4
@@ -40,7 +42,7 @@ class _Paging:
         ):
             yield customer_to_rest(node)
 
-    def orders_updated_since(self, since: datetime) -> Iterator[dict]:
+    def orders_updated_since(self, since: datetime) -> Iterator[dict[str, Any]]:
         """Orders with updated_at >= since, oldest first, with all their line items."""
         variables = {
             "first": self.orders_page_size,
@@ -58,7 +60,9 @@ class _Paging:
                 }
             yield order_to_rest(node)
 
-    def _more_line_items(self, order_gid: str, paginator: PageInfoPaginator) -> Iterator[dict]:
+    def _more_line_items(
+        self, order_gid: str, paginator: PageInfoPaginator
+    ) -> Iterator[dict[str, Any]]:
         """The order's line items after those its own page held (`paginator` read that page)."""
         first = 100
         pages = paginate(

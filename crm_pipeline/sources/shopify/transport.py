@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any, cast
 
 import orjson
 import shopify
@@ -21,6 +22,7 @@ from crm_pipeline.sources.errors import (
     Timeout,
 )
 from crm_pipeline.sources.http import error_for_status
+from crm_pipeline.sources.shopify.base import _ClientBase
 
 # the SDK keeps the active session in class and thread-local state: switch it under a lock
 _SESSION_LOCK = threading.Lock()
@@ -34,7 +36,7 @@ _TRANSPORT_ERRORS = (
 )
 
 
-class _GraphQL(shopify.GraphQL):
+class _GraphQL(shopify.GraphQL):  # type: ignore[misc]
     """The SDK's GraphQL endpoint, with a socket timeout and without printing error bodies.
 
     `shopify.GraphQL.execute` calls `urlopen` with no timeout (a hung connection would block a
@@ -46,7 +48,7 @@ class _GraphQL(shopify.GraphQL):
         self.timeout = timeout
 
     def execute(
-        self, query: str, variables: dict | None = None, operation_name: str | None = None
+        self, query: str, variables: dict[str, Any] | None = None, operation_name: str | None = None
     ) -> str:
         headers = self.merge_headers(
             {"Accept": "application/json", "Content-Type": "application/json"}, self.headers
@@ -54,10 +56,10 @@ class _GraphQL(shopify.GraphQL):
         data = {"query": query, "variables": variables, "operationName": operation_name}
         req = urllib.request.Request(self.endpoint, json.dumps(data).encode("utf-8"), headers)
         with urllib.request.urlopen(req, timeout=self.timeout) as response:
-            return response.read().decode("utf-8")
+            return cast(bytes, response.read()).decode("utf-8")
 
 
-class _Transport:
+class _Transport(_ClientBase):
     """`execute` of ShopifyClient: the SDK endpoint, paced by the last cost status seen."""
 
     def _endpoint(self) -> _GraphQL:
@@ -77,7 +79,7 @@ class _Transport:
         if available < cost and restore > 0:
             time.sleep((cost - available) / restore)
 
-    def _note_cost(self, payload: dict, estimate: int) -> dict | None:
+    def _note_cost(self, payload: dict[str, Any], estimate: int) -> dict[str, Any] | None:
         cost = (payload.get("extensions") or {}).get("cost") or None
         status = (cost or {}).get("throttleStatus")
         # a throttled answer spent nothing (no actualQueryCost); no cost at all: our estimate
@@ -93,11 +95,11 @@ class _Transport:
         return cost
 
     def execute(
-        self, query: str, variables: dict | None, operation_name: str, *, cost: int = 10
-    ) -> dict:
+        self, query: str, variables: dict[str, Any] | None, operation_name: str, *, cost: int = 10
+    ) -> dict[str, Any]:
         """Run one GraphQL operation with the retry policy; returns `data`."""
 
-        def attempt() -> dict:
+        def attempt() -> dict[str, Any]:
             self._pace(cost)
             endpoint = self._endpoint()
             try:
@@ -129,6 +131,6 @@ class _Transport:
                 if "INTERNAL_SERVER_ERROR" in codes:
                     raise RetriableSourceError(f"Shopify GraphQL error: {errors}")
                 raise BadRequest(f"Shopify GraphQL {operation_name} failed: {errors}")
-            return payload.get("data") or {}
+            return cast(dict[str, Any], payload.get("data") or {})
 
         return self.policy.call(attempt)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from crm_pipeline.sources.errors import BadRequest
+from crm_pipeline.sources.shopify.base import _ClientBase
 from crm_pipeline.sources.shopify.queries import (
     WEBHOOK_CREATE,
     WEBHOOK_TOPICS_QUERY,
@@ -32,10 +35,10 @@ def compliance_toml(address: str, api_version: str) -> str:
     )
 
 
-class _Webhooks:
+class _Webhooks(_ClientBase):
     """The webhook subscriptions of ShopifyClient."""
 
-    def webhook_subscriptions(self) -> list[dict]:
+    def webhook_subscriptions(self) -> list[dict[str, Any]]:
         """Existing subscriptions as {id, topic, format, callback_url}."""
         out = []
         for node in self._paginate(
@@ -57,7 +60,7 @@ class _Webhooks:
         data = self.execute(WEBHOOK_TOPICS_QUERY, {}, "WebhookTopics", cost=1)
         return frozenset(v["name"] for v in ((data.get("__type") or {}).get("enumValues") or []))
 
-    def plan_webhooks(self, address: str, topics: list[str]) -> dict:
+    def plan_webhooks(self, address: str, topics: list[str]) -> dict[str, Any]:
         """What `register_webhooks` would do, changing nothing.
 
         Returns {"create": [TOPIC], "keep": [TOPIC], "update": [{topic, id, from}],
@@ -67,10 +70,10 @@ class _Webhooks:
         compliance = [t for t in topics if t in COMPLIANCE_TOPICS]
         wanted = list(dict.fromkeys(webhook_topic(t) for t in topics if t not in compliance))
         known = self.webhook_topics()
-        by_topic: dict[str, list[dict]] = {}
+        by_topic: dict[str, list[dict[str, Any]]] = {}
         for sub in self.webhook_subscriptions():
             by_topic.setdefault(sub["topic"], []).append(sub)
-        plan: dict[str, list] = {"create": [], "keep": [], "update": [], "skipped": []}
+        plan: dict[str, list[Any]] = {"create": [], "keep": [], "update": [], "skipped": []}
         for topic in wanted:
             subs = by_topic.get(topic) or []
             if topic not in known:
@@ -86,7 +89,9 @@ class _Webhooks:
                 plan["create"].append(topic)
         return {**plan, "compliance": compliance}
 
-    def register_webhooks(self, address: str, topics: list[str], dry_run: bool = False) -> dict:
+    def register_webhooks(
+        self, address: str, topics: list[str], dry_run: bool = False
+    ) -> dict[str, Any]:
         """Subscribe `topics` to `address`, idempotently: a subscription already there is kept,
         one of ours at another address is moved, topics this API version lacks are skipped and
         compliance topics are left to shopify.app.toml (`compliance_toml`).
