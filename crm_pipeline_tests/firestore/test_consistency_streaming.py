@@ -15,14 +15,10 @@ from google.cloud import firestore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import crm_pipeline.firestore.mirror as mirror
+import crm_pipeline.firestore.verify as verify
 from crm_pipeline.firestore.documents import CUSTOMERS
-from crm_pipeline.firestore.mirror import (
-    MirrorSettings,
-    check_mirror_consistency,
-    diff_sorted_ids,
-    sync_mirror,
-)
+from crm_pipeline.firestore.mirror import MirrorSettings, sync_mirror
+from crm_pipeline.firestore.verify import check_mirror_consistency, diff_sorted_ids
 from crm_pipeline_tests.firestore.seed import customer_id, seed_customers
 
 FAST = MirrorSettings(batch_size=10, threads=2, backoff_seconds=0.01)
@@ -81,9 +77,9 @@ def test_missing_and_extra_documents_are_found_from_the_streams(
     sync_mirror(clean_db, firestore_client, FAST)
     customers = firestore_client.collection(CUSTOMERS)
     # both id streams come in the order the merge needs, PostgreSQL's and the emulator's
-    ids = list(mirror._live_ids_in_order(clean_db))
+    ids = list(verify._live_ids_in_order(clean_db))
     assert ids == sorted(ids) and customer_id(1) in ids and len(ids) == size
-    assert list(mirror._firestore_ids_in_order(firestore_client)) == ids
+    assert list(verify._firestore_ids_in_order(firestore_client)) == ids
 
     gone = [ids[0], ids[17], ids[-1]]
     for cid in gone:
@@ -91,13 +87,13 @@ def test_missing_and_extra_documents_are_found_from_the_streams(
     strays = ["0-stray", "5-stray", "a-stray", "zz-stray"]  # counts differ: the diff runs
     for stray in strays:
         customers.document(stray).set({"name": "stray"})
-    monkeypatch.setattr(mirror, "_ID_PAGE", 4)  # several pages and cursor fetches
+    monkeypatch.setattr(verify, "_ID_PAGE", 4)  # several pages and cursor fetches
 
     report = check_mirror_consistency(clean_db, firestore_client, sample=5)
     assert report.sampled and not report.ok
     assert report.missing == sorted(gone) and report.extra == strays
 
-    monkeypatch.setattr(mirror, "DRIFT_LIST_LIMIT", 1)  # the report's lists stay bounded too
+    monkeypatch.setattr(verify, "DRIFT_LIST_LIMIT", 1)  # the report's lists stay bounded too
     capped = check_mirror_consistency(clean_db, firestore_client, sample=5)
     assert capped.extra == strays[:1] and capped.extra_total == 4
     assert capped.as_metadata()["extra"] == 4 and capped.as_metadata()["missing"] == 3

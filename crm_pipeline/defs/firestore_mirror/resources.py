@@ -25,6 +25,8 @@ class FirestoreResource(dg.ConfigurableResource):
     database: str = "(default)"
     write_threads: int = 4
     batch_size: int = 5000
+    # random customers an incremental or webhook run verifies besides the ones it wrote
+    verify_sample: int = 50
 
     def get_client(self) -> firestore.Client:
         """A client for the configured project and database (the emulator's when a host is set)."""
