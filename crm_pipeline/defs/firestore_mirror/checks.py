@@ -44,7 +44,7 @@ def firestore_customer_mirror_consistent(
     engine, client = postgres.get_engine(), firestore.get_client()
     run = context.run
     if check_mode(run.job_name, dict(run.tags)) == "run":
-        written = ids_written_by_run(engine, context.run_id)
+        written = ids_written_by_run(engine, run.run_id)
         report = verify_customers(engine, client, written, sample=firestore.verify_sample)
     else:
         report = check_mirror_consistency(engine, client)
