@@ -48,7 +48,7 @@ _RUN_IDS = sa.text(
     "WHERE run_id = :run_id AND customer_id IS NOT NULL"
 )
 
-Subdocs = dict[str, dict[str, dict]]
+Subdocs = dict[str, dict[str, dict[str, Any]]]
 
 
 @dataclass
