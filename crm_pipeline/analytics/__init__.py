@@ -3,12 +3,24 @@ search and export. Each module is plain functions over a SQLAlchemy engine or co
 the Dagster assets in crm_pipeline.defs.analytics call them.
 """
 
-from crm_pipeline.analytics.export import export_customers
-from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
-from crm_pipeline.analytics.scores import write_scores
-from crm_pipeline.analytics.search import SearchError, SearchPage, render_table, search
-from crm_pipeline.analytics.segments import refresh_segments
-from crm_pipeline.analytics.stats import read_stats, segment_distribution
+from importlib import import_module
+from typing import Any
+
+# name -> module: imported on first use, so importing a submodule (or the code location) does
+# not pull in pandas and numpy through crm_pipeline.analytics.scores
+_EXPORTS = {
+    "export_customers": "export",
+    "changed_customer_ids": "metrics",
+    "compute_metrics": "metrics",
+    "write_scores": "scores",
+    "SearchError": "search",
+    "SearchPage": "search",
+    "render_table": "search",
+    "search": "search",
+    "refresh_segments": "segments",
+    "read_stats": "stats",
+    "segment_distribution": "stats",
+}
 
 __all__ = [
     "SearchError",
@@ -23,3 +35,9 @@ __all__ = [
     "segment_distribution",
     "write_scores",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
 from crm_pipeline.ingest.base import CHUNK_SIZE, Loader, clamp_ts, refresh_statistics
 from crm_pipeline.ingest.orders import bump_last_active
 from crm_pipeline.mapping.records import ActivityRecord
-from crm_pipeline.schemas.records import activity_schema
+
+if TYPE_CHECKING:  # pandas and pandera load with the first validation (fast starts)
+    from datetime import datetime
+
+    import pandas as pd
+    import pandera.pandas as pa
+
+
+def _schema(now: datetime | None = None) -> pa.DataFrameSchema:
+    from crm_pipeline.schemas.records import activity_schema
+
+    return activity_schema(now)
 
 
 def _frame(records: list[ActivityRecord]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "external_id": pd.Series([r.external_id for r in records], dtype=object),
@@ -35,7 +47,7 @@ class ActivityLoader(Loader):
     record_kind = "activity"
     report_kind = "activities"
     index_tables = ("customer_activities",)
-    schema_factory = staticmethod(activity_schema)
+    schema_factory = staticmethod(_schema)
     default_chunk_size = CHUNK_SIZE * 2
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[ActivityRecord]) -> None:

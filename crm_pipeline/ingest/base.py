@@ -7,10 +7,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pandera.pandas as pa
 import sqlalchemy as sa
 
 from crm_pipeline.db.bulk_indexes import deferred_indexes
@@ -19,7 +17,10 @@ from crm_pipeline.ingest.quarantine import quarantine
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.pii import mask_pii
 from crm_pipeline.prefetch import prefetch
-from crm_pipeline.schemas.validate import validate_frame
+
+if TYPE_CHECKING:  # pandas and pandera load with the first validation, not the code location
+    import pandas as pd
+    import pandera.pandas as pa
 
 CHUNK_SIZE = 10_000
 
@@ -197,6 +198,8 @@ class Loader:
     def _validate(self, chunk: list[Any], frame: pd.DataFrame) -> dict[int, list[str]]:
         """Count the chunk and return the schema failures by row position."""
         self.report.received += len(chunk)
+        from crm_pipeline.schemas.validate import validate_frame
+
         return validate_frame(self.schema, frame)
 
     def _quarantine(

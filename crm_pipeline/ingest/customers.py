@@ -17,10 +17,9 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import (
@@ -43,14 +42,25 @@ from crm_pipeline.ingest.identity import Candidate, resolve
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
 from crm_pipeline.ingest.tombstones import Identity, any_tombstones, find_tombstoned
 from crm_pipeline.mapping.records import CustomerRecord, content_hash
-from crm_pipeline.schemas.records import customer_schema
 
 log = logging.getLogger(__name__)
 
 _SOURCE_PRIORITY = "CASE s.source WHEN 'manual' THEN 0 WHEN 'shopify' THEN 1 ELSE 2 END"
 
+if TYPE_CHECKING:  # pandas and pandera load with the first validation (fast starts)
+    import pandas as pd
+    import pandera.pandas as pa
+
+
+def _schema(now: datetime | None = None) -> pa.DataFrameSchema:
+    from crm_pipeline.schemas.records import customer_schema
+
+    return customer_schema(now)
+
 
 def _validation_frame(records: list[CustomerRecord]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "external_id": pd.Series([r.external_id for r in records], dtype=object),
@@ -69,7 +79,7 @@ class CustomerLoader(Loader):
     record_kind = "customer"
     report_kind = "customers"
     index_tables = ("customers", "customer_addresses")
-    schema_factory = staticmethod(customer_schema)
+    schema_factory = staticmethod(_schema)
 
     def __init__(
         self,

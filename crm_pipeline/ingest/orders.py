@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import sqlalchemy as sa
 
 from crm_pipeline.db.copy import copy_rows, create_temp_table
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.mapping.records import OrderRecord, content_hash
-from crm_pipeline.schemas.records import order_schema
+
+if TYPE_CHECKING:  # pandas and pandera load with the first validation (fast starts)
+    import pandas as pd
+    import pandera.pandas as pa
+
+
+def _schema(now: datetime | None = None) -> pa.DataFrameSchema:
+    from crm_pipeline.schemas.records import order_schema
+
+    return order_schema(now)
 
 
 def _frame(records: list[OrderRecord]) -> pd.DataFrame:
     def qty_min(r: OrderRecord) -> float | None:
         return float(min(li.quantity for li in r.line_items)) if r.line_items else None
+
+    import pandas as pd
 
     return pd.DataFrame(
         {
@@ -57,7 +67,7 @@ class OrderLoader(Loader):
     record_kind = "order"
     report_kind = "orders"
     index_tables = ("orders", "order_line_items")
-    schema_factory = staticmethod(order_schema)
+    schema_factory = staticmethod(_schema)
 
     def _load_chunk(self, conn: sa.Connection, chunk: list[OrderRecord]) -> None:
         report = self.report

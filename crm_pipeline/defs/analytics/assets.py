@@ -7,7 +7,6 @@ import dagster as dg
 
 from crm_pipeline.analytics._db import as_utc
 from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
-from crm_pipeline.analytics.scores import write_scores
 from crm_pipeline.analytics.segments import refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
 from crm_pipeline.db.resource import PostgresResource
@@ -58,6 +57,9 @@ def customer_metrics(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Per-customer order, product, engagement metrics and BG/NBD churn, next order and LTV."""
+    # pandas, numpy and the models load in the step, not with the code location (fast starts)
+    from crm_pipeline.analytics.scores import write_scores
+
     as_of = parse_as_of(config.as_of)
     full = config.full_recompute or config.as_of is not None
     with postgres.get_engine().begin() as conn:
