@@ -56,16 +56,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from crm_pipeline.db.engine import make_engine
     from crm_pipeline.db.migrate import migrate
     from crm_pipeline.db.server import EmbeddedPostgres
 
     work = Path(tempfile.mkdtemp(prefix="bench-start-", dir="/tmp"))
     server = EmbeddedPostgres(work / "crm_home" / "postgres")
     try:
-        engine = make_engine(server.start())
-        migrate(engine)
-        engine.dispose()
+        migrate(server.start())
         (work / "dagster_home").mkdir()
         shutil.copy(ROOT / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_"))}
