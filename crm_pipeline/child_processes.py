@@ -124,11 +124,18 @@ class PidFiles:
             return None
 
 
+def signal_group(group: int, sig: signal.Signals) -> bool:
+    """Signal the process group `group` leads; False when it is gone (or not ours)."""
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def _stop_group(group: int, pid: int, timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
+        if not signal_group(group, sig):
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

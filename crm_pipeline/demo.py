@@ -28,6 +28,7 @@ from crm_pipeline.child_processes import (
     PortBusy,
     die_with_parent,
     require_free_ports,
+    signal_group,
     stop_on_termination,
     uninterrupted,
 )
@@ -325,23 +326,16 @@ class Demo:
     def _stop_processes(self) -> None:
         """SIGTERM each child's process group, SIGKILL what is left after 20 s."""
         for process in self.processes:
-            self._signal_group(process, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for process in self.processes:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self._signal_group(process, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait(10)
             # grandchildren (dagster dev's webserver and daemon) share the child's group
-            self._signal_group(process, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
         for name in ("receiver", "dagster-dev", "full-refresh"):
             self.pid_files.forget(name)
         self.processes.clear()
-
-    @staticmethod
-    def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass

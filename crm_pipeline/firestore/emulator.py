@@ -24,7 +24,7 @@ from typing import IO
 
 import httpx
 
-from crm_pipeline.child_processes import die_with_parent
+from crm_pipeline.child_processes import die_with_parent, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -247,24 +247,17 @@ class FirestoreEmulator:
         process = self._process
         if process is not None and process.poll() is None:
             log.info("stopping Firestore emulator on %s", self.host)
-            self._signal_group(process, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self._signal_group(process, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=timeout)
         self._process = None
         handle = self._log_handle
         self._log_handle = None
         if handle is not None:
             handle.close()
-
-    @staticmethod
-    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def reset(self) -> None:
         """Delete every document of the project (the emulator's own DELETE endpoint)."""
