@@ -1,11 +1,12 @@
 """The shape of the admin app's Firestore read model, built set-based from PostgreSQL.
 
-One query returns, per customer of a batch, the customer document and its `addresses`, `orders`
-(recent 20) and `activities` (recent 20) subcollections as JSON. Python then only parses, hashes
-and turns timestamp strings into datetimes. The content hash is a sha256 over a canonical JSON of
-the document and its subcollections (sorted keys, timestamps as UTC ISO text), so the same hash
-can be recomputed from what Firestore returns; that is how drift is detected. The field-by-field
-shape is documented in docs/firestore-mirror.md.
+One query returns, per customer of a batch, the customer document and its `addresses`
+subcollection as JSON. Python then only parses, hashes and turns timestamp strings into
+datetimes. The content hash is a sha256 over a canonical JSON of the document and its addresses
+(sorted keys, timestamps as UTC ISO text), so the same hash can be recomputed from what Firestore
+returns; that is how drift is detected. The unbounded history subcollections (every order,
+activity and note) have their own per-subdocument hashes: crm_pipeline.firestore.history. The
+field-by-field shape is documented in docs/firestore-mirror.md.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ CUSTOMERS = "customers"
 ADDRESSES = "addresses"
 ORDERS = "orders"
 ACTIVITIES = "activities"
-SUBCOLLECTIONS = (ADDRESSES, ORDERS, ACTIVITIES)
+NOTES = "notes"
+# Hashed with the customer document (bounded, rewritten with it).
+ROOT_SUBCOLLECTIONS = (ADDRESSES,)
+# Everything under customers/{id}: the addresses and the history (crm_pipeline.firestore.history).
+SUBCOLLECTIONS = (ADDRESSES, ORDERS, ACTIVITIES, NOTES)
 STATS = "stats"
 STATS_DOCUMENT = "current"
 SEGMENTS = "segments"
 
-RECENT_ORDERS = 20
-RECENT_ACTIVITIES = 20
 MAX_ADDRESSES = 50
 MAX_LINE_ITEMS = 50
 
@@ -178,58 +181,7 @@ SELECT
             SELECT ca.*, row_number() OVER (
                 ORDER BY ca.is_default DESC, (ca.source = 'shopify') DESC, ca.id) AS rank
             FROM customer_addresses ca WHERE ca.customer_id = c.id
-            ORDER BY rank LIMIT {MAX_ADDRESSES}) a), '[]'::json)::text AS addresses,
-    coalesce((
-        SELECT json_agg(json_build_object(
-            'id', o.id,
-            'source', o.source,
-            'external_id', o.external_id,
-            'created_at', mirror_ts(o.created_at),
-            'cancelled_at', mirror_ts(o.cancelled_at),
-            'financial_status', o.financial_status,
-            'fulfillment_status', o.fulfillment_status,
-            'status', CASE
-                WHEN o.cancelled_at IS NOT NULL THEN 'cancelled'
-                WHEN o.financial_status IN ('refunded', 'partially_refunded')
-                    THEN o.financial_status
-                WHEN o.fulfillment_status = 'fulfilled' THEN 'fulfilled'
-                ELSE coalesce(o.financial_status, 'pending') END,
-            'total_price', mirror_money(o.total_price),
-            'total_refunded', mirror_money(o.total_refunded),
-            'currency', o.currency,
-            'item_count', coalesce(li.item_count, 0),
-            'line_items', coalesce(li.items, '[]'::json)) ORDER BY o.created_at DESC, o.id)
-        FROM (
-            SELECT * FROM orders o0 WHERE o0.customer_id = c.id
-            ORDER BY o0.created_at DESC, o0.id LIMIT {RECENT_ORDERS}) o
-        LEFT JOIN LATERAL (
-            SELECT sum(l.quantity)::int AS item_count,
-                   (json_agg(json_build_object(
-                       'title', l.title,
-                       'vendor', l.vendor,
-                       'product_type', l.product_type,
-                       'quantity', l.quantity,
-                       'price', mirror_money(l.price)) ORDER BY l.id)
-                    FILTER (WHERE l.rn <= {MAX_LINE_ITEMS})) AS items
-            FROM (SELECT l0.*, row_number() OVER (ORDER BY l0.id) AS rn
-                  FROM order_line_items l0 WHERE l0.order_id = o.id) l
-        ) li ON true), '[]'::json)::text AS orders,
-    coalesce((
-        SELECT json_agg(json_build_object(
-            'id', x.id,
-            'activity_type', x.activity_type,
-            'occurred_at', mirror_ts(x.occurred_at),
-            'source', x.source,
-            'external_id', x.external_id,
-            'session_id', x.session_id,
-            'utm_source', x.utm_source,
-            'utm_medium', x.utm_medium,
-            'utm_campaign', x.utm_campaign,
-            'properties', x.properties) ORDER BY x.occurred_at DESC, x.id)
-        FROM (
-            SELECT * FROM customer_activities x0 WHERE x0.customer_id = c.id
-            ORDER BY x0.occurred_at DESC, x0.id LIMIT {RECENT_ACTIVITIES}) x), '[]'::json)::text
-        AS activities
+            ORDER BY rank LIMIT {MAX_ADDRESSES}) a), '[]'::json)::text AS addresses
 FROM customers c
 LEFT JOIN customer_metrics m ON m.customer_id = c.id
 """
@@ -269,22 +221,27 @@ _RESERVED_FIELD = re.compile(r"^__.*__$")
 
 @dataclass(slots=True)
 class CustomerDocument:
-    """A customer's Firestore document, its subcollection documents (keyed by id) and its hash."""
+    """A customer's Firestore document, its addresses (keyed by id) and their hash."""
 
     customer_id: str
     data: dict[str, Any]
     addresses: dict[str, dict[str, Any]] = field(default_factory=dict)
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    activities: dict[str, dict[str, Any]] = field(default_factory=dict)
     content_hash: str = ""
 
     def subcollections(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {ADDRESSES: self.addresses, ORDERS: self.orders, ACTIVITIES: self.activities}
+        """The subcollections hashed and written with the document (ROOT_SUBCOLLECTIONS)."""
+        return {ADDRESSES: self.addresses}
 
     @property
     def write_count(self) -> int:
-        """Firestore writes needed to store this document with its subcollections."""
-        return 1 + len(self.addresses) + len(self.orders) + len(self.activities)
+        """Firestore writes needed to store this document with its addresses."""
+        return 1 + len(self.addresses)
+
+    @property
+    def history_size(self) -> int:
+        """How many orders and activities the customer has (its history's bulk)."""
+        counts = self.data.get("counts") or {}
+        return int(counts.get(ORDERS) or 0) + int(counts.get(ACTIVITIES) or 0)
 
 
 def format_timestamp(value: datetime) -> str:
@@ -337,11 +294,11 @@ def _canonical(value: Any) -> Any:
 def content_hash(
     data: Mapping[str, Any], subcollections: Mapping[str, Mapping[str, Mapping[str, Any]]]
 ) -> str:
-    """sha256 of the canonical JSON of a document (minus mirror fields) and its subcollections."""
+    """sha256 of the canonical JSON of a document (minus mirror fields) and its addresses."""
     body = {key: value for key, value in data.items() if key not in HASH_EXCLUDED}
     canonical = {
         "customer": body,
-        **{name: subcollections.get(name, {}) for name in SUBCOLLECTIONS},
+        **{name: subcollections.get(name, {}) for name in ROOT_SUBCOLLECTIONS},
     }
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -352,12 +309,12 @@ def firestore_content_hash(
     """The content hash recomputed from documents as read back from Firestore."""
     return content_hash(
         _canonical(dict(data)),
-        {name: _canonical(dict(docs)) for name, docs in subcollections.items()},
+        {name: _canonical(dict(subcollections.get(name, {}))) for name in ROOT_SUBCOLLECTIONS},
     )
 
 
 def _build(row: Sequence[str]) -> CustomerDocument:
-    customer_id, doc_json, addresses_json, orders_json, activities_json = row
+    customer_id, doc_json, addresses_json = row
     data = orjson.loads(doc_json)
     metrics = data["metrics"]
     for key in _FLOAT_METRICS:
@@ -374,15 +331,8 @@ def _build(row: Sequence[str]) -> CustomerDocument:
     data["default_address"] = (
         {key: addresses[0].get(key) for key in _DEFAULT_ADDRESS_FIELDS} if addresses else None
     )
-    activities = orjson.loads(activities_json)
-    for activity in activities:
-        activity["properties"] = _sanitize_keys(activity.get("properties") or {})
     document = CustomerDocument(
-        customer_id=customer_id,
-        data=data,
-        addresses={str(a["id"]): a for a in addresses},
-        orders={str(o["id"]): o for o in orjson.loads(orders_json)},
-        activities={str(x["id"]): x for x in activities},
+        customer_id=customer_id, data=data, addresses={str(a["id"]): a for a in addresses}
     )
     # Hash the canonical (text-timestamp) form first, then convert for Firestore in place.
     document.content_hash = content_hash(document.data, document.subcollections())

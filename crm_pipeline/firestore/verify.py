@@ -29,6 +29,7 @@ from crm_pipeline.firestore.documents import (
     firestore_content_hash,
     is_customer_id,
 )
+from crm_pipeline.firestore.history import fetch_history, history_digest
 
 # random live customers a run-sized verification adds to the ones the run wrote
 RUN_SAMPLE = 50
@@ -209,14 +210,17 @@ def _compare_chunk(
     diffed: bool = False,
 ) -> None:
     """Compare one chunk of ids. Live ones must exist with the hash PostgreSQL builds now (both
-    the stored `content_hash` and the one recomputed from fields and subdocuments); the others
-    must have no document and no subdocuments. `subs=None` reads each id's subcollections.
+    the stored `content_hash` and the one recomputed from fields and addresses) and with every
+    order, activity and note as PostgreSQL builds them (compared by a digest of both sides); the
+    others must have no document and no subdocuments. `subs=None` reads each id's subcollections.
 
     `diffed`: the id diff already ran, so it reported live ids with neither a document nor
     subdocuments as missing, and ids gone from PostgreSQL as extra (once each, here not again).
     """
     with engine.connect() as conn:
         expected = {d.customer_id: d.content_hash for d in fetch_customer_documents(conn, chunk)}
+        built = fetch_history(conn, expected)
+    histories = {cid: history_digest(history.docs) for cid, history in built.items()}
     refs = [client.collection(CUSTOMERS).document(cid) for cid in chunk]
     snaps = {snap.id: snap for snap in client.get_all(refs)}
     report.documents_read += len(chunk)
@@ -240,7 +244,11 @@ def _compare_chunk(
         data = snap.to_dict() or {}
         full = {name: children.get(name, {}) for name in SUBCOLLECTIONS}
         recomputed = firestore_content_hash(data, full)
-        if data.get("content_hash") != expected[cid] or recomputed != expected[cid]:
+        if (
+            data.get("content_hash") != expected[cid]
+            or recomputed != expected[cid]
+            or history_digest(full) != histories[cid]
+        ):
             report.add("mismatched", cid)
 
 

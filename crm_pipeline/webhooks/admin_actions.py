@@ -278,6 +278,21 @@ def customer_note(ctx: ApplyContext) -> Outcome:
             "props": orjson.dumps({"actor": action.actor, "internal_notes": text}).decode(),
         },
     )
+    # The notes history (the mirror's notes subcollection), at the time staff wrote it.
+    ctx.conn.execute(
+        sa.text(
+            "INSERT INTO customer_notes (customer_id, kind, body, actor, external_id, created_at) "
+            "VALUES (CAST(:cid AS uuid), 'internal_notes', :text, :actor, :ext, :at) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {
+            "cid": customer_id,
+            "text": text,
+            "actor": action.actor,
+            "ext": f"note:{ctx.delivery.delivery_id}",
+            "at": at,
+        },
+    )
     if not staff_version_newer(ctx.conn, customer_id, "internal_notes", at):
         return Outcome("stale", {customer_id})
     ctx.conn.execute(

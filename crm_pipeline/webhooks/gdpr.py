@@ -212,6 +212,11 @@ def redact_person(
             ),
             params,
         )
+        # Every version of the notes: the erased text must not survive in the history.
+        conn.execute(
+            sa.text("DELETE FROM customer_notes WHERE customer_id = ANY(CAST(:ids AS uuid[]))"),
+            params,
+        )
     counts["orders"] = conn.execute(
         sa.text(
             "UPDATE orders SET email = NULL WHERE customer_id = ANY(CAST(:ids AS uuid[])) "

@@ -175,7 +175,13 @@ def merge_customers(conn: sa.Connection, keep: str, drop: str) -> None:
     manual status on either side survives.
     """
     params = {"keep": keep, "drop": drop}
-    for table in ("customer_sources", "customer_addresses", "orders", "customer_activities"):
+    for table in (
+        "customer_sources",
+        "customer_addresses",
+        "orders",
+        "customer_activities",
+        "customer_notes",
+    ):
         conn.execute(
             sa.text(
                 f"UPDATE {table} SET customer_id = CAST(:keep AS uuid) "  # table from the list

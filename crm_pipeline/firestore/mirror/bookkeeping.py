@@ -1,8 +1,9 @@
-"""Per-batch state (`firestore_mirror_state`) and `customer_sync_logs` rows, one transaction."""
+"""Per-batch state (`firestore_mirror_state`, `firestore_mirror_subdocuments`) and
+`customer_sync_logs` rows, one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,14 +12,13 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.firestore.documents import (
-    ACTIVITIES,
     ADDRESSES,
-    ORDERS,
     SUBCOLLECTIONS,
     CustomerDocument,
     is_customer_id,
 )
 from crm_pipeline.firestore.mirror.settings import MirrorSettings, MirrorSummary
+from crm_pipeline.firestore.mirror.subdocuments import SubdocumentBook
 from crm_pipeline.firestore.mirror.writer import (
     CustomerWrite,
     Operation,
@@ -35,37 +35,34 @@ class _State:
     retry_count: int
     next_attempt_at: datetime | None
     subdocuments: dict[str, list[str]]
+    history_hash: str | None = None
 
 
 _LOAD_STATE = sa.text(
     """
     SELECT customer_id::text, content_hash, status, retry_count, next_attempt_at,
-           address_ids::text[], order_ids::text[], activity_ids::text[]
+           address_ids::text[], history_hash
     FROM firestore_mirror_state WHERE customer_id = ANY(CAST(:ids AS uuid[]))
     """
 )
 _UPSERT_STATE = sa.text(
     """
     INSERT INTO firestore_mirror_state AS s (
-        customer_id, content_hash, address_ids, order_ids, activity_ids, mirrored_at, status,
+        customer_id, content_hash, history_hash, address_ids, mirrored_at, status,
         retry_count, last_error, next_attempt_at, updated_at)
-    SELECT u.customer_id, u.content_hash,
-           CAST(u.address_ids AS bigint[]), CAST(u.order_ids AS uuid[]),
-           CAST(u.activity_ids AS bigint[]),
+    SELECT u.customer_id, u.content_hash, u.history_hash, CAST(u.address_ids AS bigint[]),
            CASE WHEN u.status = 'mirrored' THEN now() END, u.status, u.retry_count, u.last_error,
            now() + make_interval(secs => u.delay_s), now()
     FROM unnest(CAST(:customer_id AS uuid[]), CAST(:content_hash AS text[]),
-                CAST(:address_ids AS text[]), CAST(:order_ids AS text[]),
-                CAST(:activity_ids AS text[]), CAST(:status AS text[]),
-                CAST(:retry_count AS int[]), CAST(:last_error AS text[]),
-                CAST(:delay_s AS float8[]))
-         AS u(customer_id, content_hash, address_ids, order_ids, activity_ids, status,
-              retry_count, last_error, delay_s)
+                CAST(:history_hash AS text[]), CAST(:address_ids AS text[]),
+                CAST(:status AS text[]), CAST(:retry_count AS int[]),
+                CAST(:last_error AS text[]), CAST(:delay_s AS float8[]))
+         AS u(customer_id, content_hash, history_hash, address_ids, status, retry_count,
+              last_error, delay_s)
     ON CONFLICT (customer_id) DO UPDATE SET
         content_hash = excluded.content_hash,
+        history_hash = excluded.history_hash,
         address_ids = excluded.address_ids,
-        order_ids = excluded.order_ids,
-        activity_ids = excluded.activity_ids,
         mirrored_at = coalesce(excluded.mirrored_at, s.mirrored_at),
         status = excluded.status,
         retry_count = excluded.retry_count,
@@ -104,7 +101,8 @@ def _load_state(conn: sa.Connection, ids: Sequence[str]) -> dict[str, _State]:
             status=row[2],
             retry_count=row[3],
             next_attempt_at=row[4],
-            subdocuments={ADDRESSES: row[5] or [], ORDERS: row[6] or [], ACTIVITIES: row[7] or []},
+            subdocuments={ADDRESSES: row[5] or []},
+            history_hash=row[6],
         )
     return states
 
@@ -119,9 +117,8 @@ class _Bookkeeping:
             for k in (
                 "customer_id",
                 "content_hash",
+                "history_hash",
                 "address_ids",
-                "order_ids",
-                "activity_ids",
                 "status",
                 "retry_count",
                 "last_error",
@@ -130,6 +127,7 @@ class _Bookkeeping:
         }
     )
     removed: list[str] = field(default_factory=list)
+    subdocuments: SubdocumentBook = field(default_factory=SubdocumentBook)
     logs: dict[str, list[Any]] = field(
         default_factory=lambda: {
             k: []
@@ -148,18 +146,18 @@ class _Bookkeeping:
         self,
         customer_id: str,
         content_hash: str | None,
-        subdocuments: dict[str, Collection[str]],
+        subdocuments: Mapping[str, Collection[str]],
         status: str,
         retry_count: int = 0,
         last_error: str | None = None,
         delay_s: float = 0.0,
+        history_hash: str | None = None,
     ) -> None:
         u = self.upserts
         u["customer_id"].append(customer_id)
         u["content_hash"].append(content_hash)
+        u["history_hash"].append(history_hash)
         u["address_ids"].append(_pg_array(subdocuments.get(ADDRESSES, ())))
-        u["order_ids"].append(_pg_array(subdocuments.get(ORDERS, ())))
-        u["activity_ids"].append(_pg_array(subdocuments.get(ACTIVITIES, ())))
         u["status"].append(status)
         u["retry_count"].append(retry_count)
         u["last_error"].append(mask_optional(last_error))
@@ -194,6 +192,7 @@ class _Bookkeeping:
                 conn.execute(_UPSERT_STATE, self.upserts)
             if self.removed:
                 conn.execute(_DELETE_STATE, {"ids": self.removed})
+            self.subdocuments.flush(conn, self.removed)
             if self.logs["customer_id"]:
                 conn.execute(_INSERT_LOGS, {**self.logs, "run_id": run_id})
 
@@ -204,7 +203,7 @@ def _snapshot(document: CustomerDocument | None) -> dict[str, Any] | None:
     return {"customer": document.data, **document.subcollections()}
 
 
-def _merge_ids(*groups: dict[str, Collection[str]]) -> dict[str, list[str]]:
+def _merge_ids(*groups: Mapping[str, Collection[str]]) -> dict[str, list[str]]:
     merged: dict[str, list[str]] = {}
     for name in SUBCOLLECTIONS:
         seen: dict[str, None] = {}
@@ -230,10 +229,21 @@ def _record_upserts(
         new_ids = {name: list(docs) for name, docs in document.subcollections().items()}
         if outcome.attempts > 1:
             summary.retried += 1
+        history_hash = item.history.history_hash if item.history else None
+        if item.history is None and previous is not None:
+            history_hash = previous.history_hash  # only the document was written
+        if item.history is not None:
+            book.subdocuments.record(item.customer_id, item.history, outcome.ok)
         if outcome.ok:
             summary.written += 1
             summary.documents_written += len(item.writes)
-            book.state(item.customer_id, document.content_hash, new_ids, "mirrored")
+            book.state(
+                item.customer_id,
+                document.content_hash,
+                new_ids,
+                "mirrored",
+                history_hash=history_hash,
+            )
         else:
             summary.failed += 1
             summary.failed_ids.append(item.customer_id)

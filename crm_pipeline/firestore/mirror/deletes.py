@@ -8,15 +8,14 @@ import sqlalchemy as sa
 from google.cloud import firestore
 
 from crm_pipeline.firestore.documents import (
-    ACTIVITIES,
     ADDRESSES,
     CUSTOMERS,
     LIVE_CONDITION,
-    ORDERS,
     SUBCOLLECTIONS,
 )
 from crm_pipeline.firestore.mirror.bookkeeping import _Bookkeeping, _merge_ids, _State
 from crm_pipeline.firestore.mirror.settings import MirrorSettings, MirrorSummary
+from crm_pipeline.firestore.mirror.subdocuments import load_recorded, recorded_ids
 from crm_pipeline.firestore.mirror.writer import (
     CustomerWrite,
     FirestoreWriter,
@@ -29,7 +28,7 @@ _DEAD_CUSTOMERS = sa.text(
     SELECT s.customer_id::text,
            CASE WHEN c.redacted_at IS NOT NULL THEN 'redact' ELSE 'delete' END,
            s.status, s.retry_count, s.next_attempt_at,
-           s.address_ids::text[], s.order_ids::text[], s.activity_ids::text[]
+           s.address_ids::text[]
     FROM firestore_mirror_state s
     LEFT JOIN customers c ON c.id = s.customer_id
     WHERE (c.id IS NULL OR NOT ("""
@@ -67,10 +66,11 @@ def _delete_dead(
             rows = conn.execute(
                 _DEAD_CUSTOMERS, {"after": after, "limit": settings.batch_size}
             ).all()
-        if not rows:
-            return
-        after = rows[-1][0]
-        due = [r for r in rows if not (r[2] == "failed" and r[4] is not None and r[4] > now)]
+            if not rows:
+                return
+            after = rows[-1][0]
+            due = [r for r in rows if not (r[2] == "failed" and r[4] is not None and r[4] > now)]
+            history = load_recorded(conn, [r[0] for r in due])
         summary.deferred += len(rows) - len(due)
         # Listing catches subdocuments written outside the recorded ids (e.g. a partial write).
         listed = dict(
@@ -82,8 +82,8 @@ def _delete_dead(
         )
         items: list[CustomerWrite] = []
         states: dict[str, _State] = {}
-        for cid, operation, status, retry_count, next_at, a_ids, o_ids, x_ids in due:
-            recorded = {ADDRESSES: a_ids or [], ORDERS: o_ids or [], ACTIVITIES: x_ids or []}
+        for cid, operation, status, retry_count, next_at, a_ids in due:
+            recorded = {ADDRESSES: a_ids or [], **recorded_ids(history[cid])}
             states[cid] = _State(None, status, retry_count, next_at, recorded)
             items.append(customer_delete(cid, _merge_ids(recorded, listed[cid]), operation))
         summary.considered += len(items)

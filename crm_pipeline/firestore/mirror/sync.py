@@ -1,4 +1,10 @@
-"""The incremental run: keyset batches of live customers, written only when their hash changed."""
+"""The incremental run: keyset batches of live customers, written only when their hash changed.
+
+Two hashes per customer: the document with its addresses (`content_hash`) and its history
+(`history_hash`, crm_pipeline.firestore.history). When only the first moved, only the document
+is rewritten; when the second moved, the customer's subdocument state is read and only new or
+changed orders, activities and notes are set, and removed ones deleted.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,18 @@ import sqlalchemy as sa
 from google.cloud import firestore
 
 from crm_pipeline.firestore.documents import CustomerDocument, fetch_customer_batch
+from crm_pipeline.firestore.history import fetch_history, history_hashes
 from crm_pipeline.firestore.lost import ensure_emulator
 from crm_pipeline.firestore.mirror.bookkeeping import (
     _Bookkeeping,
     _load_state,
     _merge_ids,
     _record_upserts,
+    _State,
 )
 from crm_pipeline.firestore.mirror.deletes import _delete_dead
 from crm_pipeline.firestore.mirror.settings import MirrorSettings, MirrorSummary
+from crm_pipeline.firestore.mirror.subdocuments import diff_history, load_recorded
 from crm_pipeline.firestore.mirror.writer import (
     CustomerWrite,
     FailWrite,
@@ -35,6 +44,9 @@ from crm_pipeline.prefetch import prefetch
 log = logging.getLogger(__name__)
 
 _FIRST_BATCH = 250
+# History subdocuments built in memory at once: customers needing writes are handled in groups
+# of about this many (a first sync of long histories stays bounded in memory).
+_HISTORY_GROUP = 20_000
 
 
 def _batches(engine: sa.Engine, batch_size: int) -> Iterator[list[CustomerDocument]]:
@@ -130,25 +142,88 @@ def _sync_batch_into(
     summary.considered += len(batch)
     with engine.connect() as conn:
         states = _load_state(conn, [d.customer_id for d in batch])
+        hashes = history_hashes(conn, [d.customer_id for d in batch])
     now = datetime.now(UTC)
-    items: list[CustomerWrite] = []
+    # (document, rewrite the document, rewrite the history) for each customer needing work
+    todo: list[tuple[CustomerDocument, bool, bool]] = []
     for document in batch:
         state = states.get(document.customer_id)
         if state is not None and not force:
-            if state.status == "mirrored" and state.content_hash == document.content_hash:
-                summary.unchanged += 1
-                continue
             if state.status == "failed" and state.next_attempt_at and state.next_attempt_at > now:
                 summary.deferred += 1
                 continue
-        stale = _merge_ids(
-            state.subdocuments if state else {},
-            (extra_stale or {}).get(document.customer_id, {}),
+            mirrored = state.status == "mirrored"
+            root = not mirrored or state.content_hash != document.content_hash
+            history = not mirrored or state.history_hash != hashes[document.customer_id]
+            if not root and not history:
+                summary.unchanged += 1
+                continue
+            todo.append((document, root, history))
+        else:
+            todo.append((document, True, True))
+    for group in _groups(todo):
+        _write_group(
+            engine, writer, group, hashes, states, settings, summary, operation, force, extra_stale
         )
-        items.append(customer_upsert(document, stale, operation))
-    if not items:
-        return
-    outcomes = writer.write(items)
+
+
+def _groups(
+    todo: Sequence[tuple[CustomerDocument, bool, bool]],
+) -> Iterator[list[tuple[CustomerDocument, bool, bool]]]:
+    """Consecutive groups of about _HISTORY_GROUP history subdocuments (by the counts)."""
+    group: list[tuple[CustomerDocument, bool, bool]] = []
+    size = 0
+    for entry in todo:
+        weight = 1 + (entry[0].history_size if entry[2] else 0)
+        if group and size + weight > _HISTORY_GROUP:
+            yield group
+            group, size = [], 0
+        group.append(entry)
+        size += weight
+    if group:
+        yield group
+
+
+def _write_group(
+    engine: sa.Engine,
+    writer: FirestoreWriter,
+    group: Sequence[tuple[CustomerDocument, bool, bool]],
+    hashes: dict[str, str],
+    states: dict[str, _State],
+    settings: MirrorSettings,
+    summary: MirrorSummary,
+    operation: Operation,
+    force: bool,
+    extra_stale: dict[str, dict[str, list[str]]] | None,
+) -> None:
+    history_ids = [document.customer_id for document, _, history in group if history]
+    with engine.connect() as conn:
+        histories = fetch_history(conn, history_ids)
+        recorded = load_recorded(conn, history_ids)
+    items: list[CustomerWrite] = []
+    quiet: list[CustomerWrite] = []  # the history hash moved but no subdocument did
+    for document, root, history in group:
+        cid = document.customer_id
+        state = states.get(cid)
+        extra = (extra_stale or {}).get(cid, {})
+        diff = None
+        if history:
+            diff = diff_history(cid, histories[cid], hashes[cid], recorded[cid], extra, force)
+        stale = _merge_ids(state.subdocuments if state else {}, extra)
+        item = customer_upsert(document, stale, operation, diff, root)
+        (items if item.writes else quiet).append(item)
+    outcomes = writer.write(items) if items else {}
     book = _Bookkeeping()
     _record_upserts(book, summary, items, outcomes, states, settings)
+    for item in quiet:
+        summary.unchanged += 1
+        assert item.document is not None and item.history is not None
+        state = states[item.customer_id]
+        book.state(
+            item.customer_id,
+            item.document.content_hash,
+            state.subdocuments,
+            "mirrored",
+            history_hash=item.history.history_hash,
+        )
     book.flush(engine, summary.run_id)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -22,6 +22,9 @@ from crm_pipeline.firestore.documents import CUSTOMERS, CustomerDocument
 from crm_pipeline.firestore.lost import ensure_emulator
 from crm_pipeline.firestore.mirror.encoding import _BatchWriteRequest, write_protobuf
 from crm_pipeline.firestore.mirror.settings import MirrorSettings
+
+if TYPE_CHECKING:
+    from crm_pipeline.firestore.mirror.subdocuments import HistoryDiff
 
 Operation = Literal["upsert", "delete", "redact", "repair"]
 # Decides, per customer id and attempt number (1-based), whether to make that write fail.
@@ -50,6 +53,8 @@ class CustomerWrite:
     operation: Operation
     writes: list[FirestoreWrite]
     document: CustomerDocument | None = None
+    # the history subdocuments' part of `writes`, with the state rows it leads to
+    history: HistoryDiff | None = None
 
 
 @dataclass
@@ -61,22 +66,29 @@ class WriteOutcome:
 
 def customer_upsert(
     document: CustomerDocument,
-    stale: dict[str, Collection[str]] | None = None,
+    stale: Mapping[str, Collection[str]] | None = None,
     operation: Operation = "upsert",
+    history: HistoryDiff | None = None,
+    root: bool = True,
 ) -> CustomerWrite:
-    """Set the document and its subdocuments; delete subdocuments no longer in it."""
-    root = (CUSTOMERS, document.customer_id)
-    data = dict(document.data)
-    data["mirrored_at"] = firestore.SERVER_TIMESTAMP
-    writes = [FirestoreWrite("set", root, data, is_root=True)]
-    for name, docs in document.subcollections().items():
-        writes.extend(
-            FirestoreWrite("set", (*root, name, sub_id), sub) for sub_id, sub in docs.items()
-        )
-        for sub_id in (stale or {}).get(name, ()):
-            if sub_id not in docs:
-                writes.append(FirestoreWrite("delete", (*root, name, sub_id)))
-    return CustomerWrite(document.customer_id, operation, writes, document)
+    """Set the document and its addresses, deleting addresses no longer in it (unless `root`
+    is false: only the history changed), plus the history's writes."""
+    path = (CUSTOMERS, document.customer_id)
+    writes: list[FirestoreWrite] = []
+    if root:
+        data = dict(document.data)
+        data["mirrored_at"] = firestore.SERVER_TIMESTAMP
+        writes.append(FirestoreWrite("set", path, data, is_root=True))
+        for name, docs in document.subcollections().items():
+            writes.extend(
+                FirestoreWrite("set", (*path, name, sub_id), sub) for sub_id, sub in docs.items()
+            )
+            for sub_id in (stale or {}).get(name, ()):
+                if sub_id not in docs:
+                    writes.append(FirestoreWrite("delete", (*path, name, sub_id)))
+    if history is not None:
+        writes.extend(history.writes)
+    return CustomerWrite(document.customer_id, operation, writes, document, history)
 
 
 def customer_delete(
@@ -160,17 +172,19 @@ class FirestoreWriter:
             errors.update(chunk_errors)
         return errors
 
-    def _commit(self, chunk: Sequence[CustomerWrite], attempt: int) -> dict[str, tuple[int, str]]:
+    def _commit(
+        self, chunk: Sequence[tuple[CustomerWrite, Sequence[FirestoreWrite]]], attempt: int
+    ) -> dict[str, tuple[int, str]]:
         # No public accessor for "projects/P/databases/D": the database id is private.
         database = self.client._database_string
         prefix = database + "/documents/"
         writes: list[Any] = []
         owners: list[str] = []
         errors: dict[str, tuple[int, str]] = {}
-        for item in chunk:
+        for item, item_writes in chunk:
             inject = self.fail_write is not None and self.fail_write(item.customer_id, attempt)
             try:
-                encoded = [write_protobuf(prefix, w, inject and w.is_root) for w in item.writes]
+                encoded = [write_protobuf(prefix, w, inject and w.is_root) for w in item_writes]
             except (TypeError, ValueError, OverflowError) as exc:
                 # A value Firestore cannot hold: fail this customer, not the whole request.
                 errors[item.customer_id] = (code_pb2.INVALID_ARGUMENT, f"unencodable: {exc}")
@@ -202,17 +216,21 @@ class FirestoreWriter:
         return errors
 
 
-def _chunk(items: Sequence[CustomerWrite], limit: int) -> Iterator[list[CustomerWrite]]:
-    """Group whole customers into requests of at most `limit` writes."""
-    chunk: list[CustomerWrite] = []
+def _chunk(
+    items: Sequence[CustomerWrite], limit: int
+) -> Iterator[list[tuple[CustomerWrite, Sequence[FirestoreWrite]]]]:
+    """Group customers' writes into requests of at most `limit` writes. A customer with more
+    (a long history) is split over several requests; it succeeds only if all of them do."""
+    chunk: list[tuple[CustomerWrite, Sequence[FirestoreWrite]]] = []
     size = 0
     for item in items:
-        n = len(item.writes)
-        if chunk and size + n > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += n
+        for start in range(0, max(len(item.writes), 1), limit):
+            part = item.writes[start : start + limit]
+            if chunk and size + len(part) > limit:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append((item, part))
+            size += len(part)
     if chunk:
         yield chunk
 
