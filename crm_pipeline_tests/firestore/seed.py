@@ -142,3 +142,38 @@ def seed_customers(engine: sa.Engine, count: int, first: int = 1, chunk: int = 5
         with engine.begin() as conn:
             for statement in _SEED_SQL:
                 conn.execute(sa.text(statement), {"first": start, "last": stop})
+
+
+_HISTORY_SQL = [
+    # Times are a permutation of the insertion order (7919 is prime to both counts), so a
+    # subcollection read in id order is not already in time order.
+    """
+    INSERT INTO orders (id, customer_id, source, external_id, created_at, financial_status,
+                        total_price, total_refunded, currency)
+    SELECT md5('crm-history-order-' || c.i || '-' || k)::uuid, c.id, 'shopify',
+           'hist-ord-' || c.i || '-' || k,
+           timestamptz '2023-01-01 00:00:00+00' + ((k * 7919) % :orders) * interval '1 hour',
+           'paid', 10 + k, 0, 'USD'
+    FROM (SELECT md5('crm-mirror-' || i)::uuid AS id, i
+          FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i) c
+    CROSS JOIN generate_series(1, :orders) AS k
+    """,
+    """
+    INSERT INTO customer_activities (customer_id, activity_type, occurred_at, properties, source,
+                                     external_id)
+    SELECT c.id, (ARRAY['page_view', 'email_open', 'product_view', 'add_to_cart'])[1 + k % 4],
+           timestamptz '2023-01-01 00:00:00+00' + ((k * 7919) % :activities) * interval '1 minute',
+           jsonb_build_object('n', k), 'klaviyo', 'hist-evt-' || c.i || '-' || k
+    FROM (SELECT md5('crm-mirror-' || i)::uuid AS id, i
+          FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i) c
+    CROSS JOIN generate_series(1, :activities) AS k
+    """,
+]
+
+
+def seed_history(engine: sa.Engine, first: int, last: int, orders: int, activities: int) -> None:
+    """Give seeded customers first..last `orders` more orders and `activities` more events."""
+    params = {"first": first, "last": last, "orders": orders, "activities": activities}
+    with engine.begin() as conn:
+        for statement in _HISTORY_SQL:
+            conn.execute(sa.text(statement), params)
