@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,7 +28,6 @@ from crm_pipeline.firestore.documents import (
     ORDERS,
     _canonical,
     _sanitize_keys,
-    _timestamps_to_datetimes,
     is_customer_id,
 )
 
@@ -135,11 +135,25 @@ def history_hashes(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     return {cid: found.get(cid, EMPTY_HISTORY) for cid in id_list}
 
 
+# The timestamp fields of each kind (mirror_ts text, which fromisoformat reads as aware UTC).
+# Named rather than searched for: the hot path of a first sync, and line items and properties
+# hold none.
+_TIME_KEYS = {
+    ORDERS: ("created_at", "cancelled_at"),
+    ACTIVITIES: ("occurred_at",),
+    NOTES: ("created_at",),
+}
+
+
 def _build(collection: str, doc_json: str) -> dict[str, Any]:
     doc: dict[str, Any] = orjson.loads(doc_json)
     if collection == ACTIVITIES:
         doc["properties"] = _sanitize_keys(doc.get("properties") or {})
-    return _timestamps_to_datetimes(doc)  # type: ignore[no-any-return]
+    for key in _TIME_KEYS[collection]:
+        value = doc.get(key)
+        if value is not None:
+            doc[key] = datetime.fromisoformat(value)
+    return doc
 
 
 def fetch_history(conn: sa.Connection, ids: Iterable[str]) -> dict[str, History]:
