@@ -3,8 +3,9 @@
 These are the `orders`, `activities` and `notes` subcollections under customers/{id}. They grow
 without bound, so unlike the customer document they are not hashed as one: each subdocument has
 its own md5 (of the JSON text PostgreSQL builds), and a customer has one history hash over those
-(md5 of "collection:id:md5" lines in a fixed order). A no-change run compares only the customer's
-history hash; the subdocuments are built in Python only for customers whose hash moved.
+(md5 of "collection:id:md5" lines in byte order, computable in SQL or from built subdocuments).
+A no-change run compares only the customer's history hash; the subdocuments are built in Python
+only for customers whose hash moved.
 
 Each subdocument carries its time as a Firestore timestamp (`created_at` for orders and notes,
 `occurred_at` for activities), so the app pages a tab with orderBy(desc) + startAfter.
@@ -99,7 +100,7 @@ _HISTORY_HASHES = sa.text(
     f"""
     SELECT h.customer_id::text,
            md5(string_agg(h.collection || ':' || h.doc_id || ':' || md5(h.doc), ','
-                          ORDER BY h.collection, h.doc_id))
+                          ORDER BY h.collection COLLATE "C", h.doc_id COLLATE "C"))
     FROM ({_SUBDOCUMENTS}) h
     GROUP BY h.customer_id
     """
@@ -143,6 +144,20 @@ _TIME_KEYS = {
     ACTIVITIES: ("occurred_at",),
     NOTES: ("created_at",),
 }
+
+
+def history_hash(history: History) -> str:
+    """The history hash computed from built subdocuments, equal to the SQL one (same lines, same
+    byte order): a customer never mirrored gets its hash without the hash query."""
+    lines = sorted(
+        (name, doc_id, digest.hex())
+        for name in HISTORY
+        for doc_id, digest in history.hashes[name].items()
+    )
+    if not lines:
+        return EMPTY_HISTORY
+    text = ",".join(f"{name}:{doc_id}:{digest}" for name, doc_id, digest in lines)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 def _build(collection: str, doc_json: str) -> dict[str, Any]:

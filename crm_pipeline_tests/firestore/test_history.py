@@ -173,3 +173,25 @@ def md5_uuid(text: str) -> str:
     import uuid
 
     return str(uuid.UUID(hashlib.md5(text.encode()).hexdigest()))
+
+
+def test_history_hash_from_built_subdocuments_equals_the_sql_one(heavy: sa.Engine) -> None:
+    """A first sync hashes histories in Python, later runs in SQL: they must agree, or every
+    customer would look changed on the second run."""
+    from crm_pipeline.firestore.history import (
+        EMPTY_HISTORY,
+        fetch_history,
+        history_hash,
+        history_hashes,
+    )
+
+    _execute(heavy, "DELETE FROM customer_activities WHERE customer_id = :c", c=customer_id(6))
+    _execute(heavy, "DELETE FROM orders WHERE customer_id = :c", c=customer_id(6))
+    _execute(heavy, "DELETE FROM customer_notes WHERE customer_id = :c", c=customer_id(6))
+    ids = [customer_id(i) for i in range(1, N + 1)]
+    with heavy.connect() as conn:
+        in_sql = history_hashes(conn, ids)
+        built = fetch_history(conn, ids)
+    assert {cid: history_hash(history) for cid, history in built.items()} == in_sql
+    assert in_sql[customer_id(6)] == EMPTY_HISTORY
+    assert len(set(in_sql.values())) == N

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from google.cloud import firestore
 
 from crm_pipeline.firestore.documents import CustomerDocument, fetch_customer_batch
-from crm_pipeline.firestore.history import fetch_history, history_hashes
+from crm_pipeline.firestore.history import fetch_history, history_hash, history_hashes
 from crm_pipeline.firestore.lost import ensure_emulator
 from crm_pipeline.firestore.mirror.bookkeeping import (
     _Bookkeeping,
@@ -142,7 +142,10 @@ def _sync_batch_into(
     summary.considered += len(batch)
     with engine.connect() as conn:
         states = _load_state(conn, [d.customer_id for d in batch])
-        hashes = history_hashes(conn, [d.customer_id for d in batch])
+        # Only mirrored customers are compared; the others' history is built anyway, and hashed
+        # from what is built (a first sync builds each history once, not twice).
+        known = [cid for cid, s in states.items() if s.status == "mirrored" and not force]
+        hashes = history_hashes(conn, known)
     now = datetime.now(UTC)
     # (document, rewrite the document, rewrite the history) for each customer needing work
     todo: list[tuple[CustomerDocument, bool, bool]] = []
@@ -208,7 +211,9 @@ def _write_group(
         extra = (extra_stale or {}).get(cid, {})
         diff = None
         if history:
-            diff = diff_history(cid, histories[cid], hashes[cid], recorded[cid], extra, force)
+            built = histories[cid]
+            digest = hashes.get(cid) or history_hash(built)
+            diff = diff_history(cid, built, digest, recorded[cid], extra, force)
         stale = _merge_ids(state.subdocuments if state else {}, extra)
         item = customer_upsert(document, stale, operation, diff, root)
         (items if item.writes else quiet).append(item)
