@@ -10,8 +10,9 @@ a long history of 150 orders and 500 activities. Then, against the Firestore emu
    no writes);
 3. a run after 1 % of the customers got one new activity each (only those subdocuments).
 
-Prints customers, subdocuments, seconds and docs/s of each, and the no-change run's time as a
-share of the first sync's.
+Prints customers, subdocuments, seconds and docs/s of each, the no-change run's time as a share
+of the first sync's, and against a baseline measured in the same run: building every customer
+document alone (what a no-change run cost before the history was complete).
 
     python bench/bench_mirror_history.py --customers 20000
 """
@@ -34,6 +35,7 @@ from crm_pipeline.db.engine import make_engine  # noqa: E402
 from crm_pipeline.db.migrate import migrate  # noqa: E402
 from crm_pipeline.db.server import EmbeddedPostgres  # noqa: E402
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource  # noqa: E402
+from crm_pipeline.firestore.documents import fetch_customer_batch  # noqa: E402
 from crm_pipeline.firestore.emulator import FirestoreEmulator, heap_for  # noqa: E402
 from crm_pipeline.firestore.mirror import MirrorSettings, MirrorSummary, sync_mirror  # noqa: E402
 from crm_pipeline_tests.firestore.seed import seed_customers  # noqa: E402
@@ -80,6 +82,17 @@ def seed(engine: sa.Engine, customers: int, chunk: int = 20_000) -> None:
                 conn.execute(sa.text(statement), {"first": start, "last": stop})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
+
+
+def documents_only_seconds(engine: sa.Engine, batch_size: int) -> float:
+    """Building every customer document (no history), the whole cost of a no-change run before
+    the history was complete: the baseline of the no-change run."""
+    started = time.perf_counter()
+    after: str | None = None
+    with engine.connect() as conn:
+        while batch := fetch_customer_batch(conn, after, batch_size):
+            after = batch[-1].customer_id
+    return time.perf_counter() - started
 
 
 def _report(label: str, summary: MirrorSummary) -> None:
@@ -139,9 +152,14 @@ def main() -> None:
             conn.execute(sa.text(_ONE_NEW_ACTIVITY), {"last": args.customers})
         small = sync_mirror(engine, client, settings)
         _report("1 % of customers with one new activity", small)
+        baseline = documents_only_seconds(engine, args.batch_size)
         print(
             f"no-change run / first sync: {unchanged.seconds / first.seconds:.3f} "
             f"({args.customers / unchanged.seconds:,.0f} customers/s compared)"
+        )
+        print(
+            f"baseline, building the customer documents alone: {baseline:.1f}s; no-change run "
+            f"/ baseline: {unchanged.seconds / baseline:.2f}"
         )
     finally:
         emulator.stop()
