@@ -142,8 +142,8 @@ def _sync_batch_into(
     summary.considered += len(batch)
     with engine.connect() as conn:
         states = _load_state(conn, [d.customer_id for d in batch])
-        # Only mirrored customers are compared; the others' history is built anyway, and hashed
-        # from what is built (a first sync builds each history once, not twice).
+        # Only mirrored customers are compared; the others' history is built anyway (a first
+        # sync builds each history once, not twice).
         known = [cid for cid, s in states.items() if s.status == "mirrored" and not force]
         hashes = history_hashes(conn, known)
     now = datetime.now(UTC)
@@ -166,7 +166,7 @@ def _sync_batch_into(
             todo.append((document, True, True))
     for group in _groups(todo):
         _write_group(
-            engine, writer, group, hashes, states, settings, summary, operation, force, extra_stale
+            engine, writer, group, states, settings, summary, operation, force, extra_stale
         )
 
 
@@ -191,7 +191,6 @@ def _write_group(
     engine: sa.Engine,
     writer: FirestoreWriter,
     group: Sequence[tuple[CustomerDocument, bool, bool]],
-    hashes: dict[str, str],
     states: dict[str, _State],
     settings: MirrorSettings,
     summary: MirrorSummary,
@@ -211,9 +210,9 @@ def _write_group(
         extra = (extra_stale or {}).get(cid, {})
         diff = None
         if history:
+            # Hashed from what is written (the SQL hash may predate a change made since).
             built = histories[cid]
-            digest = hashes.get(cid) or history_hash(built)
-            diff = diff_history(cid, built, digest, recorded[cid], extra, force)
+            diff = diff_history(cid, built, history_hash(built), recorded[cid], extra, force)
         stale = _merge_ids(state.subdocuments if state else {}, extra)
         item = customer_upsert(document, stale, operation, diff, root)
         (items if item.writes else quiet).append(item)
