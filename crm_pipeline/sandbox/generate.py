@@ -138,6 +138,7 @@ class _Chunk(KlaviyoBuilder):
         self._bind_lists()
         self.shopify_attributes()
         self.orders()
+        self.journeys()
         customers, deleted = self.customers_json()
         orders = self.orders_json()
         self.profiles()

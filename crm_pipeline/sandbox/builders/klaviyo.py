@@ -55,10 +55,10 @@ from crm_pipeline.sandbox.builders.odds import (
     PROFILE_LINK_CUTS,
     PROFILE_SHOPIFY_PHONE,
 )
-from crm_pipeline.sandbox.builders.shopify import ShopifyBuilder
+from crm_pipeline.sandbox.builders.journeys import JourneyBuilder
 
 
-class KlaviyoBuilder(ShopifyBuilder):
+class KlaviyoBuilder(JourneyBuilder):
     """Klaviyo profiles and events of a chunk (JSON:API shape, docs/reference.md section 5)."""
 
     def profiles(self) -> None:
@@ -211,6 +211,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         prices = [pr.price_cents / 100 for pr in self.catalog]
         prof_id = self.prof_id
         order_ids = self.order_id.tolist()
+        credits = self.order_klaviyo_credit
         totals = self.order_total.tolist()
         li_start = self.item_start.tolist()
         li_n = self.n_items.tolist()
@@ -261,6 +262,8 @@ class KlaviyoBuilder(ShopifyBuilder):
                     "Brands": sorted({it.vendor for it in items}),
                     "Categories": sorted({it.product_type for it in items}),
                 }
+                if credits[x] is not None:
+                    props["$attribution"] = credits[x]
             eid = ev_ids[e]
             props["$event_id"] = str(order_ids[x]) if m == M_ORDER else eid
             out.append(

@@ -25,6 +25,7 @@ class PersonBuilder:
 
     def __init__(self, plan: ChunkPlan, seed: int, lam_scale: float, opc: float) -> None:
         self.plan = plan
+        self.seed = seed
         self.rng = np.random.default_rng([seed, plan.index])
         self.lam_scale = lam_scale
         self.opc = opc

@@ -417,13 +417,12 @@ class ShopifyBuilder(PersonBuilder):
         item_start = self.item_start.tolist()
         n_items = self.n_items.tolist()
         item_product = self.item_product.tolist()
-        item_qty = self.item_qty.tolist()
-        cust_ids = self.customer_id.tolist()
+        item_qty, cust_ids = self.item_qty.tolist(), self.customer_id.tolist()
         price_s = [money(pr.price_cents) for pr in cat]
         guest_base = p.base + p.shopify + p.klaviyo_only
         fs_names = ("paid", "refunded", "partially_refunded", "pending", "voided")
         ff_names = (None, "fulfilled", "partial")
-        sources = pools_source_names()
+        sources, journeys = pools_source_names(), self.order_journey
         out: list[bytes] = []
         for o in range(n):
             w = owner[o]
@@ -491,6 +490,7 @@ class ShopifyBuilder(PersonBuilder):
                         "total_tax": "0.00",
                         "currency": "USD",
                         "source_name": sources[source[o]],
+                        "customer_journey_summary": journeys[o],
                         "customer": customer,
                         "line_items": lis,
                         "refunds": refunds,
