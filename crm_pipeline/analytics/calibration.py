@@ -16,7 +16,9 @@ from crm_pipeline.analytics.metrics import COMPLETED_ORDER_SQL
 MAX_FREQUENCY = 7  # calibration frequencies of 7 and more are one group, as in lifetimes' plot
 MIN_HOLDOUT_DAYS, MAX_HOLDOUT_DAYS = 30, 180
 
-_SPAN = f"SELECT min(o.created_at) FROM orders o WHERE o.created_at <= :as_of AND {COMPLETED_ORDER_SQL}"
+_SPAN = (
+    f"SELECT min(o.created_at) FROM orders o WHERE o.created_at <= :as_of AND {COMPLETED_ORDER_SQL}"
+)
 _HOLDOUT = f"""
 SELECT o.customer_id::text, count(DISTINCT (o.created_at AT TIME ZONE 'UTC')::date)
 FROM orders o
@@ -61,14 +63,20 @@ def calibration_vs_holdout(bind: Bind, as_of: datetime | None = None) -> dict[st
     summary["actual"] = summary["customer_id"].map(actual).fillna(0).astype(float)
     summary["group"] = summary["frequency"].clip(upper=MAX_FREQUENCY).astype(int)
     grouped = summary.groupby("group").agg(
-        customers=("customer_id", "size"), actual=("actual", "mean"), predicted=("predicted", "mean")
+        customers=("customer_id", "size"),
+        actual=("actual", "mean"),
+        predicted=("predicted", "mean"),
     )
     return {
         "calibration_end": cal_end.date().isoformat(),
         "holdout_days": days,
         "rows": [
-            {"frequency": int(f), "customers": int(r.customers),
-             "actual": round(float(r.actual), 4), "predicted": round(float(r.predicted), 4)}
+            {
+                "frequency": int(f),
+                "customers": int(r.customers),
+                "actual": round(float(r.actual), 4),
+                "predicted": round(float(r.predicted), 4),
+            }
             for f, r in grouped.iterrows()
         ],  # fmt: skip
     }

@@ -68,8 +68,11 @@ def acquisition_metadata(bind: Bind) -> dict[str, Any]:
     predicted = [float(r[3] or 0) for r in rows]
     return {
         "ltv_by_acquisition_channel": {
-            r[0]: {"customers": int(r[1]), "average_ltv": round(float(r[2] or 0), 2),
-                   "average_predicted_ltv": round(float(r[3] or 0), 2)}
+            r[0]: {
+                "customers": int(r[1]),
+                "average_ltv": round(float(r[2] or 0), 2),
+                "average_predicted_ltv": round(float(r[3] or 0), 2),
+            }
             for r in rows
         },  # fmt: skip
         "ltv_by_acquisition_channel_chart": charts.markdown(
@@ -103,8 +106,9 @@ def score_metadata(bind: Bind, distribution: dict[str, int]) -> dict[str, Any]:
         "predicted_ltv_histogram": charts.markdown(
             "Predicted LTV",
             charts.histogram(
-                "Predicted LTV of customers with orders (top 1% cut off)" if cap else
-                "Predicted LTV of customers with orders",
+                "Predicted LTV of customers with orders (top 1% cut off)"
+                if cap
+                else "Predicted LTV of customers with orders",
                 [v for v in ltv if cap is None or v <= cap],
                 "predicted LTV",
             ),

@@ -17,8 +17,18 @@ from crm_pipeline.normalize import parse_timestamp
 UNKNOWN = "unknown"
 SEARCH_ENGINES = frozenset({"google", "bing", "yahoo", "duckduckgo", "baidu", "yandex", "ecosia"})
 SOCIAL_NETWORKS = frozenset(
-    {"facebook", "instagram", "tiktok", "pinterest", "twitter", "x", "snapchat", "youtube",
-     "linkedin", "reddit"}  # fmt: skip
+    {
+        "facebook",
+        "instagram",
+        "tiktok",
+        "pinterest",
+        "twitter",
+        "x",
+        "snapchat",
+        "youtube",
+        "linkedin",
+        "reddit",
+    }  # fmt: skip
 )
 # MarketingTactic values (Shopify Admin schema) that are messages sent to the customer
 MESSAGE_TACTICS = frozenset({"NEWSLETTER", "MESSAGE", "ABANDONED_CART", "TRANSACTIONAL",

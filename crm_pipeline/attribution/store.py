@@ -30,8 +30,9 @@ SELECT o.id, {", ".join(f"x.{c}" for c in JOURNEY_COLUMNS)}, now(), now()
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_RECORD})
 JOIN orders o ON o.source = 'shopify' AND o.external_id = x.external_id
 ON CONFLICT (order_id) DO UPDATE SET {_SET}, journey_checked_at = now(),
-    updated_at = CASE WHEN ({", ".join(f"a.{c}" for c in JOURNEY_COLUMNS)}) IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in
-    JOURNEY_COLUMNS)}) THEN now() ELSE a.updated_at END
+    updated_at = CASE WHEN ({", ".join(f"a.{c}" for c in JOURNEY_COLUMNS)}) IS DISTINCT FROM ({
+    ", ".join(f"excluded.{c}" for c in JOURNEY_COLUMNS)
+}) THEN now() ELSE a.updated_at END
 """
 
 # a payload without the journey field (a REST webhook) must not wipe a journey already known

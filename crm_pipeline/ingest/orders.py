@@ -215,7 +215,9 @@ class OrderLoader(Loader):
             )
         ).all()
         conn.exec_driver_sql("DROP TABLE stage_orders")
-        write_journeys(conn, ((r.external_id, journey_row(r.raw)) for r, _ in writes if r.external_id))
+        write_journeys(
+            conn, ((r.external_id, journey_row(r.raw)) for r, _ in writes if r.external_id)
+        )
         refresh_statistics(conn, "orders", report.inserted, also=("order_line_items",))
         report.unmatched += sum(1 for r, _ in writes if not r.customer_external_id and not r.email)
         if touched:

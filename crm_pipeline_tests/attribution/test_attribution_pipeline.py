@@ -46,15 +46,28 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 400-customer store in which a few recent web orders have a journey not built yet."""
     path = tmp_path_factory.mktemp("attribution") / "store"
     generate_store(path, customers=400, seed=15)
-    orders = [orjson.loads(line) for line in (path / "shopify/orders.jsonl").read_bytes().split(b"\n") if line]
+    orders = [
+        orjson.loads(line)
+        for line in (path / "shopify/orders.jsonl").read_bytes().split(b"\n")
+        if line
+    ]
     recent = _shopify_ts(datetime.now(UTC) - timedelta(days=1))
-    late = [o for o in orders if (o.get("customer_journey_summary") or {}).get("ready")
-            and o["financial_status"] == "paid" and not o["cancelled_at"]][:LATE]  # fmt: skip
+    late = [
+        o
+        for o in orders
+        if (o.get("customer_journey_summary") or {}).get("ready")
+        and o["financial_status"] == "paid"
+        and not o["cancelled_at"]
+    ][:LATE]
     for order in late:
         order["_journey"] = order["customer_journey_summary"]
-        order["customer_journey_summary"] = {"ready": False, "first_visit": None, "last_visit": None,
-                                             "days_to_conversion": None,
-                                             "customer_order_index": None}  # fmt: skip
+        order["customer_journey_summary"] = {
+            "ready": False,
+            "first_visit": None,
+            "last_visit": None,
+            "days_to_conversion": None,
+            "customer_order_index": None,
+        }
         order["created_at"] = order["updated_at"] = recent
     _write(path, orders)
     return path
@@ -97,8 +110,9 @@ def _channel(visit: dict | None) -> str:
 
 def expected_revenue(store: Path, loaded: set[str], credited: set[str]) -> dict[str, dict]:
     """model -> channel -> (orders, net revenue) from the store files, for the loaded orders."""
-    out: dict[str, dict[str, list]] = {m: defaultdict(lambda: [0, Decimal(0)])
-                                       for m in ("first_touch", "last_touch", "klaviyo")}  # fmt: skip
+    out: dict[str, dict[str, list]] = {
+        m: defaultdict(lambda: [0, Decimal(0)]) for m in ("first_touch", "last_touch", "klaviyo")
+    }
     for line in (store / "shopify/orders.jsonl").read_bytes().splitlines():
         order = orjson.loads(line)
         if str(order["id"]) not in loaded or order["cancelled_at"]:
@@ -106,9 +120,14 @@ def expected_revenue(store: Path, loaded: set[str], credited: set[str]) -> dict[
         if order["financial_status"] not in COMPLETED:
             continue
         refunded = sum(
-            (Decimal(t["amount"]) for r in order["refunds"] for t in r["transactions"]
-             if t["kind"] == "refund"), Decimal(0)
-        )  # fmt: skip
+            (
+                Decimal(t["amount"])
+                for r in order["refunds"]
+                for t in r["transactions"]
+                if t["kind"] == "refund"
+            ),
+            Decimal(0),
+        )
         net = Decimal(order["total_price"]) - refunded
         journey = order.get("customer_journey_summary") or {}
         ready = journey.get("ready")
@@ -146,16 +165,36 @@ def revenue(engine: sa.Engine, grain: str) -> dict[str, dict]:
 def _loaded(engine: sa.Engine) -> tuple[set[str], set[str]]:
     with engine.connect() as conn:
         orders = set(conn.execute(sa.text("SELECT external_id FROM orders")).scalars())
-        events = set(conn.execute(sa.text(
-            "SELECT external_id FROM customer_activities WHERE source = 'klaviyo'")).scalars())  # fmt: skip
+        events = set(
+            conn.execute(
+                sa.text("SELECT external_id FROM customer_activities WHERE source = 'klaviyo'")
+            ).scalars()
+        )
     return orders, events
 
 
 def attribution_rows(engine: sa.Engine) -> list[tuple]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT o.external_id, a.* FROM order_attributions a JOIN orders o ON o.id = a.order_id "
-            "ORDER BY 1")).all()]  # fmt: skip
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT o.external_id, a.* FROM order_attributions a "
+                    "JOIN orders o ON o.id = a.order_id ORDER BY 1"
+                )
+            ).all()
+        ]
+
+
+STATUS_SQL = """
+SELECT a.journey_status FROM order_attributions a JOIN orders o ON o.id = a.order_id
+WHERE o.external_id = ANY(:ids)
+"""
+
+
+def _statuses(engine: sa.Engine, ids: list[str]) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(STATUS_SQL), {"ids": ids}).scalars())
 
 
 def _without_times(rows: list[tuple]) -> list[tuple]:
@@ -181,20 +220,28 @@ def test_attribution_matches_the_store_is_idempotent_and_fills_late_journeys(
     first = _run(database_url, sandbox.url, full=True)
     loaded, events = _loaded(clean_db)
     expected = expected_revenue(store, loaded, klaviyo_credited(store, events))
-    assert set(expected["last_touch"]) >= {"direct", "email", "organic_search", "paid_social",
-                                           "referral", "unknown"}  # fmt: skip
+    assert set(expected["last_touch"]) >= {
+        "direct",
+        "email",
+        "organic_search",
+        "paid_social",
+        "referral",
+        "unknown",
+    }
     assert expected["klaviyo"]["klaviyo_email"][0] > 0
     for grain in ("day", "week", "month"):
         assert revenue(clean_db, grain) == expected, grain
 
     # the charts: every embedded image decodes to an 800 x 400 PNG
     images = _images(first)
-    assert {"order_attribution.revenue_by_channel_chart",
-            "customer_stats.ltv_by_acquisition_channel_chart",
-            "customer_stats.segment_distribution_chart",
-            "customer_stats.churn_probability_histogram",
-            "customer_stats.predicted_ltv_histogram",
-            "customer_metrics.calibration_chart"} <= set(images)  # fmt: skip
+    assert {
+        "order_attribution.revenue_by_channel_chart",
+        "customer_stats.ltv_by_acquisition_channel_chart",
+        "customer_stats.segment_distribution_chart",
+        "customer_stats.churn_probability_histogram",
+        "customer_stats.predicted_ltv_histogram",
+        "customer_metrics.calibration_chart",
+    } <= set(images)
     for name, png in images.items():
         assert png[:8] == b"\x89PNG\r\n\x1a\n", name
         assert struct.unpack(">II", png[16:24]) == (800, 400), name
@@ -207,23 +254,19 @@ def test_attribution_matches_the_store_is_idempotent_and_fills_late_journeys(
     assert revenue(clean_db, "month") == expected
 
     # Shopify builds the late journeys; orders' updated_at does not move
-    orders = [orjson.loads(line) for line in (store / "shopify/orders.jsonl").read_bytes().splitlines()]
+    orders = [
+        orjson.loads(line) for line in (store / "shopify/orders.jsonl").read_bytes().splitlines()
+    ]
     late = [o for o in orders if "_journey" in o]
     assert len(late) == LATE
-    with clean_db.connect() as conn:
-        statuses = set(conn.execute(sa.text(
-            "SELECT a.journey_status FROM order_attributions a JOIN orders o ON o.id = a.order_id "
-            "WHERE o.external_id = ANY(:ids)"), {"ids": [str(o["id"]) for o in late]}).scalars())  # fmt: skip
+    statuses = _statuses(clean_db, [str(o["id"]) for o in late])
     assert statuses == {"not_ready"}
     for order in late:
         order["customer_journey_summary"] = order.pop("_journey")
     _write(store, orders)
     sandbox.reload()
     _run(database_url, sandbox.url, full=False, assets=[*INGESTION_ASSETS, order_attribution])
-    with clean_db.connect() as conn:
-        statuses = set(conn.execute(sa.text(
-            "SELECT a.journey_status FROM order_attributions a JOIN orders o ON o.id = a.order_id "
-            "WHERE o.external_id = ANY(:ids)"), {"ids": [str(o["id"]) for o in late]}).scalars())  # fmt: skip
+    statuses = _statuses(clean_db, [str(o["id"]) for o in late])
     assert statuses == {"ready"}
     expected = expected_revenue(store, loaded, klaviyo_credited(store, events))
     assert revenue(clean_db, "month") == expected

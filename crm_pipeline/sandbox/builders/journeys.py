@@ -28,8 +28,12 @@ NO_JOURNEY_SOURCES = frozenset({"pos", "shopify_draft_order"})
 
 SEARCH = ("google", "bing", "duckduckgo")
 SOCIAL = ("facebook", "instagram", "tiktok")
-REFERRERS = ("https://www.reddit.com/r/deals/", "https://blog.example.org/gift-guide",
-             "https://news.ycombinator.com/item", "https://www.wirecutter.com/reviews/")  # fmt: skip
+REFERRERS = (
+    "https://www.reddit.com/r/deals/",
+    "https://blog.example.org/gift-guide",
+    "https://news.ycombinator.com/item",
+    "https://www.wirecutter.com/reviews/",
+)
 FLOWS = (("welcome-series", "XkR2fa"), ("abandoned-cart", "Ub7Qme"),
          ("browse-abandonment", "Pw4Hzn"), ("win-back", "Tc9Lsd"))  # fmt: skip
 CAMPAIGNS = ("black-friday", "new-arrivals", "flash-sale", "weekly-newsletter")
@@ -65,8 +69,13 @@ def _visit(kind: int, pick: list[int], at: str, order_id: int, touch: int) -> di
             "source_type": "AD",
             "referrer_url": f"https://l.{network}.com/",
             "landing_page": f"{page}?utm_source={network}&utm_medium=paid_social",
-            "utm_parameters": {"source": network, "medium": "paid_social", "campaign": campaign,
-                               "content": f"ad-{pick[3] % 8 + 1}", "term": None},  # fmt: skip
+            "utm_parameters": {
+                "source": network,
+                "medium": "paid_social",
+                "campaign": campaign,
+                "content": f"ad-{pick[3] % 8 + 1}",
+                "term": None,
+            },  # fmt: skip
             "marketing_event": {
                 "id": 4_400_000 + pick[3] % 40,
                 "type": "AD",
@@ -84,8 +93,13 @@ def _visit(kind: int, pick: list[int], at: str, order_id: int, touch: int) -> di
             "source": "klaviyo",
             "source_type": "NEWSLETTER",
             "landing_page": f"{page}?utm_source=klaviyo&utm_medium=email",
-            "utm_parameters": {"source": "klaviyo", "medium": "email", "campaign": campaign,
-                               "content": None, "term": None},  # fmt: skip
+            "utm_parameters": {
+                "source": "klaviyo",
+                "medium": "email",
+                "campaign": campaign,
+                "content": None,
+                "term": None,
+            },  # fmt: skip
         }
     elif name == "referral":
         referrer = REFERRERS[pick[1] % len(REFERRERS)]

@@ -30,6 +30,7 @@ from crm_pipeline.sandbox.builders.base import (
     klaviyo_times,
     person_id,
 )
+from crm_pipeline.sandbox.builders.journeys import JourneyBuilder
 from crm_pipeline.sandbox.builders.odds import (
     ACTIVE_ON_SITE,
     CART_PER_VIEW,
@@ -55,7 +56,6 @@ from crm_pipeline.sandbox.builders.odds import (
     PROFILE_LINK_CUTS,
     PROFILE_SHOPIFY_PHONE,
 )
-from crm_pipeline.sandbox.builders.journeys import JourneyBuilder
 
 
 class KlaviyoBuilder(JourneyBuilder):
