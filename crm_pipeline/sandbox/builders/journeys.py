@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crm_pipeline.sandbox.builders.base import DAY, REF, klaviyo_times, pools_source_names
+from crm_pipeline.sandbox.builders.base import DAY, klaviyo_times, pools_source_names
 from crm_pipeline.sandbox.builders.shopify import ShopifyBuilder
 
 KINDS = ("direct", "organic_search", "paid_social", "email", "referral")
@@ -127,7 +127,7 @@ class JourneyBuilder(ShopifyBuilder):
         last_tl = last_t.tolist()
         picks = r.integers(0, 1 << 30, (n, 2, 4)).tolist()
         days_l = days.tolist()
-        recent = self.order_time > REF - 2 * DAY
+        recent = self.order_time > self.ref - 2 * DAY
         not_ready = (r.random(n) < np.where(recent, NOT_READY_RECENT, NOT_READY)).tolist()
         assist = (r.random(n) < KLAVIYO_ASSIST).tolist()
         journeys: list[dict | None] = []
