@@ -116,11 +116,25 @@ def sandbox_generate(
     customers: Annotated[int, typer.Option(help="Live Shopify customers to write.")] = 5000,
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same bytes.")] = 0,
     out: Annotated[Path, typer.Option(help="Store directory to write.")] = Path("sandbox-store"),
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The store's 'now' (ISO date or time, UTC); default: the current hour, so the "
+            "store reaches up to today. Give it to reproduce a store byte for byte.",
+        ),
+    ] = None,
 ) -> None:
     """Write a realistic store directory (docs/reference.md section 5)."""
-    from crm_pipeline.sandbox.generate import generate_store
+    from crm_pipeline.normalize import parse_timestamp
+    from crm_pipeline.sandbox.generate import generate_store, run_hour
 
-    summary = generate_store(out, customers=customers, seed=seed, progress=True)
+    moment = parse_timestamp(as_of) if as_of else run_hour()
+    if moment is None:
+        raise typer.BadParameter(f"{as_of!r} is not an ISO date or time", param_hint="--as-of")
+    summary = generate_store(
+        out, customers=customers, seed=seed, progress=True, reference_time=moment
+    )
     console.print(summary)
 
 

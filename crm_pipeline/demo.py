@@ -38,7 +38,7 @@ from crm_pipeline.db.server import EmbeddedPostgres
 from crm_pipeline.firestore.emulator import FirestoreEmulator, heap_for
 from crm_pipeline.firestore.lost import LOG_ENV as FIRESTORE_LOG_ENV
 from crm_pipeline.instance import prepare_dagster_home
-from crm_pipeline.sandbox.generate import generate_store
+from crm_pipeline.sandbox.generate import generate_store, run_hour
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.settings import REPO_ROOT, crm_home
 
@@ -156,11 +156,14 @@ class Demo:
 
     # -------------------------------------------------------------------------- steps
     def _store(self, home: Path) -> Path:
-        store = home / "sandbox" / f"store-{self.customers}-{self.seed}"
+        # one store per day: its dates reach up to the day of the demo ("new this month")
+        moment = run_hour()
+        name = f"store-{self.customers}-{self.seed}-{moment:%Y%m%d}"
+        store = home / "sandbox" / name
         if not (store / "store.json").exists():
             console.print(f"  generating a sandbox store of {self.customers} customers ...")
             store.parent.mkdir(parents=True, exist_ok=True)
-            generate_store(store, customers=self.customers, seed=self.seed)
+            generate_store(store, customers=self.customers, seed=self.seed, reference_time=moment)
         return store
 
     def _environment(self, dsn: str, sandbox_url: str, firestore_host: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 
 from crm_pipeline.settings import REPO_ROOT
 
-HEAVY = ("pandas", "numpy", "scipy", "pandera")
+HEAVY = ("pandas", "numpy", "scipy", "pandera", "matplotlib")
 
 
 def test_importing_the_code_location_loads_no_dataframe_or_model_library() -> None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.attribution.journey import journey_row
+from crm_pipeline.attribution.store import write_journeys
 from crm_pipeline.db.copy import copy_rows, create_temp_table
 from crm_pipeline.ingest.base import Loader, clamp_ts, refresh_statistics
 from crm_pipeline.mapping.records import OrderRecord, content_hash
@@ -213,6 +215,9 @@ class OrderLoader(Loader):
             )
         ).all()
         conn.exec_driver_sql("DROP TABLE stage_orders")
+        write_journeys(
+            conn, ((r.external_id, journey_row(r.raw)) for r, _ in writes if r.external_id)
+        )
         refresh_statistics(conn, "orders", report.inserted, also=("order_line_items",))
         report.unmatched += sum(1 for r, _ in writes if not r.customer_external_id and not r.email)
         if touched:

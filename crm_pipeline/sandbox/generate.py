@@ -11,7 +11,8 @@ Customers are produced in fixed-size chunks; every chunk has its own random stre
 (seed, chunk index) and its own range of person numbers, so chunks are independent (they can run
 in parallel) and the output does not depend on how they are scheduled. Ids, emails and phone
 numbers are bijective functions of the person number, which makes them unique without any global
-bookkeeping. All times are relative to REFERENCE_TIME, never the wall clock.
+bookkeeping. All times are relative to the store's reference time (REFERENCE_TIME unless one is
+given), never the wall clock.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,6 @@ from crm_pipeline.sandbox.builders.base import (
     HISTORY,
     METRICS,
     ORDER_ID_BASE,
-    REF,
     REFERENCE_TIME,
     REFUND_ID_BASE,
     YEAR,
@@ -89,6 +89,7 @@ __all__ = [
     "mutation_phone",
     "order_net_spent_cents",
     "rate_scale",
+    "run_hour",
     "shopify_time",
 ]
 
@@ -138,6 +139,7 @@ class _Chunk(KlaviyoBuilder):
         self._bind_lists()
         self.shopify_attributes()
         self.orders()
+        self.journeys()
         customers, deleted = self.customers_json()
         orders = self.orders_json()
         self.profiles()
@@ -173,8 +175,8 @@ def generate_chunk(plan: ChunkPlan, seed: int, lam_scale: float, opc: float) -> 
             gc.enable()
 
 
-def _metrics_json() -> bytes:
-    created = klaviyo_times([REF - HISTORY - 90 * DAY])[0]
+def _metrics_json(ref: int) -> bytes:
+    created = klaviyo_times([ref - HISTORY - 90 * DAY])[0]
     return _jsonl(
         [
             dumps(
@@ -221,6 +223,12 @@ def _star_chunk(args: tuple[ChunkPlan, int, float, float]) -> ChunkOutput:
     return generate_chunk(*args)
 
 
+def run_hour() -> datetime:
+    """The current UTC hour: the reference time of stores made for a run (CLI, demo), so their
+    newest customers and orders are from today and "new this month" is not zero."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def generate_store(
     out: Path,
     customers: int,
@@ -229,21 +237,25 @@ def generate_store(
     orders_per_customer: float = 3.0,
     progress: bool = False,
     workers: int | None = None,
+    reference_time: datetime | None = None,
 ) -> StoreSummary:
     """Write a sandbox store with `customers` live Shopify customers to `out`.
 
-    Same arguments give byte-identical files (store.json's generated_at is REFERENCE_TIME, the
-    store's "now"); `workers` (default: up to 2 processes when there is more than one chunk)
-    only changes speed, never output.
+    Same arguments give byte-identical files (store.json's generated_at is `reference_time`, the
+    store's "now": REFERENCE_TIME unless given; the CLI and the demo pass the run's hour so
+    the store reaches up to the day it is used); `workers` (default: up to 2 processes when
+    there is more than one chunk) only changes speed, never output.
     """
     out = Path(out)
     for sub in ("shopify", "klaviyo", "_truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    plans = chunk_plan(customers)
+    moment = (reference_time or REFERENCE_TIME).astimezone(UTC)
+    ref = int(moment.timestamp())
+    plans = [replace(plan, ref=ref) for plan in chunk_plan(customers)]
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(plans) > 1 else 1
     lam_scale = rate_scale(orders_per_customer)
-    summary = StoreSummary(seed=seed, reference_time=REFERENCE_TIME.isoformat())
+    summary = StoreSummary(seed=seed, reference_time=moment.isoformat())
     handles = {k: open(out / f"{v}.tmp", "wb") for k, v in FILES.items()}  # noqa: SIM115
     started = time.monotonic()
     try:
@@ -266,12 +278,12 @@ def generate_store(
             h.close()
     for rel in FILES.values():
         os.replace(out / f"{rel}.tmp", out / rel)
-    (out / "klaviyo/metrics.jsonl").write_bytes(_metrics_json())
+    (out / "klaviyo/metrics.jsonl").write_bytes(_metrics_json(ref))
     for rel in [*FILES.values(), "klaviyo/metrics.jsonl"]:
         summary.files[rel] = (out / rel).stat().st_size
     meta = {
         **asdict(summary),
-        "generated_at": REFERENCE_TIME.isoformat(),
+        "generated_at": moment.isoformat(),
         "orders_per_customer": orders_per_customer,
         "generator": "crm_pipeline.sandbox.generate",
     }

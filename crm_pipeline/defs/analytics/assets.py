@@ -6,6 +6,11 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline.analytics._db import as_utc
+from crm_pipeline.analytics.chart_metadata import (
+    acquisition_metadata,
+    calibration_metadata,
+    score_metadata,
+)
 from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
 from crm_pipeline.analytics.segments import refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
@@ -96,7 +101,21 @@ def customer_metrics(
         if value is not None:
             metadata[f"klaviyo_{key}"] = value
     context.log.info("metrics: %s", {k: v for k, v in metadata.items() if k != "model_params"})
+    metadata.update(_as_metadata(calibration_metadata(postgres.get_engine(), as_of)))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _as_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """Charts as Markdown, tables as JSON, the rest as they are."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, str) and value.startswith("!["):
+            out[key] = dg.MetadataValue.md(value)
+        elif isinstance(value, dict):
+            out[key] = dg.MetadataValue.json(value)
+        else:
+            out[key] = value
+    return out
 
 
 @dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
@@ -114,7 +133,11 @@ def customer_segments(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_segments])
+@dg.asset(
+    group_name=GROUP,
+    kinds={"postgres"},
+    deps=[customer_segments, dg.AssetKey("order_attribution")],
+)
 def customer_stats(postgres: PostgresResource) -> dg.MaterializeResult:
     """Dashboard numbers (total, active, VIP, average LTV, churn, growth) as plottable metadata."""
     engine = postgres.get_engine()
@@ -129,4 +152,7 @@ def customer_stats(postgres: PostgresResource) -> dg.MaterializeResult:
         {d["segment_name"]: d["customers"] for d in distribution}
     )
     metadata["snapshot"] = dg.MetadataValue.md(stats_markdown(stats, distribution))
+    counts = {d["segment_name"]: d["customers"] for d in distribution}
+    metadata.update(_as_metadata(score_metadata(engine, counts)))
+    metadata.update(_as_metadata(acquisition_metadata(engine)))
     return dg.MaterializeResult(metadata=metadata)

@@ -209,6 +209,7 @@ class ChunkPlan:
     klaviyo_only: int
     guests: int
     base: int
+    ref: int = REF  # the store's "now" (unix seconds): every time is drawn relative to it
 
     @property
     def shopify(self) -> int:

@@ -20,7 +20,6 @@ from crm_pipeline.sandbox.builders.base import (
     M_ORDER,
     M_VIEW,
     METRICS,
-    REF,
     YEAR,
     _email_variant,
     _encode,
@@ -30,6 +29,7 @@ from crm_pipeline.sandbox.builders.base import (
     klaviyo_times,
     person_id,
 )
+from crm_pipeline.sandbox.builders.journeys import JourneyBuilder
 from crm_pipeline.sandbox.builders.odds import (
     ACTIVE_ON_SITE,
     CART_PER_VIEW,
@@ -55,10 +55,9 @@ from crm_pipeline.sandbox.builders.odds import (
     PROFILE_LINK_CUTS,
     PROFILE_SHOPIFY_PHONE,
 )
-from crm_pipeline.sandbox.builders.shopify import ShopifyBuilder
 
 
-class KlaviyoBuilder(ShopifyBuilder):
+class KlaviyoBuilder(JourneyBuilder):
     """Klaviyo profiles and events of a chunk (JSON:API shape, docs/reference.md section 5)."""
 
     def profiles(self) -> None:
@@ -114,9 +113,9 @@ class KlaviyoBuilder(ShopifyBuilder):
         pp = self.prof_person
         pc = self.created[pp]
         jitter = rng.normal(0, 20 * DAY, n).astype(np.int64)
-        created = np.clip(pc + jitter, REF - HISTORY - 60 * DAY, REF - 3600)
+        created = np.clip(pc + jitter, self.ref - HISTORY - 60 * DAY, self.ref - 3600)
         created = np.where(self.prof_slot == 1, created + rng.integers(DAY, 300 * DAY, n), created)
-        created = np.minimum(created, REF - 3600)
+        created = np.minimum(created, self.ref - 3600)
         self.prof_created = created
         seq = (self.pidx[pp] * 2 + self.prof_slot).astype(np.uint64)
         hi = _scramble(seq, 40, 0x9E3779B1, 0x5BD1E995)
@@ -133,7 +132,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         rng, s = self.rng, self.plan.shopify
         n = len(self.prof_person)
         created = self.prof_created
-        life = np.maximum(REF - created, 3600)
+        life = np.maximum(self.ref - created, 3600)
         engage = rng.gamma(ENGAGEMENT_SHAPE, 1.0 / ENGAGEMENT_SHAPE, n)
         n_open = rng.poisson(OPENS_PER_YEAR * engage * np.minimum(life / YEAR, 3) / 1.5)
         n_click = rng.binomial(n_open, CLICK_PER_OPEN)
@@ -148,7 +147,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         open_starts = np.concatenate([[0], np.cumsum(n_open)[:-1]])
         ci = np.repeat(open_starts, n_click) + _subset_offsets(rng, n_open, n_click)
         c_row = o_row[ci]
-        c_t = np.minimum(o_t[ci] + rng.exponential(1800, len(ci)).astype(np.int64), REF - 1)
+        c_t = np.minimum(o_t[ci] + rng.exponential(1800, len(ci)).astype(np.int64), self.ref - 1)
         v_row = np.repeat(rows, n_view)
         v_t = created[v_row] + (rng.random(len(v_row)) * life[v_row]).astype(np.int64)
         pop = 1.0 / (np.arange(len(self.catalog)) + 5.0)
@@ -156,7 +155,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         view_starts = np.concatenate([[0], np.cumsum(n_view)[:-1]])
         ai = np.repeat(view_starts, n_cart) + _subset_offsets(rng, n_view, n_cart)
         a_row = v_row[ai]
-        a_t = np.minimum(v_t[ai] + rng.exponential(600, len(ai)).astype(np.int64), REF - 1)
+        a_t = np.minimum(v_t[ai] + rng.exponential(600, len(ai)).astype(np.int64), self.ref - 1)
         a_prod = v_prod[ai]
         s_row = np.repeat(rows, n_active)
         s_t = created[s_row] + (rng.random(len(s_row)) * life[s_row]).astype(np.int64)
@@ -190,7 +189,7 @@ class KlaviyoBuilder(ShopifyBuilder):
                 oidx,
             ]
         )
-        ev_t = np.minimum(ev_t, REF - 1)
+        ev_t = np.minimum(ev_t, self.ref - 1)
         order = np.lexsort((ev_m, ev_t, ev_row))
         ev_row, ev_t, ev_m, ev_x = ev_row[order], ev_t[order], ev_m[order], ev_x[order]
         ne = len(ev_row)
@@ -203,7 +202,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         if ne:
             np.maximum.at(self.last_event, ev_row, ev_t)
         ev_dt = klaviyo_times(ev_t)
-        week = ((ev_t - (REF - HISTORY)) // (7 * DAY)).tolist()
+        week = ((ev_t - (self.ref - HISTORY)) // (7 * DAY)).tolist()
         utm = rng.integers(0, len(pools.UTM_SOURCES), ne).tolist()
         utm_m = rng.integers(0, len(pools.UTM_MEDIUMS), ne).tolist()
         metric_ids = [m for m, _ in METRICS]
@@ -211,6 +210,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         prices = [pr.price_cents / 100 for pr in self.catalog]
         prof_id = self.prof_id
         order_ids = self.order_id.tolist()
+        credits = self.order_klaviyo_credit
         totals = self.order_total.tolist()
         li_start = self.item_start.tolist()
         li_n = self.n_items.tolist()
@@ -261,6 +261,8 @@ class KlaviyoBuilder(ShopifyBuilder):
                     "Brands": sorted({it.vendor for it in items}),
                     "Categories": sorted({it.product_type for it in items}),
                 }
+                if credits[x] is not None:
+                    props["$attribution"] = credits[x]
             eid = ev_ids[e]
             props["$event_id"] = str(order_ids[x]) if m == M_ORDER else eid
             out.append(
@@ -288,7 +290,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         rng, s = self.rng, self.plan.shopify
         n = len(self.prof_person)
         created = self.prof_created
-        updated = created + (rng.random(n) * (REF - 1 - created)).astype(np.int64)
+        updated = created + (rng.random(n) * (self.ref - 1 - created)).astype(np.int64)
         updated = np.maximum(updated, created)
         created_s = klaviyo_times(created)
         updated_s = klaviyo_times(updated)
@@ -311,7 +313,7 @@ class KlaviyoBuilder(ShopifyBuilder):
         n_addr = self.n_addr.tolist()
         # predictive analytics from the person's order history and latent purchase process
         lam = self.lam
-        p_alive = np.exp(-np.maximum(REF - self.last_order_t, 0) / (self.lifetime * YEAR))
+        p_alive = np.exp(-np.maximum(self.ref - self.last_order_t, 0) / (self.lifetime * YEAR))
         pred_orders = np.round(lam * p_alive, 2).tolist()
         churn = np.round(1 - p_alive, 3).tolist()
         n_orders = self.n_orders.tolist()

@@ -3,12 +3,12 @@ arrays, and the per-record accessors the Shopify and Klaviyo builders format the
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 
 from crm_pipeline.sandbox import pools
 from crm_pipeline.sandbox.builders.base import (
-    REF,
-    REFERENCE_TIME,
     ChunkPlan,
     StoreSummary,
     _draw_age,
@@ -25,12 +25,15 @@ class PersonBuilder:
 
     def __init__(self, plan: ChunkPlan, seed: int, lam_scale: float, opc: float) -> None:
         self.plan = plan
+        self.seed = seed
+        self.ref = plan.ref
         self.rng = np.random.default_rng([seed, plan.index])
         self.lam_scale = lam_scale
         self.opc = opc
         self.locales = pools.locale_pools()
         self.catalog = pools.product_catalog()
-        self.summary = StoreSummary(seed=seed, reference_time=REFERENCE_TIME.isoformat())
+        moment = datetime.fromtimestamp(plan.ref, UTC)
+        self.summary = StoreSummary(seed=seed, reference_time=moment.isoformat())
 
     # persons --------------------------------------------------------------------------------
 
@@ -56,7 +59,7 @@ class PersonBuilder:
         suffix = ((self.pidx * 48271 + 12345) % 100_000_000).astype(np.int64)
         self.phone_suffix = suffix
         self.gb_landline = (rng.random(n) < GB_LANDLINE) & (suffix < 20_000_000)
-        self.created = (REF - _draw_age(rng, n)).astype(np.int64)
+        self.created = (self.ref - _draw_age(rng, n)).astype(np.int64)
 
     def name(self, i: int) -> tuple[str, str]:
         lp = self.locales[self._name_loc[i]]

@@ -21,7 +21,6 @@ from crm_pipeline.sandbox.builders.base import (
     LINE_ITEM_ID_BASE,
     MAX_ORDERS_PER_PERSON,
     ORDER_ID_BASE,
-    REF,
     REFUND_ID_BASE,
     YEAR,
     _email_variant,
@@ -92,7 +91,7 @@ class ShopifyBuilder(PersonBuilder):
         self.customer_id = (CUSTOMER_ID_BASE + self.pidx[:s] * 37 + rng.integers(0, 37, s)).astype(
             np.int64
         )
-        age_years = (REF - self.created[:s]) / YEAR
+        age_years = (self.ref - self.created[:s]) / YEAR
         buyer = rng.random(s) < BUYER_SHARE
         lam = rng.gamma(LAMBDA_SHAPE, self.lam_scale, s)
         lifetime = rng.exponential(LIFETIME_MEAN_YEARS, s)
@@ -122,11 +121,11 @@ class ShopifyBuilder(PersonBuilder):
         first_t = base_t + rng.exponential(2 * DAY, n).astype(np.int64)
         rep_t = base_t + (rng.random(n) * span_s[o_c]).astype(np.int64)
         t[:] = np.where(first_of, first_t, rep_t)
-        guest_t = REF - (rng.random(n) * HISTORY).astype(np.int64)
+        guest_t = self.ref - (rng.random(n) * HISTORY).astype(np.int64)
         t = np.where(cust_owner, t, guest_t)
-        t = np.minimum(t, REF - 60)
+        t = np.minimum(t, self.ref - 60)
         future = rng.random(n) < ORDER_IN_FUTURE
-        t = np.where(future, REF + (rng.integers(1, 300, n) * DAY), t)
+        t = np.where(future, self.ref + (rng.integers(1, 300, n) * DAY), t)
         order = np.lexsort((t, owner))
         t = t[order]
         future = future[order]
@@ -151,11 +150,11 @@ class ShopifyBuilder(PersonBuilder):
         # statuses: 0 paid, 1 refunded, 2 partially_refunded, 3 pending, 4 voided
         u = rng.random(n)
         fs = np.select([u < cut for cut in FINANCIAL_STATUS_CUTS], [1, 2, 3, 4], 0)
-        recent = t > REF - 3 * DAY
+        recent = t > self.ref - 3 * DAY
         fs = np.where(recent & (rng.random(n) < RECENT_ORDER_PENDING) & (fs == 0), 3, fs)
         fs = np.where(future & (fs != 0), 0, fs)
         cancelled = (fs == 4) | ((fs == 1) & (rng.random(n) < REFUNDED_CANCELLED))
-        refund_t = np.minimum(t + rng.integers(2 * DAY, 30 * DAY, n), REF - 30)
+        refund_t = np.minimum(t + rng.integers(2 * DAY, 30 * DAY, n), self.ref - 30)
         refund_t = np.maximum(refund_t, t + 60)
         first_price = prices[self.item_product[self.item_start]] if n else total
         refund_amt = np.where(fs == 1, total, np.where(fs == 2, first_price, 0))
@@ -173,7 +172,7 @@ class ShopifyBuilder(PersonBuilder):
         updated = t + rng.integers(0, 5 * DAY, n)
         has_refund = (fs == 1) | (fs == 2)
         updated = np.where(has_refund, np.maximum(updated, refund_t), updated)
-        updated = np.where(future, t + 3600, np.minimum(updated, REF - 1))
+        updated = np.where(future, t + 3600, np.minimum(updated, self.ref - 1))
         updated = np.maximum(updated, t)
         self.order_total = total
         self.order_fs = fs
@@ -254,20 +253,20 @@ class ShopifyBuilder(PersonBuilder):
         self.ec_state = ec_state
         ec_level = (rng.random(s) < CONFIRMED_OPT_IN).tolist()
         created = self.created[:s]
-        consent_t = created + (rng.random(s) * (REF - created)).astype(np.int64)
+        consent_t = created + (rng.random(s) * (self.ref - created)).astype(np.int64)
         sms_state = rng.choice(4, size=s, p=SMS_CONSENT_ODDS).tolist()
         sms_from = (rng.random(s) < SMS_CONSENT_FROM_SHOPIFY).tolist()
         invalid_tpl = rng.integers(0, len(INVALID_EMAILS), s).tolist()
         invalid_phone = rng.integers(0, len(INVALID_PHONES), s).tolist()
         upd = np.maximum(created, self.last_order_updated)
         upd = np.where(ec_state != 1, np.maximum(upd, consent_t), upd)
-        upd = np.minimum(np.maximum(upd, created + rng.integers(0, 30 * DAY, s)), REF - 1)
+        upd = np.minimum(np.maximum(upd, created + rng.integers(0, 30 * DAY, s)), self.ref - 1)
         future = rng.random(s) < CUSTOMER_FUTURE_UPDATE
-        upd = np.where(future, REF + rng.integers(1, 365, s) * DAY, upd)
+        upd = np.where(future, self.ref + rng.integers(1, 365, s) * DAY, upd)
         created_s = shopify_times(created)
         updated_s = shopify_times(upd)
         consent_s = shopify_times(consent_t)
-        deleted_at = np.minimum(upd + rng.integers(DAY, 200 * DAY, s), REF - 1)
+        deleted_at = np.minimum(upd + rng.integers(DAY, 200 * DAY, s), self.ref - 1)
         deleted_s = shopify_times(deleted_at)
         cities = [c.cities for c in pools.COUNTRIES]
         countries = pools.COUNTRIES
@@ -417,13 +416,12 @@ class ShopifyBuilder(PersonBuilder):
         item_start = self.item_start.tolist()
         n_items = self.n_items.tolist()
         item_product = self.item_product.tolist()
-        item_qty = self.item_qty.tolist()
-        cust_ids = self.customer_id.tolist()
+        item_qty, cust_ids = self.item_qty.tolist(), self.customer_id.tolist()
         price_s = [money(pr.price_cents) for pr in cat]
         guest_base = p.base + p.shopify + p.klaviyo_only
         fs_names = ("paid", "refunded", "partially_refunded", "pending", "voided")
         ff_names = (None, "fulfilled", "partial")
-        sources = pools_source_names()
+        sources, journeys = pools_source_names(), self.order_journey
         out: list[bytes] = []
         for o in range(n):
             w = owner[o]
@@ -491,6 +489,7 @@ class ShopifyBuilder(PersonBuilder):
                         "total_tax": "0.00",
                         "currency": "USD",
                         "source_name": sources[source[o]],
+                        "customer_journey_summary": journeys[o],
                         "customer": customer,
                         "line_items": lis,
                         "refunds": refunds,

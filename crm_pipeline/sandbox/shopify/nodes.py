@@ -111,6 +111,33 @@ def customer_node(c: dict) -> dict:
     }
 
 
+def _camel_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_camel(k): _camel_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_tree(v) for v in value]
+    return value
+
+
+def journey_node(journey: dict | None) -> dict | None:
+    """The store's `customer_journey_summary` (snake case) as `CustomerJourneySummary`: visit
+    and marketing event ids as global ids, times in Shopify's UTC form."""
+    if not journey:
+        return None
+    node: dict = _camel_tree(journey)
+    node["ready"] = bool(node.get("ready"))
+    for key in ("firstVisit", "lastVisit"):
+        visit = node.get(key)
+        if not visit:
+            continue
+        visit["id"] = gid("CustomerVisit", visit.get("id"))
+        visit["occurredAt"] = iso_utc(visit.get("occurredAt"))
+        event = visit.get("marketingEvent")
+        if event:
+            event["id"] = gid("MarketingEvent", event.get("id"))
+    return node
+
+
 _FULFILLMENT = {None: "UNFULFILLED", "": "UNFULFILLED", "partial": "PARTIALLY_FULFILLED"}
 
 
@@ -198,6 +225,7 @@ def order_parts(o: dict) -> tuple[dict, list[dict], list[tuple[str, list[dict]]]
         "subtotalPriceSet": money(o.get("subtotal_price")),
         "totalTaxSet": money(o.get("total_tax")),
         "sourceName": o.get("source_name"),
+        "customerJourneySummary": journey_node(o.get("customer_journey_summary")),
         "tags": _tags(o.get("tags")),
         "refunds": refunds,
     }

@@ -180,6 +180,30 @@ def _refund_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _snake_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_snake(k): _snake_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_tree(v) for v in value]
+    return value
+
+
+def journey_to_rest(node: dict[str, Any]) -> dict[str, Any] | None:
+    """`customerJourneySummary` in snake case (REST has no such field: this is our shape, the
+    one orders.jsonl carries); None when Shopify has no journey for the order."""
+    journey = node.get("customerJourneySummary")
+    if not journey:
+        return None
+    out: dict[str, Any] = _snake_tree(journey)
+    for visit in ("first_visit", "last_visit"):
+        event = (out.get(visit) or {}).get("marketing_event")
+        if event and event.get("id"):
+            event["id"] = gid_to_id(event["id"])
+        if out.get(visit) and out[visit].get("id"):
+            out[visit]["id"] = gid_to_id(out[visit]["id"])
+    return out
+
+
 def order_to_rest(node: dict[str, Any]) -> dict[str, Any]:
     """A GraphQL `Order` node (children attached) -> the REST order (orders/create shape)."""
     total = _shop_money(node.get("totalPriceSet"))
@@ -203,6 +227,7 @@ def order_to_rest(node: dict[str, Any]) -> dict[str, Any]:
         "subtotal_price": _shop_money(node.get("subtotalPriceSet")).get("amount"),
         "total_tax": _shop_money(node.get("totalTaxSet")).get("amount"),
         "source_name": node.get("sourceName"),
+        "customer_journey_summary": journey_to_rest(node),
         "currency": node.get("currencyCode") or total.get("currencyCode"),
         "tags": ", ".join(tags) if isinstance(tags, list) else tags,
         "line_items": [_line_item_to_rest(li) for li in _nodes(node.get("lineItems"))],

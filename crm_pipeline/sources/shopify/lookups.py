@@ -1,4 +1,5 @@
-"""Point lookups: the shop's customer count and which customers still exist (reconcile)."""
+"""Point lookups: the shop's customer count, which customers still exist (reconcile), and the
+journeys of orders Shopify had not built a journey for when they were pulled."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from crm_pipeline.sources.shopify.base import _ClientBase
-from crm_pipeline.sources.shopify.convert import gid_to_id
-from crm_pipeline.sources.shopify.queries import CUSTOMER_NODES, CUSTOMERS_COUNT, NODES_PER_QUERY
+from crm_pipeline.sources.shopify.convert import gid_to_id, journey_to_rest
+from crm_pipeline.sources.shopify.queries import (
+    CUSTOMER_NODES,
+    CUSTOMERS_COUNT,
+    NODES_PER_QUERY,
+    ORDER_JOURNEYS_QUERY,
+)
+
+# orders per journey lookup: each costs ~9 points (the journey, two visits, their UTMs and
+# marketing events), so 100 stay under the 1000-point query limit
+JOURNEYS_PER_QUERY = 100
 
 
 class _Lookups(_ClientBase):
@@ -32,3 +42,21 @@ class _Lookups(_ClientBase):
             found = {gid_to_id(n["id"]) for n in data.get("nodes") or [] if n and n.get("id")}
             alive.update(i for i, g in zip(batch, gids, strict=True) if gid_to_id(g) in found)
         return alive
+
+    def order_journeys(self, ids: Iterable[str | int]) -> dict[str, dict[str, Any]]:
+        """order id -> {"source_name", "customer_journey_summary"} (REST shape, None when
+        Shopify has no journey) for the orders that still exist."""
+        wanted = [str(i) for i in ids]
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), JOURNEYS_PER_QUERY):
+            gids = [f"gid://shopify/Order/{i}" for i in wanted[start : start + JOURNEYS_PER_QUERY]]
+            data = self.execute(
+                ORDER_JOURNEYS_QUERY, {"ids": gids}, "OrderJourneys", cost=1 + 9 * len(gids)
+            )
+            for node in data.get("nodes") or []:
+                if node and node.get("id"):
+                    out[str(gid_to_id(node["id"]))] = {
+                        "source_name": node.get("sourceName"),
+                        "customer_journey_summary": journey_to_rest(node),
+                    }
+        return out

@@ -20,15 +20,34 @@ _CUSTOMER = f"""
   multipassIdentifier taxExemptions lastOrder {{ id }}
 """
 
-_ORDER = """
+# an order's customer journey (`Order.customerJourneySummary`), built by Shopify asynchronously:
+# `ready` is false until it is. MarketingEvent.channel is deprecated in both shipped schemas,
+# hence `marketingChannelType`.
+_VISIT = """id occurredAt source sourceType sourceDescription landingPage referrerUrl referralCode
+  utmParameters { source medium campaign content term }
+  marketingEvent { id type marketingChannelType sourceAndMedium utmCampaign utmMedium utmSource }"""
+_JOURNEY = f"""customerJourneySummary {{
+  ready daysToConversion customerOrderIndex
+  firstVisit {{ {_VISIT} }}
+  lastVisit {{ {_VISIT} }}
+}}"""
+
+_ORDER = f"""
   id name email createdAt updatedAt processedAt cancelledAt cancelReason tags
-  customer { id }
+  customer {{ id }}
   displayFinancialStatus displayFulfillmentStatus currencyCode
-  totalPriceSet { shopMoney { amount currencyCode } }
-  subtotalPriceSet { shopMoney { amount currencyCode } }
-  totalTaxSet { shopMoney { amount currencyCode } }
+  totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
+  subtotalPriceSet {{ shopMoney {{ amount currencyCode }} }}
+  totalTaxSet {{ shopMoney {{ amount currencyCode }} }}
   sourceName
+  {_JOURNEY}
 """
+
+# journeys asked again for orders whose journey was not ready when they were pulled
+ORDER_JOURNEYS_QUERY = f"""
+query OrderJourneys($ids: [ID!]!) {{
+  nodes(ids: $ids) {{ ... on Order {{ id sourceName {_JOURNEY} }} }}
+}}"""
 
 _LINE_ITEM = """
   id title vendor quantity sku

@@ -1,0 +1,1 @@
+"""Dagster definitions of order attribution: the `order_attribution` asset (docs/attribution.md)."""
