@@ -120,16 +120,17 @@ def sandbox_generate(
         str | None,
         typer.Option(
             "--as-of",
-            help="The store's 'now' (ISO date or time, UTC); default: the current hour, so the "
-            "store reaches up to today. Give it to reproduce a store byte for byte.",
+            help="The store's 'now' (ISO date or time, UTC), e.g. today so the store reaches up "
+            "to the run date; default: a fixed date, so a seed always writes the same bytes.",
         ),
     ] = None,
 ) -> None:
     """Write a realistic store directory (docs/reference.md section 5)."""
     from crm_pipeline.normalize import parse_timestamp
-    from crm_pipeline.sandbox.generate import generate_store, run_hour
+    from crm_pipeline.sandbox.builders.base import REFERENCE_TIME
+    from crm_pipeline.sandbox.generate import generate_store
 
-    moment = parse_timestamp(as_of) if as_of else run_hour()
+    moment = parse_timestamp(as_of) if as_of else REFERENCE_TIME
     if moment is None:
         raise typer.BadParameter(f"{as_of!r} is not an ISO date or time", param_hint="--as-of")
     summary = generate_store(
