@@ -108,14 +108,15 @@ def refresh_metrics(
     moment = as_utc(as_of)
     with engine.begin() as conn:
         window = read_window(conn, METRICS, None if full else limit, with_ids=not full)
-        ids = None if full else live_ids(conn, window.customer_ids)
-        if ids == []:
+        if not full and not window.customer_ids:
             advance(conn, window, 0)
             return MetricsRefresh(window, moment, full, 0)
-        run = compute_metrics(conn, moment, ids)
-        scores = write_scores(conn, moment, ids)
-        advance(conn, window, run.customers)
-    return MetricsRefresh(window, moment, full, run.customers, scores)
+        ids = None if full else live_ids(conn, window.customer_ids)
+        computed = compute_metrics(conn, moment, ids).customers if ids != [] else 0
+        # the dead among the touched lose their scores, as in a full run
+        scores = write_scores(conn, moment, None if full else window.customer_ids)
+        advance(conn, window, computed)
+    return MetricsRefresh(window, moment, full, computed, scores)
 
 
 def refresh_segment_assignments(
