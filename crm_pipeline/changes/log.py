@@ -113,7 +113,7 @@ def advance(conn: sa.Connection, window: ChangeWindow, customers: int | None = N
 
 def prune(conn: sa.Connection) -> int:
     """Delete changes every consumer has passed; until each core stage has run once, none."""
-    horizons = dict(
+    horizons: dict[str, int] = dict(
         conn.execute(sa.text("SELECT consumer, horizon FROM change_consumers")).tuples().all()
     )
     if not horizons or any(c not in horizons for c in CORE_CONSUMERS):
