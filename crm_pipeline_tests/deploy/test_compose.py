@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from dagster._core.instance.config import dagster_instance_config
 
 REPO = Path(__file__).resolve().parents[2]

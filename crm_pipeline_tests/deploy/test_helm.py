@@ -154,7 +154,11 @@ def test_receiver_manifests_are_well_formed_kubernetes_objects() -> None:
         # the client's models also refuse missing required fields
         client._ApiClient__deserialize(document, type_name)  # type: ignore[attr-defined]
         kinds[document["kind"]] = document
-    deployment, service, hpa = kinds["Deployment"], kinds["Service"], kinds["HorizontalPodAutoscaler"]
+    deployment, service, hpa = (
+        kinds["Deployment"],
+        kinds["Service"],
+        kinds["HorizontalPodAutoscaler"],
+    )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["receiver"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
