@@ -3,10 +3,10 @@
 # dagster-daemon. Choose the process with the command: `code-server`, `receiver`, `worker`,
 # `migrate`, or any other command line (deploy/docker-entrypoint.sh).
 #
-# The dependencies come from deploy/requirements.lock (`uv pip compile` of pyproject.toml, with
-# hashes), so an image built today and one built next month hold the same files. Every compiled
-# dependency ships a wheel; the few source-only ones are pure Python: the build stage needs no
-# compiler, and the runtime stage gets only the finished virtualenv.
+# The dependencies come from deploy/requirements.lock (`uv pip compile` of pyproject.toml and its
+# k8s extra, with hashes), so an image built today and one built next month hold the same files.
+# Every compiled dependency ships a wheel; the few source-only ones are pure Python: the build
+# stage needs no compiler, and the runtime stage gets only the finished virtualenv.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
