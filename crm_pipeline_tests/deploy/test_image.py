@@ -1,4 +1,4 @@
-"""The image (Dockerfile) lints clean and its lock file (deploy/requirements.lock) is the resolved
+"""The image (Dockerfile, and its entrypoint script) lints clean and its lock file (deploy/requirements.lock) is the resolved
 dependency set of pyproject.toml; these machines cannot pull base images or build one."""
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ def _pins(text: str) -> dict[str, str]:
 def test_dockerfile_lints_clean() -> None:
     result = subprocess.run(
         [_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_entrypoint_script_lints_clean() -> None:
+    result = subprocess.run(
+        [_tool("shellcheck"), "--severity", "style", "deploy/docker-entrypoint.sh"],
         cwd=REPO,
         capture_output=True,
         text=True,
