@@ -1,5 +1,6 @@
-"""The image (Dockerfile, and its entrypoint script) lints clean and its lock file (deploy/requirements.lock) is the resolved
-dependency set of pyproject.toml; these machines cannot pull base images or build one."""
+"""The image (Dockerfile, and its entrypoint script) lints clean and its lock file
+(deploy/requirements.lock) is the resolved dependency set of pyproject.toml; these machines
+cannot pull base images or build one."""
 
 from __future__ import annotations
 
