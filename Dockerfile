@@ -18,18 +18,22 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
+WORKDIR /app
 
 # The locked dependencies first: this layer is rebuilt only when the lock file changes.
 COPY deploy/requirements.lock deploy/requirements.lock
 RUN pip install --require-hashes --no-deps -r deploy/requirements.lock
 
-COPY pyproject.toml setup.py README.md ./
-COPY crm_pipeline crm_pipeline
-COPY webhook_receiver webhook_receiver
+# The project keeps the layout of a checkout in /app (pyproject.toml with [tool.dg], dagster.yaml,
+# workspace.yaml, sql/) and is installed in place: the code finds its instance settings and
+# migrations beside itself (crm_pipeline/settings.py REPO_ROOT) as in development.
+COPY pyproject.toml setup.py README.md dagster.yaml workspace.yaml ./
 COPY sql sql
+COPY webhook_receiver webhook_receiver
+COPY crm_pipeline crm_pipeline
 # --no-deps: everything is already there from the lock; this adds only our own package.
-RUN pip install --no-deps .
+RUN pip install --no-deps --editable . \
+    && rm -rf deploy build
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -43,9 +47,8 @@ RUN groupadd --system --gid 10001 crm \
     && chown crm:crm /var/lib/crm /opt/dagster/dagster_home /opt/dagster/storage
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
 WORKDIR /app
-COPY workspace.yaml ./
-COPY sql sql
 COPY deploy/dagster.yaml /opt/dagster/dagster_home/dagster.yaml
 COPY deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
