@@ -159,7 +159,7 @@ class Lander:
         future: asyncio.Future[bool] = loop.create_future()
         queue.put_nowait(_Pending(row, future))
         # A hard ceiling so a request never hangs past what the sender waits for.
-        timer = loop.call_later(self._deadline, _expire, future)
+        timer = loop.call_later(self._deadline, expire_future, future)
         try:
             return await future
         finally:
@@ -232,17 +232,17 @@ class Lander:
                     last_failure = time.monotonic()
                     log.warning("writer %d: database error, reconnecting: %s", index, exc)
                     _fail(batch, DatabaseUnavailable("database unavailable"))
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
                     conn = None
                 except Exception:
                     # A bug must not kill the writer and leave every later request hanging.
                     log.exception("writer %d: unexpected error", index)
                     _fail(batch, DatabaseUnavailable("landing failed"))
-                    await _close_quietly(conn)
+                    await close_quietly(conn)
                     conn = None
         finally:
             if conn is not None:
-                await _close_quietly(conn)
+                await close_quietly(conn)
 
     async def _write(self, conn: psycopg.AsyncConnection, batch: list[_Pending]) -> None:
         # Duplicates inside one batch: the first copy is "the" insert, later ones are duplicates.
@@ -299,7 +299,8 @@ class _ConnectionLost(Exception):
     pass
 
 
-def _expire(future: asyncio.Future[bool]) -> None:
+def expire_future(future: asyncio.Future[Any]) -> None:
+    """Fail a waiting request that no writer answered in time (a hard ceiling)."""
     if not future.done():
         future.set_exception(DatabaseUnavailable("landing timed out"))
 
@@ -310,7 +311,8 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
             pending.future.set_exception(exc)
 
 
-async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+async def close_quietly(conn: psycopg.AsyncConnection) -> None:
+    """Close a connection being discarded, ignoring whatever it says."""
     try:
         async with asyncio.timeout(1):
             await conn.close()

@@ -65,10 +65,16 @@ def create_app(settings: WebhookSettings | None = None) -> ReceiverApp:
         timeout_seconds=settings.db_timeout_seconds,
         on_batch=metrics.batch_size.observe,
     )
+    limiter = RateLimiter(
+        dsn,
+        settings.rate_limit_per_source,
+        settings.rate_limit_per_shop,
+        timeout_seconds=settings.db_timeout_seconds,
+    )
     receiver = Receiver(
         settings=settings,
         lander=lander,
-        limiter=RateLimiter(settings.rate_limit_per_source, settings.rate_limit_per_shop),
+        limiter=limiter,
         metrics=metrics,
         statuses=ActionStatus(dsn, settings.db_timeout_seconds),
     )
@@ -76,9 +82,11 @@ def create_app(settings: WebhookSettings | None = None) -> ReceiverApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await lander.start()
+        await limiter.start()
         try:
             yield
         finally:
+            await limiter.stop()
             await lander.stop()
 
     app = ReceiverApp(

@@ -45,7 +45,7 @@ from webhook_receiver.deps import ReceiverDep
 from webhook_receiver.landing import DatabaseUnavailable, EventRow, RowRejected
 from webhook_receiver.receiver import Receiver
 from webhook_receiver.rows.admin import admin_rows
-from webhook_receiver.rows.common import RowBuilder
+from webhook_receiver.rows.common import RowBuilder, rate_limit
 from webhook_receiver.rows.klaviyo import klaviyo_rows
 from webhook_receiver.rows.shopify import shopify_rows
 from webhook_receiver.signatures import SignatureError
@@ -106,7 +106,10 @@ async def deliver(
         body = await receive_body(
             receive, headers.get("content-length"), receiver.settings.max_body_bytes
         )
-        return await land(receiver, source, route.rows(receiver, headers, body))
+        rows = route.rows(receiver, headers, body)
+        if receiver.limiter.enabled:
+            await rate_limit(receiver, source, rows)
+        return await land(receiver, source, rows)
     except Rejection as exc:
         receiver.metrics.rejected.labels(source, exc.reason).inc()
         if exc.status >= 500:

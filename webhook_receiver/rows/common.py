@@ -1,4 +1,5 @@
-"""What every sender's row builder uses: JSON parsing, header text, stored headers, rate limit.
+"""What every sender's row builder uses: JSON parsing, header text, stored headers; and the
+shared rate limit `deliver` applies to the rows they build.
 
 Nothing here logs the payload's people (emails, phones); refusals are `Rejection`s.
 """
@@ -12,7 +13,7 @@ import orjson
 
 from webhook_receiver.answers import Rejection
 from webhook_receiver.asgi import Headers
-from webhook_receiver.landing import EventRow
+from webhook_receiver.landing import DatabaseUnavailable, EventRow
 from webhook_receiver.ratelimit import RateLimited
 from webhook_receiver.receiver import Receiver
 
@@ -75,11 +76,16 @@ def headers_json(headers: Headers) -> str:
     return orjson.dumps({k: v for k, v in headers.items() if k not in _DROPPED_HEADERS}).decode()
 
 
-def rate_limit(receiver: Receiver, source: str, shop_domain: str | None = None) -> None:
-    """429 with Retry-After when the source's (or the shop's) budget is spent."""
+async def rate_limit(receiver: Receiver, source: str, rows: list[EventRow]) -> None:
+    """429 with Retry-After when the source's (or the shop's) shared budget is spent; 503 when
+    the shared counters cannot be reached (the sender retries)."""
     try:
-        receiver.limiter.hit(source, shop_domain)
+        await receiver.limiter.hit(source, rows[0].shop_domain if rows else None)
     except RateLimited as exc:
         raise Rejection(
             429, "rate_limited", str(exc), {"Retry-After": str(exc.retry_after)}
+        ) from exc
+    except DatabaseUnavailable as exc:
+        raise Rejection(
+            503, "db_unavailable", "database unavailable, retry later", {"Retry-After": "5"}
         ) from exc

@@ -17,7 +17,6 @@ from webhook_receiver.rows.common import (
     header_text,
     headers_json,
     parse_json,
-    rate_limit,
     strip_nul,
 )
 from webhook_receiver.signatures import verify_klaviyo
@@ -55,7 +54,6 @@ def klaviyo_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
     )
     webhook_id = header_text(get("klaviyo-webhook-id"), "Klaviyo-Webhook-Id")
     items = klaviyo_items(parse_json(body))
-    rate_limit(receiver, "klaviyo")
     sent_at = parse_instant(timestamp)
     stored_headers = headers_json(headers)
     rows: list[EventRow] = []

@@ -11,7 +11,6 @@ from webhook_receiver.rows.common import (
     header_text,
     headers_json,
     parse_json,
-    rate_limit,
     storable_json,
 )
 from webhook_receiver.signatures import verify_base64
@@ -25,7 +24,6 @@ def shopify_rows(receiver: Receiver, headers: Headers, body: bytes) -> list[Even
     topic = header_text(get("x-shopify-topic"), "X-Shopify-Topic")
     shop = header_text(get("x-shopify-shop-domain"), "X-Shopify-Shop-Domain")
     parsed = parse_json(body)
-    rate_limit(receiver, "shopify", shop)
     return [
         EventRow(
             source="shopify",
