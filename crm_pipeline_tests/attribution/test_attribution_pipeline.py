@@ -17,6 +17,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from crm_pipeline.changes.mode import REFRESH_TAG
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.analytics import assets as analytics_assets
 from crm_pipeline.defs.attribution.assets import order_attribution
@@ -90,7 +91,9 @@ def _run(dsn: str, url: str, full: bool, assets: list | None = None) -> dg.Execu
         "klaviyo": KlaviyoResource(api_url=url),
     }
     config = {"ops": {name: {"config": {"full_refresh": full}} for name in PULLS}}
-    result = dg.materialize(assets or ASSETS, resources=resources, run_config=config)
+    # a full run recomputes everyone (and draws the calibration diagnostic), as full_refresh does
+    tags = {REFRESH_TAG: "full" if full else "touched"}
+    result = dg.materialize(assets or ASSETS, resources=resources, run_config=config, tags=tags)
     assert result.success
     return result
 
