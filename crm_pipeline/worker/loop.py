@@ -1,0 +1,152 @@
+"""The worker loop: claim what landed, apply it, refresh what it touched, tell the app and Dagster.
+
+Each cycle runs `process_pending` (the code the process_webhooks job runs, so claims are the same
+SKIP LOCKED leases and workers, sensor runs and other workers never apply a delivery twice) for
+at most `batch_size` deliveries, then refreshes the touched customers' metrics and Firestore
+documents, then writes the admin actions' states, then reports to Dagster. Between cycles it
+sleeps until the webhook_events trigger notifies a landing, or `poll_seconds` pass (retries
+whose backoff ended, replays and a missed notification are found by that poll).
+
+Stopping (SIGTERM, SIGINT or `stop()`): the delivery being applied finishes, the rest of the
+claimed batch is handed back unstarted, and the refresh of what was applied still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import dagster as dg
+import sqlalchemy as sa
+from google.cloud import firestore
+
+from crm_pipeline.firestore.mirror import MirrorSettings
+from crm_pipeline.webhooks.processor import ProcessReport, process_pending
+from crm_pipeline.webhooks.queue import Delivery, RetryPolicy
+from crm_pipeline.worker.action_documents import mirror_action_states
+from crm_pipeline.worker.dagster_events import report_cycle
+from crm_pipeline.worker.refresh import RefreshResult, refresh_touched
+from crm_pipeline.worker.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How much a cycle takes on and how often an idle worker looks at the queue anyway."""
+
+    batch_size: int = 50
+    poll_seconds: float = 1.0
+    policy: RetryPolicy = RetryPolicy()
+
+
+class Worker:
+    """Applies landed deliveries as they arrive until `stop()` (or a signal in `serve()`)."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        dsn: str,
+        firestore_client: firestore.Client,
+        mirror_settings: MirrorSettings | None = None,
+        instance: dg.DagsterInstance | None = None,
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        self.engine = engine
+        self.firestore = firestore_client
+        self.mirror_settings = mirror_settings or MirrorSettings()
+        self.instance = instance
+        self.settings = settings or WorkerSettings()
+        self.worker_id = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.wakeup = Wakeup(dsn)
+        self._stopping = threading.Event()
+        self.cycles = 0
+        self.applied = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def serve(self) -> None:
+        """`run()` with SIGTERM and SIGINT turned into a clean stop (main thread only)."""
+        with self._stop_on_signals():
+            self.run()
+
+    def run(self) -> None:
+        log.info("worker %s waiting for deliveries", self.worker_id)
+        self.wakeup.start()
+        try:
+            while not self.stopping:
+                report = self.run_once()
+                if report.claimed >= self.settings.batch_size:
+                    continue  # more may be waiting: no sleep
+                self.wakeup.wait(self.settings.poll_seconds, lambda: self.stopping)
+        finally:
+            self.wakeup.close()
+            log.info(
+                "worker %s stopped after %d cycles, %d deliveries",
+                self.worker_id,
+                self.cycles,
+                self.applied,
+            )
+
+    def run_once(self) -> ProcessReport:
+        """One cycle: apply up to batch_size ready deliveries and publish their effect."""
+        actions: list[int] = []
+
+        def remember_actions(delivery: Delivery, _status: str) -> None:
+            if delivery.source == "manual":
+                actions.append(delivery.id)
+
+        report = process_pending(
+            self.engine,
+            run_id=self.worker_id,
+            batch_size=self.settings.batch_size,
+            max_deliveries=self.settings.batch_size,
+            policy=self.settings.policy,
+            after_each=remember_actions,
+            stop=lambda: self.stopping,
+        )
+        if not report.claimed:
+            return report
+        self.cycles += 1
+        self.applied += report.processed
+        refresh: RefreshResult | None = None
+        if report.touched_customer_ids:
+            refresh = refresh_touched(
+                self.engine,
+                self.firestore,
+                self.mirror_settings,
+                run_id=f"{self.worker_id}-{self.cycles}",
+                customer_ids=report.touched_customer_ids,
+            )
+        mirror_action_states(self.engine, self.firestore, actions)
+        for error in report.errors:
+            log.warning("webhook delivery failed: %s", error)
+        if self.instance is not None:
+            report_cycle(self.instance, self.worker_id, report, refresh)
+        return report
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        def handler(signum: int, _frame: object) -> None:
+            log.info("worker %s: %s, stopping", self.worker_id, signal.Signals(signum).name)
+            self.stop()
+
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
