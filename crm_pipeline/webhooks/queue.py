@@ -204,9 +204,9 @@ def release(engine: sa.Engine, deliveries: list[Delivery], token: str) -> int:
     with engine.begin() as conn:
         return conn.execute(
             sa.text(
-                "UPDATE webhook_events SET status = 'pending', attempts = greatest(attempts - 1, 0), "
-                "next_attempt_at = now(), claimed_at = NULL, claimed_by = NULL, "
-                "last_claimed_by = NULL "
+                "UPDATE webhook_events SET status = 'pending', "
+                "attempts = greatest(attempts - 1, 0), next_attempt_at = now(), "
+                "claimed_at = NULL, claimed_by = NULL, last_claimed_by = NULL "
                 "WHERE id = ANY(:ids) AND status = 'processing' AND claimed_by = :token"
             ),
             {"ids": [d.id for d in deliveries], "token": token},

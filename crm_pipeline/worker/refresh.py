@@ -18,8 +18,12 @@ from google.cloud import firestore
 
 from crm_pipeline.analytics.metrics import compute_metrics
 from crm_pipeline.firestore.documents import fetch_customer_documents, is_customer_id
-from crm_pipeline.firestore.mirror import FirestoreWriter, MirrorSettings, MirrorSummary
-from crm_pipeline.firestore.mirror import repair_mirror
+from crm_pipeline.firestore.mirror import (
+    FirestoreWriter,
+    MirrorSettings,
+    MirrorSummary,
+    repair_mirror,
+)
 from crm_pipeline.firestore.mirror.sync import _sync_batch
 
 
