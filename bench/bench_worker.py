@@ -296,7 +296,7 @@ class WorkerProcess:
         if not cycles:
             return
         columns = list(zip(*[[int(v) for v in c] for c in cycles], strict=True))
-        names = ["deliveries", "apply ms", "refresh ms", "action states ms", "dagster ms"]
+        names = ["deliveries", "apply ms", "refresh ms", "action states ms"]
         medians = ", ".join(
             f"{n} {statistics.median(c):g}" for n, c in zip(names, columns, strict=True)
         )
@@ -314,7 +314,7 @@ class WorkerProcess:
 
 CYCLE = re.compile(
     r"cycle \d+: (\d+) deliveries, \d+ customers; apply (\d+) ms, refresh (\d+) ms, "
-    r"action states (\d+) ms, dagster (\d+) ms"
+    r"action states (\d+) ms"
 )
 
 

@@ -32,11 +32,14 @@ from crm_pipeline.firestore.mirror import MirrorSettings
 from crm_pipeline.webhooks.processor import ProcessReport, process_pending
 from crm_pipeline.webhooks.queue import Delivery, RetryPolicy
 from crm_pipeline.worker.action_documents import mirror_action_states
-from crm_pipeline.worker.dagster_events import report_cycle
+from crm_pipeline.worker.dagster_events import DagsterReporter
 from crm_pipeline.worker.refresh import RefreshResult, refresh_touched
 from crm_pipeline.worker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
+
+# the longest pause between cycles while the database or Firestore keeps failing
+_MAX_PAUSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,17 @@ class Worker:
         settings: WorkerSettings | None = None,
     ) -> None:
         self.engine = engine
+        self.worker_id = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.firestore = firestore_client
         self.mirror_settings = mirror_settings or MirrorSettings()
-        self.instance = instance
+        self.reporter = DagsterReporter(instance, self.worker_id) if instance is not None else None
         self.settings = settings or WorkerSettings()
-        self.worker_id = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wakeup = Wakeup(dsn)
         self._stopping = threading.Event()
         self.cycles = 0
         self.applied = 0
+        self._unpublished_customers: set[str] = set()
+        self._unpublished_actions: set[int] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -87,13 +92,24 @@ class Worker:
         log.info("worker %s waiting for deliveries", self.worker_id)
         self.wakeup.start()
         try:
+            failures = 0
             while not self.stopping:
-                report = self.run_once()
+                try:
+                    report = self.run_once()
+                    failures = 0
+                except Exception:  # noqa: BLE001 - a database or Firestore outage: wait, retry
+                    failures += 1
+                    log.exception("worker cycle failed (%d in a row); retrying", failures)
+                    pause = min(self.settings.poll_seconds * 2**failures, _MAX_PAUSE_SECONDS)
+                    self.wakeup.wait(pause, lambda: self.stopping)
+                    continue
                 if report.claimed >= self.settings.batch_size:
                     continue  # more may be waiting: no sleep
                 self.wakeup.wait(self.settings.poll_seconds, lambda: self.stopping)
         finally:
             self.wakeup.close()
+            if self.reporter is not None:
+                self.reporter.close()
             log.info(
                 "worker %s stopped after %d cycles, %d deliveries",
                 self.worker_id,
@@ -102,12 +118,16 @@ class Worker:
             )
 
     def run_once(self) -> ProcessReport:
-        """One cycle: apply up to batch_size ready deliveries and publish their effect."""
-        actions: list[int] = []
+        """One cycle: apply up to batch_size ready deliveries and publish their effect.
+
+        What was applied but not yet published (a Firestore error last cycle) is published
+        with this cycle's work: the deliveries are done in PostgreSQL whatever happens here.
+        """
+        actions = self._unpublished_actions
 
         def remember_actions(delivery: Delivery, _status: str) -> None:
             if delivery.source == "manual":
-                actions.append(delivery.id)
+                actions.add(delivery.id)
 
         started = time.perf_counter()
         report = process_pending(
@@ -119,37 +139,38 @@ class Worker:
             after_each=remember_actions,
             stop=lambda: self.stopping,
         )
-        if not report.claimed:
+        self._unpublished_customers |= report.touched_customer_ids
+        if not report.claimed and not (self._unpublished_customers or actions):
             return report
         self.cycles += 1
         self.applied += report.processed
         applied = time.perf_counter()
         refresh: RefreshResult | None = None
-        if report.touched_customer_ids:
+        if self._unpublished_customers:
             refresh = refresh_touched(
                 self.engine,
                 self.firestore,
                 self.mirror_settings,
                 run_id=f"{self.worker_id}-{self.cycles}",
-                customer_ids=report.touched_customer_ids,
+                customer_ids=self._unpublished_customers,
             )
+            self._unpublished_customers = set()
         refreshed = time.perf_counter()
         mirror_action_states(self.engine, self.firestore, actions)
-        published = time.perf_counter()
+        actions.clear()
         for error in report.errors:
             log.warning("webhook delivery failed: %s", error)
-        if self.instance is not None:
-            report_cycle(self.instance, self.worker_id, report, refresh)
+        if self.reporter is not None:
+            self.reporter.submit(report, refresh)
         log.info(
             "cycle %d: %d deliveries, %d customers; apply %.0f ms, refresh %.0f ms, "
-            "action states %.0f ms, dagster %.0f ms",
+            "action states %.0f ms",
             self.cycles,
             report.processed,
             len(report.touched_customer_ids),
             (applied - started) * 1000,
             (refreshed - applied) * 1000,
-            (published - refreshed) * 1000,
-            (time.perf_counter() - published) * 1000,
+            (time.perf_counter() - refreshed) * 1000,
         )
         return report
 
