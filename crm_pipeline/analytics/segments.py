@@ -7,6 +7,8 @@ All set-based SQL over customer_metrics, in one transaction:
 3. the desired rows are upserted: unchanged assignments keep their assigned_at, so re-running
    with the same as_of leaves the table identical;
 4. customers.status follows the VIP rule unless staff set the status (status_set_by = manual).
+These writes are not recorded in the change log (crm_pipeline.changes): the refresh that makes
+them mirrors them too.
 Names and rules are documented in docs/metrics.md#segments.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_pipeline.analytics._db import Bind, as_utc, transaction
+from crm_pipeline.changes.log import not_recorded
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,15 @@ FROM live, unnest(live.tags) AS tag
 WHERE lower(btrim(tag)) LIKE :tag_prefix || '_%'
 """
 
-_DELETE_EXPIRED = "DELETE FROM customer_segments WHERE expires_at <= :as_of"
+# :ids (a uuid[] or NULL for everyone) limits every write to the customers being refreshed
+_TARGETED = "(CAST(:ids AS uuid[]) IS NULL OR {col} = ANY(CAST(:ids AS uuid[])))"
+
+_KEEP_TARGETS = "DELETE FROM _desired_segments WHERE NOT " + _TARGETED.format(col="customer_id")
+
+_DELETE_EXPIRED = (
+    "DELETE FROM customer_segments WHERE expires_at <= :as_of AND "
+    + _TARGETED.format(col="customer_id")
+)
 
 _DELETE_STALE = """
 DELETE FROM customer_segments s
@@ -100,7 +111,7 @@ WHERE ((s.assigned_by IN ('system', 'ml')
        OR (s.assigned_by = 'manual' AND s.segment_name LIKE :tag_prefix || '%'))
   AND NOT EXISTS (SELECT 1 FROM _desired_segments d
                   WHERE d.customer_id = s.customer_id AND d.segment_name = s.segment_name)
-"""
+  AND """ + _TARGETED.format(col="s.customer_id")
 
 _UPSERT = """
 INSERT INTO customer_segments AS s
@@ -139,13 +150,20 @@ UPDATE customers c SET status = 'active'
 WHERE c.status = 'vip' AND c.status_set_by = 'system'
   AND NOT EXISTS (SELECT 1 FROM _desired_segments d
                   WHERE d.customer_id = c.id AND d.segment_name = :vip)
-"""
+  AND """ + _TARGETED.format(col="c.id")
 
 
-def refresh_segments(bind: Bind, as_of: datetime | None = None) -> dict[str, Any]:
-    """Recompute every segment assignment as of `as_of`; returns counts of what changed."""
+def refresh_segments(
+    bind: Bind, as_of: datetime | None = None, customer_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """Recompute segment assignments as of `as_of`; returns counts of what changed.
+
+    With `customer_ids`, percentiles and thresholds still come from every customer but only
+    those customers' assignments and status are written (incremental runs); None: everyone.
+    """
     moment = as_utc(as_of)
     params = {
+        "ids": None if customer_ids is None else sorted(set(customer_ids)),
         "as_of": moment,
         "ttl": SEGMENT_TTL,
         "vip": VIP_SEGMENT,
@@ -160,9 +178,11 @@ def refresh_segments(bind: Bind, as_of: datetime | None = None) -> dict[str, Any
         "churn_high": CHURN_HIGH,
         "churn_medium": CHURN_MEDIUM,
     }
-    with transaction(bind) as conn:
+    with transaction(bind) as conn, not_recorded(conn):
         conn.execute(sa.text("DROP TABLE IF EXISTS _desired_segments"))
         desired = conn.execute(sa.text(_DESIRED), params).rowcount
+        if customer_ids is not None:
+            desired -= conn.execute(sa.text(_KEEP_TARGETS), params).rowcount
         expired = conn.execute(sa.text(_DELETE_EXPIRED), params).rowcount
         removed = conn.execute(sa.text(_DELETE_STALE), params).rowcount
         upserted = conn.execute(sa.text(_UPSERT), params).rowcount

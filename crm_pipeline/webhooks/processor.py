@@ -1,7 +1,8 @@
 """Drain webhook_events: claim ready deliveries, apply each once in effect, record the outcome.
 
-Each delivery is one transaction: the handler's writes, the customers' updated_at bump (which
-the metrics and the Firestore mirror pick up) and the `done` mark commit together. A crash
+Each delivery is one transaction: the handler's writes, the customers' updated_at bump, the
+change log rows (crm_pipeline.changes: what the metrics and the Firestore mirror refresh) and
+the `done` mark commit together. A crash
 between deliveries loses nothing (the claimed rest is reclaimed after the lease); a crash inside
 one rolls its effect back. Handlers are idempotent and order-tolerant, so a retry, a replay or a
 reclaim converges on the state of applying every delivery once in triggered_at order.
@@ -46,6 +47,8 @@ from crm_pipeline.webhooks.subjects import subject_key
 from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS, Handler, klaviyo_item
 
 log = logging.getLogger(__name__)
+
+_ORIGINS = {"manual": "staff_action"}
 
 
 @dataclass
@@ -206,12 +209,18 @@ def _process_one(
     retry_until: datetime | None = None
     try:
         with engine.begin() as conn:
+            # names the path in the change log rows this transaction's writes record
+            conn.execute(
+                sa.text("SELECT set_config('crm.change_origin', :origin, true)"),
+                {"origin": _ORIGINS.get(delivery.source, f"webhook:{delivery.source}")},
+            )
             outcome = apply_delivery(
                 conn, delivery, loaders, policy=policy, exports_dir=exports_dir
             )
             touched = sorted(t for t in outcome.touched if t)
             if touched:
-                # the bump is how the metrics and the Firestore mirror find what changed
+                # recorded in the change log by the customers trigger, even when the handler
+                # wrote nothing else the log watches
                 conn.execute(
                     sa.text(
                         "UPDATE customers SET updated_at = now() "

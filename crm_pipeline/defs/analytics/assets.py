@@ -1,4 +1,8 @@
-"""Analytics assets: customer metrics with predictive scores, segments and dashboard stats."""
+"""Analytics assets: customer metrics with predictive scores, segments and dashboard stats.
+
+Incremental and webhook runs recompute the customers the change log says were touched
+(crm_pipeline.changes); full_refresh, `full_recompute` and an `as_of` recompute everyone.
+"""
 
 from datetime import datetime
 from typing import Any
@@ -6,9 +10,9 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline.analytics._db import as_utc
-from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
-from crm_pipeline.analytics.segments import refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
+from crm_pipeline.changes.mode import refresh_is_full
+from crm_pipeline.changes.refresh import refresh_metrics, refresh_segment_assignments
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.normalize import parse_timestamp
 
@@ -34,6 +38,16 @@ def parse_as_of(value: str | None) -> datetime:
     return moment
 
 
+def _is_full(context: dg.AssetExecutionContext, config: AnalyticsConfig) -> bool:
+    """Everyone when asked (`full_recompute`, a backfill `as_of`, full_refresh, the tag);
+    otherwise the customers touched since the last run."""
+    return (
+        config.full_recompute
+        or config.as_of is not None
+        or refresh_is_full(context.run.job_name, context.run.tags, default_full=False)
+    )
+
+
 def _number(value: Any) -> dg.MetadataValue | None:
     if value is None:
         return None
@@ -57,29 +71,20 @@ def customer_metrics(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Per-customer order, product, engagement metrics and BG/NBD churn, next order and LTV."""
-    # pandas, numpy and the models load in the step, not with the code location (fast starts)
-    from crm_pipeline.analytics.scores import write_scores
-
     as_of = parse_as_of(config.as_of)
-    full = config.full_recompute or config.as_of is not None
-    with postgres.get_engine().begin() as conn:
-        ids = None if full else changed_customer_ids(conn, as_of)
-        if ids == []:
-            context.log.info("no customer inputs changed since the last computation")
-            return dg.MaterializeResult(
-                metadata={
-                    "mode": "incremental",
-                    "customers_computed": 0,
-                    "as_of": as_of.isoformat(),
-                }
-            )
-        run = compute_metrics(conn, as_of, ids)
-        scores = write_scores(conn, as_of, ids)
+    full = _is_full(context, config)
+    refreshed = refresh_metrics(postgres.get_engine(), as_of, full=full)
+    scores = refreshed.scores
+    if scores is None:
+        context.log.info("no customer changed since the last computation")
+        return dg.MaterializeResult(
+            metadata={"mode": "incremental", "customers_computed": 0, "as_of": as_of.isoformat()}
+        )
     agreement = scores.get("klaviyo_agreement", {})
     metadata: dict[str, Any] = {
         "mode": "full" if full else "incremental",
         "as_of": as_of.isoformat(),
-        "customers_computed": run.customers,
+        "customers_computed": refreshed.customers,
         "scoring_method": scores.get("method"),
         "scoring_fallback_reason": scores.get("fallback_reason") or "",
         "customers_scored": scores.get("scored_customers"),
@@ -104,13 +109,18 @@ def customer_segments(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Value, engagement, churn-risk, RFM, VIP and tag-driven segment assignments."""
-    summary = refresh_segments(postgres.get_engine(), parse_as_of(config.as_of))
+    full = _is_full(context, config)
+    refreshed = refresh_segment_assignments(
+        postgres.get_engine(), parse_as_of(config.as_of), full=full
+    )
     distribution = segment_distribution(postgres.get_engine())
-    metadata: dict[str, Any] = dict(summary)
+    metadata: dict[str, Any] = dict(refreshed.summary)
+    metadata["mode"] = "full" if full else "incremental"
+    metadata["customers_refreshed"] = len(refreshed.window.customer_ids)
     metadata["distribution"] = dg.MetadataValue.json(
         {d["segment_name"]: d["customers"] for d in distribution}
     )
-    context.log.info("segments: %s", summary)
+    context.log.info("segments: %s", refreshed.summary)
     return dg.MaterializeResult(metadata=metadata)
 
 

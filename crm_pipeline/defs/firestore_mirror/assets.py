@@ -3,10 +3,12 @@
 import dagster as dg
 from google.api_core import exceptions as gexc
 
+from crm_pipeline.changes.mode import refresh_is_full
+from crm_pipeline.changes.refresh import refresh_mirror
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
 from crm_pipeline.firestore.lost import FirestoreEmulatorLost, ensure_emulator
-from crm_pipeline.firestore.mirror import sync_dashboard, sync_mirror
+from crm_pipeline.firestore.mirror import sync_dashboard
 
 
 @dg.asset(
@@ -17,13 +19,21 @@ from crm_pipeline.firestore.mirror import sync_dashboard, sync_mirror
 def firestore_customer_mirror(
     context: dg.AssetExecutionContext, postgres: PostgresResource, firestore: FirestoreResource
 ) -> dg.MaterializeResult:
-    """One Firestore document per live customer for the detail page, rewritten only on change."""
+    """One Firestore document per live customer for the detail page, rewritten only on change.
+
+    Incremental and webhook runs build only the touched customers' documents (change log).
+    """
     client = firestore.get_client()
     try:
         try:
-            summary = sync_mirror(
-                postgres.get_engine(), client, firestore.mirror_settings(), run_id=context.run_id
+            refreshed = refresh_mirror(
+                postgres.get_engine(),
+                client,
+                firestore.mirror_settings(),
+                run_id=context.run_id,
+                full=refresh_is_full(context.run.job_name, context.run.tags, default_full=True),
             )
+            summary = refreshed.summary
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             ensure_emulator(client, exc)  # reads and deletes meeting a dead emulator
             raise
@@ -47,7 +57,14 @@ def firestore_customer_mirror(
             summary.failed,
             ", ".join(summary.failed_ids[:10]),
         )
-    return dg.MaterializeResult(metadata=summary.as_metadata())
+    return dg.MaterializeResult(
+        metadata={
+            **summary.as_metadata(),
+            "mode": "full" if refreshed.full else "incremental",
+            "customers_touched": len(refreshed.window.customer_ids),
+            "changes_pruned": refreshed.pruned,
+        }
+    )
 
 
 @dg.asset(

@@ -4,13 +4,13 @@ import dagster as dg
 
 from crm_pipeline.defs.webhooks.assets import webhook_deliveries
 
-# Effects reach Postgres and the admin app in the same run: the metrics of the customers the
-# deliveries touched (incremental by updated_at) and the Firestore mirror (incremental by hash).
+# Effects reach Postgres and the admin app in the same run: the metrics, segments and Firestore
+# documents of the customers the deliveries touched (the change log, crm_pipeline.changes).
 process_webhooks = dg.define_asset_job(
     "process_webhooks",
     selection=dg.AssetSelection.assets(webhook_deliveries)
-    | dg.AssetSelection.keys("customer_metrics", "firestore_customer_mirror"),
+    | dg.AssetSelection.keys("customer_metrics", "customer_segments", "firestore_customer_mirror"),
     description="Apply landed webhook deliveries (Shopify, Klaviyo, admin actions) to the CRM, "
-    "then refresh the touched customers' metrics and Firestore documents.",
+    "then refresh the touched customers' metrics, segments and Firestore documents.",
     executor_def=dg.in_process_executor,  # freshness: no interpreter start per step
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from crm_pipeline.firestore.documents import (
     LIVE_CONDITION,
     ORDERS,
     SUBCOLLECTIONS,
+    is_customer_id,
 )
 from crm_pipeline.firestore.mirror.bookkeeping import _Bookkeeping, _merge_ids, _State
 from crm_pipeline.firestore.mirror.settings import MirrorSettings, MirrorSummary
@@ -36,6 +38,7 @@ _DEAD_CUSTOMERS = sa.text(
     + LIVE_CONDITION
     + """))
       AND s.customer_id > CAST(:after AS uuid)
+      AND (CAST(:ids AS uuid[]) IS NULL OR s.customer_id = ANY(CAST(:ids AS uuid[])))
     ORDER BY s.customer_id
     LIMIT :limit
     """
@@ -58,14 +61,19 @@ def _delete_dead(
     writer: FirestoreWriter,
     settings: MirrorSettings,
     summary: MirrorSummary,
+    among: Collection[str] | None = None,
 ) -> None:
-    """Delete documents of customers no longer live (soft-deleted, merged, redacted, gone)."""
+    """Delete documents of customers no longer live (soft-deleted, merged, redacted, gone);
+    with `among`, only of those customers."""
     after = _NIL_UUID
+    ids = None if among is None else sorted({i for i in among if is_customer_id(i)})
+    if ids == []:
+        return
     now = datetime.now(UTC)
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                _DEAD_CUSTOMERS, {"after": after, "limit": settings.batch_size}
+                _DEAD_CUSTOMERS, {"after": after, "limit": settings.batch_size, "ids": ids}
             ).all()
         if not rows:
             return

@@ -1,4 +1,5 @@
-"""The incremental run: keyset batches of live customers, written only when their hash changed."""
+"""A mirror run: keyset batches of live customers (or only the touched ones), written only when
+their hash changed."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from google.cloud import firestore
 
-from crm_pipeline.firestore.documents import CustomerDocument, fetch_customer_batch
+from crm_pipeline.firestore.documents import (
+    CustomerDocument,
+    fetch_customer_batch,
+    fetch_customer_documents,
+)
 from crm_pipeline.firestore.lost import ensure_emulator
 from crm_pipeline.firestore.mirror.bookkeeping import (
     _Bookkeeping,
@@ -54,18 +59,49 @@ def _batches(engine: sa.Engine, batch_size: int) -> Iterator[list[CustomerDocume
             after = batch[-1].customer_id
 
 
+_DUE_FAILED = sa.text(
+    "SELECT customer_id::text FROM firestore_mirror_state "
+    "WHERE status = 'failed' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+)
+
+
+def _batches_of(
+    engine: sa.Engine, ids: Collection[str], batch_size: int
+) -> Iterator[list[CustomerDocument]]:
+    """Batches of the live customers among `ids` plus those whose last write failed and is due
+    again (an incremental run's set: no scan of every live customer)."""
+    with engine.connect() as conn:
+        due = [str(r[0]) for r in conn.execute(_DUE_FAILED)]
+    targets = sorted(set(ids) | set(due))
+    for start in range(0, len(targets), batch_size):
+        with engine.connect() as conn:
+            batch = fetch_customer_documents(conn, targets[start : start + batch_size])
+        if batch:
+            yield batch
+
+
 def sync_mirror(
     engine: sa.Engine,
     client: firestore.Client,
     settings: MirrorSettings | None = None,
     fail_write: FailWrite | None = None,
     run_id: str | None = None,
+    customer_ids: Collection[str] | None = None,
 ) -> MirrorSummary:
-    """Mirror every live customer whose document changed and delete the documents of the rest."""
+    """Mirror every live customer whose document changed and delete the documents of the rest.
+
+    With `customer_ids` (an incremental run's touched customers), only those documents are
+    built, hashed and written, and only those of them no longer live are deleted.
+    """
     ensure_emulator(client)
     settings = settings or MirrorSettings()
     summary = MirrorSummary(run_id=run_id or f"mirror-{uuid.uuid4().hex[:12]}")
     started = time.perf_counter()
+    batches_source = (
+        _batches(engine, settings.batch_size)
+        if customer_ids is None
+        else _batches_of(engine, customer_ids, settings.batch_size)
+    )
     with (
         FirestoreWriter(
             client, settings.threads, settings.max_attempts, settings.backoff_seconds, fail_write
@@ -75,16 +111,14 @@ def sync_mirror(
         # Two batches in flight: one batch's last requests and bookkeeping overlap the next
         # batch's writes, so the write threads never idle at batch boundaries.
         in_flight: deque[Future[None]] = deque()
-        batches_ahead = prefetch(
-            _batches(engine, settings.batch_size), depth=1, name="firestore-mirror-fetch"
-        )
+        batches_ahead = prefetch(batches_source, depth=1, name="firestore-mirror-fetch")
         for batch in batches_ahead:
             in_flight.append(batches.submit(_sync_batch, engine, writer, batch, settings, summary))
             if len(in_flight) >= 2:
                 in_flight.popleft().result()
         while in_flight:
             in_flight.popleft().result()
-        _delete_dead(engine, client, writer, settings, summary)
+        _delete_dead(engine, client, writer, settings, summary, customer_ids)
     summary.seconds = time.perf_counter() - started
     log.info(
         "firestore mirror %s: %d considered, %d written, %d unchanged, %d deleted, %d failed "
