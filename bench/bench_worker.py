@@ -222,7 +222,9 @@ def _settle(watch: Watch, ok: list[Action], settle: float) -> None:
     while time.monotonic() < deadline:
         with watch.lock:
             if all(
-                (a.customer_id, a.note) in watch.notes and (a.customer_id, a.note) in watch.polled
+                (a.customer_id, a.note) in watch.notes
+                and (a.customer_id, a.note) in watch.polled
+                and a.action_id in watch.applied
                 for a in ok
             ):
                 return

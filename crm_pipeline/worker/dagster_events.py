@@ -15,8 +15,8 @@ from typing import Any
 
 import dagster as dg
 
+from crm_pipeline.changes.refresh import RefreshSummary
 from crm_pipeline.webhooks.processor import ProcessReport
-from crm_pipeline.worker.refresh import RefreshResult
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def report_cycle(
     instance: dg.DagsterInstance,
     worker_id: str,
     report: ProcessReport,
-    refresh: RefreshResult | None,
+    refresh: RefreshSummary | None,
 ) -> None:
     """One materialization per asset the cycle changed."""
     description = f"crm-pipeline worker {worker_id}"
@@ -36,20 +36,20 @@ def report_cycle(
             metadata=_metadata(report.as_metadata()),
         )
     ]
-    if refresh is not None and refresh.customers_computed:
+    if refresh is not None and refresh.customers:
         events.append(
             dg.AssetMaterialization(
                 asset_key="customer_metrics",
                 description=description,
-                metadata={"mode": "touched", "customers_computed": refresh.customers_computed},
+                metadata={"mode": "touched", "customers_computed": refresh.customers},
             )
         )
-    if refresh is not None and refresh.mirror.considered:
+    if refresh is not None and refresh.mirror.summary.considered:
         events.append(
             dg.AssetMaterialization(
                 asset_key="firestore_customer_mirror",
                 description=description,
-                metadata=_metadata(refresh.mirror.as_metadata()),
+                metadata=_metadata(refresh.mirror.summary.as_metadata()),
             )
         )
     try:
@@ -67,7 +67,7 @@ class DagsterReporter:
         self.worker_id = worker_id
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="worker-dagster-events")
 
-    def submit(self, report: ProcessReport, refresh: RefreshResult | None) -> None:
+    def submit(self, report: ProcessReport, refresh: RefreshSummary | None) -> None:
         self._thread.submit(report_cycle, self.instance, self.worker_id, report, refresh)
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 Each cycle runs `process_pending` (the code the process_webhooks job runs, so claims are the same
 SKIP LOCKED leases and workers, sensor runs and other workers never apply a delivery twice) for
-at most `batch_size` deliveries, then refreshes the touched customers' metrics and Firestore
-documents, then writes the admin actions' states, then reports to Dagster. Between cycles it
+at most `batch_size` deliveries, then refreshes the touched customers' metrics, scores, segments
+and Firestore documents (`crm_pipeline.changes.refresh_touched`, which reads them from the
+change log), then writes the admin actions' states, then reports to Dagster. Between cycles it
 sleeps until the webhook_events trigger notifies a landing, or `poll_seconds` pass (retries
 whose backoff ended, replays and a missed notification are found by that poll).
 
@@ -28,12 +29,12 @@ import dagster as dg
 import sqlalchemy as sa
 from google.cloud import firestore
 
+from crm_pipeline.changes.refresh import RefreshSummary, refresh_touched
 from crm_pipeline.firestore.mirror import MirrorSettings
 from crm_pipeline.webhooks.processor import ProcessReport, process_pending
 from crm_pipeline.webhooks.queue import Delivery, RetryPolicy
 from crm_pipeline.worker.action_documents import mirror_action_states
 from crm_pipeline.worker.dagster_events import DagsterReporter
-from crm_pipeline.worker.refresh import RefreshResult, refresh_touched
 from crm_pipeline.worker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Worker:
         self._stopping = threading.Event()
         self.cycles = 0
         self.applied = 0
-        self._unpublished_customers: set[str] = set()
+        self._refresh_due = False
         self._unpublished_actions: set[int] = set()
 
     def stop(self) -> None:
@@ -139,22 +140,22 @@ class Worker:
             after_each=remember_actions,
             stop=lambda: self.stopping,
         )
-        self._unpublished_customers |= report.touched_customer_ids
-        if not report.claimed and not (self._unpublished_customers or actions):
+        self._refresh_due |= bool(report.touched_customer_ids)
+        if not report.claimed and not (self._refresh_due or actions):
             return report
         self.cycles += 1
         self.applied += report.processed
         applied = time.perf_counter()
-        refresh: RefreshResult | None = None
-        if self._unpublished_customers:
+        refresh: RefreshSummary | None = None
+        if self._refresh_due:
+            # the change log names the touched customers (and keeps them if this fails)
             refresh = refresh_touched(
                 self.engine,
                 self.firestore,
                 self.mirror_settings,
                 run_id=f"{self.worker_id}-{self.cycles}",
-                customer_ids=self._unpublished_customers,
             )
-            self._unpublished_customers = set()
+            self._refresh_due = False
         refreshed = time.perf_counter()
         mirror_action_states(self.engine, self.firestore, actions)
         actions.clear()
@@ -167,7 +168,7 @@ class Worker:
             "action states %.0f ms",
             self.cycles,
             report.processed,
-            len(report.touched_customer_ids),
+            refresh.customers if refresh is not None else 0,
             (applied - started) * 1000,
             (refreshed - applied) * 1000,
             (time.perf_counter() - refreshed) * 1000,
