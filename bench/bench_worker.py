@@ -298,11 +298,12 @@ class WorkerProcess:
         if not cycles:
             return
         columns = list(zip(*[[int(v) for v in c] for c in cycles], strict=True))
-        names = ["deliveries", "apply ms", "refresh ms", "action states ms"]
+        names = ["deliveries", "apply ms", "refresh ms", "action states ms", "dashboard ms"]
+        worst = ", ".join(f"{n} {max(c):g}" for n, c in zip(names, columns, strict=True))
         medians = ", ".join(
             f"{n} {statistics.median(c):g}" for n, c in zip(names, columns, strict=True)
         )
-        print(f"worker cycles: {len(cycles)}; median per cycle: {medians}")
+        print(f"worker cycles: {len(cycles)}; median per cycle: {medians}; max: {worst}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -316,7 +317,7 @@ class WorkerProcess:
 
 CYCLE = re.compile(
     r"cycle \d+: (\d+) deliveries, \d+ customers; apply (\d+) ms, refresh (\d+) ms, "
-    r"action states (\d+) ms"
+    r"action states (\d+) ms, dashboard (\d+) ms"
 )
 
 

@@ -4,9 +4,10 @@ Each cycle runs `process_pending` (the code the process_webhooks job runs, so cl
 SKIP LOCKED leases and workers, sensor runs and other workers never apply a delivery twice) for
 at most `batch_size` deliveries, then refreshes the touched customers' metrics, scores, segments
 and Firestore documents (`crm_pipeline.changes.refresh_touched`, which reads them from the
-change log), then writes the admin actions' states, then reports to Dagster. Between cycles it
-sleeps until the webhook_events trigger notifies a landing, or `poll_seconds` pass (retries
-whose backoff ended, replays and a missed notification are found by that poll).
+change log), then writes the admin actions' states, then the dashboard documents (at most every
+`dashboard_seconds` while busy), then reports to Dagster. Between cycles it sleeps until the
+webhook_events trigger notifies a landing, or `poll_seconds` pass (retries whose backoff ended,
+replays and a missed notification are found by that poll).
 
 Stopping (SIGTERM, SIGINT or `stop()`): the delivery being applied finishes, the rest of the
 claimed batch is handed back unstarted, and the refresh of what was applied still runs.
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 from google.cloud import firestore
 
 from crm_pipeline.changes.refresh import RefreshSummary, refresh_touched
-from crm_pipeline.firestore.mirror import MirrorSettings
+from crm_pipeline.firestore.mirror import MirrorSettings, sync_dashboard
 from crm_pipeline.webhooks.processor import ProcessReport, process_pending
 from crm_pipeline.webhooks.queue import Delivery, RetryPolicy
 from crm_pipeline.worker.action_documents import mirror_action_states
@@ -49,6 +50,7 @@ class WorkerSettings:
 
     batch_size: int = 50
     poll_seconds: float = 1.0
+    dashboard_seconds: float = 5.0
     policy: RetryPolicy = RetryPolicy()
 
 
@@ -75,6 +77,8 @@ class Worker:
         self.cycles = 0
         self.applied = 0
         self._refresh_due = False
+        self._dashboard_due = False
+        self._dashboard_at = 0.0
         self._unpublished_actions: set[int] = set()
 
     def stop(self) -> None:
@@ -142,6 +146,7 @@ class Worker:
         )
         self._refresh_due |= bool(report.touched_customer_ids)
         if not report.claimed and not (self._refresh_due or actions):
+            self._refresh_dashboard(idle=True)
             return report
         self.cycles += 1
         self.applied += report.processed
@@ -154,26 +159,46 @@ class Worker:
                 self.firestore,
                 self.mirror_settings,
                 run_id=f"{self.worker_id}-{self.cycles}",
+                dashboard=False,
             )
             self._refresh_due = False
+            self._dashboard_due |= bool(
+                refresh.customers
+                or refresh.mirror.summary.written
+                or refresh.mirror.summary.deleted
+            )
         refreshed = time.perf_counter()
         mirror_action_states(self.engine, self.firestore, actions)
         actions.clear()
+        published = time.perf_counter()
         for error in report.errors:
             log.warning("webhook delivery failed: %s", error)
+        self._refresh_dashboard(idle=False)
         if self.reporter is not None:
             self.reporter.submit(report, refresh)
         log.info(
             "cycle %d: %d deliveries, %d customers; apply %.0f ms, refresh %.0f ms, "
-            "action states %.0f ms",
+            "action states %.0f ms, dashboard %.0f ms",
             self.cycles,
             report.processed,
             refresh.customers if refresh is not None else 0,
             (applied - started) * 1000,
             (refreshed - applied) * 1000,
-            (time.perf_counter() - refreshed) * 1000,
+            (published - refreshed) * 1000,
+            (time.perf_counter() - published) * 1000,
         )
         return report
+
+    def _refresh_dashboard(self, idle: bool) -> None:
+        """stats/current and the segment documents: they read every customer, so at most every
+        `dashboard_seconds` while deliveries keep coming, and at once when the queue is idle."""
+        if not self._dashboard_due:
+            return
+        if not idle and time.monotonic() - self._dashboard_at < self.settings.dashboard_seconds:
+            return
+        sync_dashboard(self.engine, self.firestore)
+        self._dashboard_due = False
+        self._dashboard_at = time.monotonic()
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
