@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -65,6 +65,7 @@ class Worker:
         mirror_settings: MirrorSettings | None = None,
         instance: dg.DagsterInstance | None = None,
         settings: WorkerSettings | None = None,
+        after_each: Callable[[Delivery, str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.worker_id = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -76,6 +77,7 @@ class Worker:
         self._stopping = threading.Event()
         self.cycles = 0
         self.applied = 0
+        self._after_each = after_each  # (delivery, status) after each one finished
         self._refresh_due = False
         self._dashboard_due = False
         self._dashboard_at = 0.0
@@ -130,9 +132,11 @@ class Worker:
         """
         actions = self._unpublished_actions
 
-        def remember_actions(delivery: Delivery, _status: str) -> None:
+        def remember_actions(delivery: Delivery, status: str) -> None:
             if delivery.source == "manual":
                 actions.add(delivery.id)
+            if self._after_each is not None:
+                self._after_each(delivery, status)
 
         started = time.perf_counter()
         report = process_pending(

@@ -12,6 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 from google.cloud import firestore
 
+from crm_pipeline.webhooks.queue import Delivery
 from crm_pipeline.worker.loop import Worker, WorkerSettings
 from crm_pipeline_tests.webhooks.test_processing_support import FAST
 
@@ -23,6 +24,7 @@ def running_worker(
     client: firestore.Client,
     instance: dg.DagsterInstance | None = None,
     batch_size: int = 50,
+    after_each: Callable[[Delivery, str], None] | None = None,
 ) -> Iterator[Worker]:
     """A Worker running in a thread until the block ends (then stopped and joined)."""
     worker = Worker(
@@ -31,6 +33,7 @@ def running_worker(
         client,
         instance=instance,
         settings=WorkerSettings(batch_size=batch_size, poll_seconds=0.5, policy=FAST),
+        after_each=after_each,
     )
     thread = threading.Thread(target=worker.run, name="test-worker", daemon=True)
     thread.start()
