@@ -53,6 +53,15 @@ def upper_bound(conn: sa.Connection, consumer: str) -> int:
     return safe_horizon(conn) if upstream is None else horizon(conn, upstream)
 
 
+def lock_consumer(conn: sa.Connection, consumer: str) -> None:
+    """Serialize runs of one consumer (process_webhooks beside incremental_sync) until the
+    transaction ends: the second reads its window after the first advanced."""
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext('crm_pipeline.changes:' || :c))"),
+        {"c": consumer},
+    )
+
+
 def read_window(
     conn: sa.Connection, consumer: str, limit: int | None = None, *, with_ids: bool = True
 ) -> ChangeWindow:
@@ -113,7 +122,7 @@ def advance(conn: sa.Connection, window: ChangeWindow, customers: int | None = N
 
 def prune(conn: sa.Connection) -> int:
     """Delete changes every consumer has passed; until each core stage has run once, none."""
-    horizons = dict(
+    horizons: dict[str, int] = dict(
         conn.execute(sa.text("SELECT consumer, horizon FROM change_consumers")).tuples().all()
     )
     if not horizons or any(c not in horizons for c in CORE_CONSUMERS):

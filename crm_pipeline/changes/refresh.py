@@ -31,6 +31,7 @@ from crm_pipeline.changes.log import (
     ChangeWindow,
     advance,
     live_ids,
+    lock_consumer,
     prune,
     read_window,
 )
@@ -107,6 +108,7 @@ def refresh_metrics(
 
     moment = as_utc(as_of)
     with engine.begin() as conn:
+        lock_consumer(conn, METRICS)
         window = read_window(conn, METRICS, None if full else limit, with_ids=not full)
         if not full and not window.customer_ids:
             advance(conn, window, 0)
@@ -125,6 +127,7 @@ def refresh_segment_assignments(
     """Rewrite the segment assignments of the customers whose metrics were recomputed since the
     last run (thresholds still from everyone); everyone's when `full`."""
     with engine.begin() as conn:
+        lock_consumer(conn, SEGMENTS)
         window = read_window(conn, SEGMENTS, with_ids=not full)
         if not full and not window.customer_ids:
             advance(conn, window)

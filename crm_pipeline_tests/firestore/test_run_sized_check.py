@@ -17,8 +17,9 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.collection import CollectionReference
 from google.cloud.firestore_v1.query import Query
 
-import crm_pipeline.defs.firestore_mirror.assets as mirror_assets
+import crm_pipeline.changes.refresh as refresh
 import crm_pipeline.firestore.verify as verify
+from crm_pipeline.changes.log import METRICS, SEGMENTS, ChangeWindow, advance, safe_horizon
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.assets import firestore_customer_mirror
 from crm_pipeline.defs.firestore_mirror.checks import (
@@ -210,13 +211,18 @@ def test_an_incremental_run_checks_its_writes_and_fails_on_a_stale_one(
 ) -> None:
     changed = _rename(mirrored, 9, 21)
     broken = changed[0]
-    real_sync = mirror_assets.sync_mirror
+    # the mirror's window ends where the segments stage got: as if metrics and segments ran
+    with mirrored.begin() as conn:
+        horizon = safe_horizon(conn)
+        for consumer in (METRICS, SEGMENTS):
+            advance(conn, ChangeWindow(consumer, 0, horizon, []))
+    real_sync = refresh.sync_mirror
 
     def failing_sync(*args: Any, **kwargs: Any) -> Any:
         # the write of one changed customer fails for good: Firestore keeps its old document
         return real_sync(*args, fail_write=lambda cid, attempt: cid == broken, **kwargs)
 
-    monkeypatch.setattr(mirror_assets, "sync_mirror", failing_sync)
+    monkeypatch.setattr(refresh, "sync_mirror", failing_sync)
     result = _job("incremental_sync", resources).execute_in_process()
     assert result.success
     [check] = result.get_asset_check_evaluations()

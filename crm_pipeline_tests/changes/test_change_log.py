@@ -1,0 +1,85 @@
+"""The change log: triggers record every touched customer, windows respect limits and the stage
+before, derived writes are not fed back, consumed rows are pruned."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from crm_pipeline.analytics.segments import refresh_segments
+from crm_pipeline.changes.log import (
+    METRICS,
+    MIRROR,
+    SEGMENTS,
+    ChangeWindow,
+    advance,
+    prune,
+    read_window,
+    safe_horizon,
+)
+
+
+def add_customer(engine: sa.Engine) -> str:
+    cid = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO customers (id, email) VALUES (:id, :email)"),
+            {"id": cid, "email": f"{cid}@example.com"},
+        )
+    return cid
+
+
+def logged(engine: sa.Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT customer_id::text, origin FROM customer_changes"))
+        return sorted(rows.tuples().all())
+
+
+def test_windows_follow_limits_and_the_stage_before(clean_db: sa.Engine) -> None:
+    first, second, third = (add_customer(clean_db) for _ in range(3))
+    with clean_db.begin() as conn:
+        window = read_window(conn, METRICS, limit=1)
+        assert window.customer_ids == [first]  # whole transactions, oldest first
+        # segments may not pass where metrics got
+        assert read_window(conn, SEGMENTS).customer_ids == []
+        advance(conn, window)
+        assert read_window(conn, SEGMENTS).customer_ids == [first]
+        rest = read_window(conn, METRICS)
+        assert sorted(rest.customer_ids) == sorted([second, third])
+        advance(conn, rest)
+        assert read_window(conn, METRICS).customer_ids == []
+
+
+def test_every_watched_write_is_logged_but_a_segment_refresh_is_not(clean_db: sa.Engine) -> None:
+    cid = add_customer(clean_db)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (id, customer_id, source, external_id, created_at, "
+                "financial_status, total_price, total_refunded) VALUES (:oid, :id, 'shopify', "
+                "'o-1', now(), 'paid', 10, 0)"
+            ),
+            {"oid": str(uuid.uuid4()), "id": cid},
+        )
+        conn.execute(sa.text("UPDATE customers SET deleted_at = now() WHERE id = :id"), {"id": cid})
+    assert logged(clean_db) == [(cid, "customers"), (cid, "customers"), (cid, "orders")]
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("TRUNCATE customer_changes"))
+        conn.execute(sa.text("UPDATE customers SET deleted_at = NULL, tags = '{segment:gold}'"))
+        conn.execute(sa.text("TRUNCATE customer_changes"))
+    refresh_segments(clean_db, customer_ids=[cid])  # writes the tag's manual segment
+    with clean_db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customer_segments")).scalar_one() == 1
+    assert logged(clean_db) == []
+
+
+def test_rows_are_pruned_once_every_stage_passed_them(clean_db: sa.Engine) -> None:
+    add_customer(clean_db)
+    with clean_db.begin() as conn:
+        horizon = safe_horizon(conn)
+        advance(conn, ChangeWindow(METRICS, 0, horizon, []))
+        advance(conn, ChangeWindow(SEGMENTS, 0, horizon, []))
+        assert prune(conn) == 0  # the mirror has not run yet
+        advance(conn, ChangeWindow(MIRROR, 0, horizon, []))
+        assert prune(conn) == 1
