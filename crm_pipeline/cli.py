@@ -169,6 +169,25 @@ def receiver(
     run(port=port, host=host, workers=workers, demo=os.environ.get("CRM_DEMO") == "1")
 
 
+# ---------------------------------------------------------------------------------- worker
+@app.command()
+def worker(
+    batch_size: Annotated[int, typer.Option(help="Deliveries applied per cycle at most.")] = 50,
+    poll_seconds: Annotated[
+        float, typer.Option(help="Look at the queue this often even without a notification.")
+    ] = 1.0,
+    dagster_events: Annotated[
+        bool, typer.Option(help="Report the work to Dagster as runless asset events.")
+    ] = True,
+) -> None:
+    """Apply landed webhook deliveries continuously and refresh what they touched."""
+    from crm_pipeline.worker.command import run_worker
+    from crm_pipeline.worker.loop import WorkerSettings
+
+    _logging()
+    run_worker(WorkerSettings(batch_size=batch_size, poll_seconds=poll_seconds), dagster_events)
+
+
 # -------------------------------------------------------------------------------- webhooks
 @webhooks_app.command("register")
 def webhooks_register(

@@ -1,10 +1,10 @@
 """`crm-pipeline demo`: the whole pipeline on embedded defaults, then the Dagster UI.
 
 Starts embedded PostgreSQL, the Firestore emulator, a generated sandbox store behind the
-sandbox API, the webhook receiver and the Dagster UI (webserver + daemon); runs `full_refresh`
-once through the persistent instance; prints the URLs and a summary. Ctrl-C, SIGTERM and SIGHUP
-stop everything; children die with the demo even when it is killed outright, and the next demo
-stops whatever an earlier one left (pid files in CRM_HOME/run).
+sandbox API, the webhook receiver, the webhook worker and the Dagster UI (webserver + daemon);
+runs `full_refresh` once through the persistent instance; prints the URLs and a summary. Ctrl-C,
+SIGTERM and SIGHUP stop everything; children die with the demo even when it is killed outright,
+and the next demo stops whatever an earlier one left (pid files in CRM_HOME/run).
 """
 
 from __future__ import annotations
@@ -113,6 +113,12 @@ class Demo:
                 name="receiver",
             )
             if keep_running:
+                # staff actions and webhooks apply as they land, beside the sensor's runs
+                self._spawn(
+                    [sys.executable, "-m", "crm_pipeline.cli", "worker"],
+                    logs / "worker.log",
+                    name="worker",
+                )
                 self._spawn(
                     [
                         sys.executable,
@@ -136,6 +142,7 @@ class Demo:
             if keep_running:
                 self._wait_for_ui()
                 self._start_webhook_sensor(logs / "dagster.log")
+                console.print("  Worker       applies deliveries as they land (logs/worker.log)")
                 console.print(
                     f"\n[bold green]Dagster UI[/bold green]  http://127.0.0.1:{self.ui_port}"
                     "   (Ctrl-C stops everything)"
@@ -339,6 +346,6 @@ class Demo:
                 process.wait(10)
             # grandchildren (dagster dev's webserver and daemon) share the child's group
             signal_group(process.pid, signal.SIGKILL)
-        for name in ("receiver", "dagster-dev", "full-refresh"):
+        for name in ("receiver", "worker", "dagster-dev", "full-refresh"):
             self.pid_files.forget(name)
         self.processes.clear()

@@ -112,7 +112,7 @@ def test_sigterm_stops_every_child_and_a_killed_demo_leaves_nothing_behind(
     _wait_ready(first, tmp_path / "first.log")
     family = _family(first, home)
     names = " ".join(_command(p) for p in family)
-    for expected in ("receiver", "dagster", "cloud-firestore-emulator", "postgres"):
+    for expected in ("receiver", "cli worker", "dagster", "cloud-firestore-emulator", "postgres"):
         assert expected in names, names
     first.send_signal(signal.SIGTERM)
     assert first.wait(120) == 0

@@ -172,19 +172,22 @@ def refresh_touched(
     *,
     run_id: str,
     limit: int | None = None,
+    dashboard: bool = True,
 ) -> RefreshSummary:
     """Consume the change log: metrics, scores, segments, mirror and dashboard of the customers
     touched since the last refresh, each stage advancing its horizon after it succeeded.
 
     `limit` bounds the customers taken on (whole transactions; the rest waits for the next call).
+    `dashboard=False` leaves the dashboard to the caller (the worker answers the admin app first
+    and refreshes the dashboard at most every few seconds: it reads every customer).
     Safe to call again after a crash: unfinished windows are simply processed again.
     """
     metrics = refresh_metrics(engine, limit=limit)
     segments = refresh_segment_assignments(engine, metrics.as_of)
     mirror = refresh_mirror(engine, firestore_client, mirror_settings, run_id=run_id)
-    dashboard = 0
-    if metrics.customers or mirror.summary.written or mirror.summary.deleted:
-        dashboard = sync_dashboard(engine, firestore_client).written
-    summary = RefreshSummary(run_id, metrics, segments, mirror, dashboard)
+    written = 0
+    if dashboard and (metrics.customers or mirror.summary.written or mirror.summary.deleted):
+        written = sync_dashboard(engine, firestore_client).written
+    summary = RefreshSummary(run_id, metrics, segments, mirror, written)
     log.info("refresh %s: %s", run_id, summary.as_metadata())
     return summary

@@ -41,6 +41,7 @@ from crm_pipeline.webhooks.queue import (
     mark_done,
     mark_failed,
     queue_stats,
+    release,
 )
 from crm_pipeline.webhooks.subjects import subject_key
 from crm_pipeline.webhooks.topics import SHOPIFY_HANDLERS, Handler, klaviyo_item
@@ -60,6 +61,7 @@ class ProcessReport:
     dead: int = 0
     lost_claims: int = 0
     retried_deliveries: int = 0
+    released: int = 0
     errors: list[str] = field(default_factory=list)
     touched_customer_ids: set[str] = field(default_factory=set)
 
@@ -152,10 +154,13 @@ def process_pending(
     policy: RetryPolicy | None = None,
     exports_dir: Path | None = None,
     after_each: Callable[[Delivery, str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ProcessReport:
     """Process ready deliveries until the queue has none (or `max_deliveries` were claimed).
 
     `after_each(delivery, status)` runs after each delivery is finished (tests inject crashes).
+    `stop()` is asked after each delivery: once it is true the rest of the batch is released
+    unstarted (`crm-pipeline worker` on SIGTERM) and the report counts only what was started.
     """
     policy = policy or RetryPolicy()
     token = f"{run_id or 'run'}:{uuid.uuid4().hex[:12]}"
@@ -171,10 +176,18 @@ def process_pending(
         if not batch:
             break
         report.claimed += len(batch)
-        for delivery in sorted(batch, key=lambda d: d.order_key):
+        ordered = sorted(batch, key=lambda d: d.order_key)
+        for index, delivery in enumerate(ordered):
             status = _process_one(engine, delivery, token, loaders, policy, report, exports_dir)
             if after_each is not None:
                 after_each(delivery, status)
+            if stop is not None and stop():
+                rest = ordered[index + 1 :]
+                report.released = release(engine, rest, token)
+                report.claimed -= len(rest)
+                return report
+        if stop is not None and stop():
+            break
     return report
 
 

@@ -194,6 +194,25 @@ def mark_failed(
     return status
 
 
+def release(engine: sa.Engine, deliveries: list[Delivery], token: str) -> int:
+    """Hand claimed, unstarted deliveries back (a stopping worker): ready now, attempt not counted.
+
+    Only rows this token still holds are released; returns how many.
+    """
+    if not deliveries:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.text(
+                "UPDATE webhook_events SET status = 'pending', "
+                "attempts = greatest(attempts - 1, 0), next_attempt_at = now(), "
+                "claimed_at = NULL, claimed_by = NULL, last_claimed_by = NULL "
+                "WHERE id = ANY(:ids) AND status = 'processing' AND claimed_by = :token"
+            ),
+            {"ids": [d.id for d in deliveries], "token": token},
+        ).rowcount
+
+
 def replay(engine: sa.Engine, dead_only: bool = False, ids: list[int] | None = None) -> int:
     """Re-queue failed and dead deliveries (only dead ones, or only these ids) for the next run.
 
