@@ -9,11 +9,12 @@ CREATE TABLE klaviyo_profile_state (
     klaviyo_profile_id text,
     payload_hash       text,
     pushed_at          timestamptz,
+    failed_hash        text,
     last_error         text,
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE klaviyo_profile_state IS
-    'Per customer: hash of the CRM properties last accepted by Klaviyo and the profile id it answered; a customer whose payload hashes the same is not re-sent.';
+    'Per customer: hash of the CRM properties last accepted by Klaviyo and the profile id it answered; a customer whose payload hashes the same is not re-sent; failed_hash: a payload Klaviyo refused (per-profile import error), not re-sent until it changes.';
 
 -- ------------------------------------------------------------ klaviyo_lists
 CREATE TABLE klaviyo_lists (

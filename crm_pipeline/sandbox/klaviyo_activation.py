@@ -93,7 +93,9 @@ def _new_id() -> str:
 
 
 def _not_found(what: str, ident: str) -> KlaviyoApiError:
-    return KlaviyoApiError(404, "not_found", "Not found.", f"A {what} with id {ident} does not exist.")
+    return KlaviyoApiError(
+        404, "not_found", "Not found.", f"A {what} with id {ident} does not exist."
+    )
 
 
 def _data(body: bytes) -> Any:
@@ -324,7 +326,9 @@ class KlaviyoWrites:
 
     def create_list(self, body: bytes, params: dict[str, str], base_url: str) -> tuple[int, Any]:
         data = _data(body)
-        name = ((data or {}).get("attributes") or {}).get("name") if isinstance(data, dict) else None
+        name = (
+            ((data or {}).get("attributes") or {}).get("name") if isinstance(data, dict) else None
+        )
         if not isinstance(data, dict) or data.get("type") != "list" or not name:
             raise _invalid("A list needs `type: list` and a name.")
         with self.lock:
@@ -341,7 +345,7 @@ class KlaviyoWrites:
         return 201, {"data": body_out, "links": {"self": body_out["links"]["self"]}}
 
     def get_lists(self, params: dict[str, str], base_url: str) -> tuple[int, Any]:
-        wanted = dict((f, v) for f, v in _EQUALS.findall(params.get("filter", "")))
+        wanted = dict(_EQUALS.findall(params.get("filter", "")))
         with self.lock:
             ids = [
                 lid

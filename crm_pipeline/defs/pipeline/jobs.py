@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
-PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "mirror")
+PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "activation", "mirror")
 # Steps run in one process: on a small machine, a fresh interpreter per step (the multiprocess
 # executor) costs more than the parallelism between the Shopify and Klaviyo branches gains.
 

@@ -1,0 +1,69 @@
+"""The Klaviyo reverse sync asset: plans always, writes only with KLAVIYO_SYNC_ENABLED=1."""
+
+from typing import Any
+
+import dagster as dg
+
+from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
+
+GROUP = "activation"
+
+
+class ActivationConfig(dg.Config):
+    """Which `customer_segments.segment_name`s get a `CRM: <name>` list and entry events
+    (empty: the defaults of crm_pipeline/activation/settings.py)."""
+
+    segments: list[str] = []
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"klaviyo", "postgres"},
+    deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments")],
+)
+def klaviyo_profile_sync(
+    context: dg.AssetExecutionContext,
+    config: ActivationConfig,
+    postgres: PostgresResource,
+    klaviyo: KlaviyoResource,
+) -> dg.MaterializeResult:
+    """CRM scores and segments on Klaviyo profiles, CRM segment lists and trigger events."""
+    # the sync's modules load in the step, not with the code location (fast starts)
+    from crm_pipeline.activation.client import KlaviyoWriter
+    from crm_pipeline.activation.settings import DEFAULT_SEGMENTS
+    from crm_pipeline.activation.sync import sync_klaviyo
+    from crm_pipeline.sources.errors import SourceError
+
+    segments = config.segments or list(DEFAULT_SEGMENTS)
+    enabled = klaviyo.writes_enabled()
+    writer = KlaviyoWriter(klaviyo.get_client()) if enabled else None
+    try:
+        plan, result = sync_klaviyo(postgres.get_engine(), writer, context.run_id, segments)
+    except SourceError as exc:
+        raise dg.Failure(
+            description=(
+                f"Klaviyo sync stopped: {exc}. What was accepted is recorded; run the sync again "
+                "to resume (nothing is sent twice). Details in customer_sync_logs "
+                f"(target klaviyo) for run {context.run_id}."
+            )
+        ) from exc
+    metadata: dict[str, Any] = {
+        "sync_enabled": enabled,
+        "segments": dg.MetadataValue.json(segments),
+        **{f"planned_{k}": v for k, v in plan.counts().items()},
+    }
+    if result is None:
+        context.log.info("KLAVIYO_SYNC_ENABLED is not 1: planned only: %s", plan.counts())
+    else:
+        metadata.update(result.counts())
+        if writer is not None:
+            metadata.update(writer.client.usage.metadata(0.0))
+        if result.profiles_failed or result.events_failed:
+            context.log.warning(
+                "Klaviyo refused %d profiles and %d events; see customer_sync_logs",
+                result.profiles_failed,
+                result.events_failed,
+            )
+        context.log.info("klaviyo sync: %s", result.counts())
+    return dg.MaterializeResult(metadata=metadata)
