@@ -221,7 +221,7 @@ def pending_count(conn: sa.Connection) -> int:
 def trigger_done(conn: sa.Connection, unique_id: str, error: str | None) -> None:
     conn.execute(
         sa.text(
-            "UPDATE klaviyo_trigger_events SET status = :status, last_error = :error, "
+            "UPDATE klaviyo_trigger_events SET status = :status, last_error = CAST(:error AS text), "
             "sent_at = CASE WHEN :error IS NULL THEN now() END WHERE unique_id = :id"
         ),
         {"status": "failed" if error else "sent", "error": error, "id": unique_id},

@@ -282,7 +282,7 @@ class KlaviyoWrites:
     def _paged(
         self, items: list[Any], params: dict[str, str], path: str, base_url: str, maximum: int
     ) -> dict[str, Any]:
-        start, size = _page(params, maximum, 20)
+        start, size = _page(params, maximum, min(20, maximum))
         chunk = items[start : start + size]
         links = {"self": f"{base_url}{path}"}
         if start + size < len(items):
