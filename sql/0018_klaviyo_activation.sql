@@ -62,6 +62,13 @@ ALTER TABLE customers
 COMMENT ON COLUMN customers.email_consent_source IS
     'Who last withdrew email consent outside the source records (klaviyo_subscriptions, klaviyo_suppression, klaviyo_unsubscribed_event, klaviyo_webhook).';
 
+-- Klaviyo's SMS unsubscribes land as activities too (mapping/klaviyo.py METRIC_ACTIVITY)
+ALTER TABLE customer_activities DROP CONSTRAINT IF EXISTS customer_activities_activity_type_check;
+ALTER TABLE customer_activities ADD CONSTRAINT customer_activities_activity_type_check CHECK (
+    activity_type IN ('page_view', 'product_view', 'add_to_cart', 'checkout_started', 'purchase',
+                      'email_open', 'email_click', 'email_unsubscribe', 'sms_unsubscribe',
+                      'sms_click', 'active_on_site', 'note', 'other'));
+
 -- ------------------------------------------------------------ customer_sync_logs target
 ALTER TABLE customer_sync_logs
     ADD COLUMN target text NOT NULL DEFAULT 'firestore' CHECK (target IN ('firestore', 'klaviyo')),

@@ -24,6 +24,7 @@ from crm_pipeline.ingest.customers import (
     soft_delete_customers,
 )
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
+from crm_pipeline.activation.consent import OPT_OUT_ACTIVITIES, apply_opt_outs
 from crm_pipeline.mapping.klaviyo import map_event, map_profile, webhook_item
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money
@@ -583,6 +584,8 @@ def klaviyo_item(ctx: ApplyContext) -> Outcome:
         ),
         {"ext": record.external_id},
     ).scalar_one_or_none()
+    if owner and record.activity_type in OPT_OUT_ACTIVITIES:  # consent comes back at once
+        apply_opt_outs(ctx.conn, [owner])
     return Outcome("applied", touched | ({owner} if owner else set()))
 
 

@@ -9,12 +9,15 @@ Klaviyo's state is read back through the sandbox's API, never from its memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import orjson
 import pytest
 import sqlalchemy as sa
+from google.cloud import firestore
 
 from crm_pipeline.activation.client import KlaviyoWriter
 from crm_pipeline.activation.settings import (
@@ -32,6 +35,7 @@ from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline_tests.activation import helpers
 from crm_pipeline_tests.contracts.recording_proxy import RecordingProxy
+from crm_pipeline_tests.fixtures.firestore import TEST_PROJECT
 from crm_pipeline_tests.fixtures.pipeline import materialization
 from crm_pipeline_tests.fixtures.postgres import truncate_all
 
@@ -283,3 +287,111 @@ def test_without_sync_enabled_the_asset_only_plans(
         len(changed),
         len(changed),
     )
+
+
+def _rewrite_profiles(store: Path, change: dict[str, Any]) -> None:
+    """Apply `change[profile_id](attributes)` to those profiles of the store's Klaviyo side."""
+    path = store / "klaviyo" / "profiles.jsonl"
+    lines = []
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        if record["id"] in change:
+            change[record["id"]](record["attributes"])
+        lines.append(orjson.dumps(record))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_an_unsubscribe_in_klaviyo_reaches_customers_firestore_and_lists(
+    synced, store: Path, engine: sa.Engine
+) -> None:
+    """Run last: it rewrites the module's store (the profiles' subscriptions, an event)."""
+    sandbox, proxy, _ = synced
+    with engine.connect() as conn:
+        picked = conn.execute(
+            sa.text(
+                """
+                SELECT c.id::text, s.external_id FROM customers c
+                JOIN customer_sources s ON s.customer_id = c.id AND s.source = 'klaviyo'
+                WHERE c.accepts_email_marketing AND c.deleted_at IS NULL
+                  AND c.email IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM customer_segments g
+                                  WHERE g.customer_id = c.id AND g.segment_name = 'vip')
+                ORDER BY md5(c.id::text) LIMIT 3
+                """
+            )
+        ).all()
+    assert len(picked) == 3
+    (unsubscribed, _), (suppressed, _), (by_event, _) = picked
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+
+    def unsubscribe(attrs: dict[str, Any]) -> None:
+        marketing = attrs["subscriptions"]["email"]["marketing"]
+        marketing.update(consent="UNSUBSCRIBED", consent_timestamp=now)
+        marketing["can_receive_email_marketing"] = False
+        attrs["updated"] = now
+
+    def suppress(attrs: dict[str, Any]) -> None:
+        marketing = attrs["subscriptions"]["email"]["marketing"]
+        marketing["suppression"] = [{"reason": "HARD_BOUNCE", "timestamp": now}]
+        marketing["can_receive_email_marketing"] = False
+        attrs["updated"] = now
+
+    _rewrite_profiles(store, {picked[0][1]: unsubscribe, picked[1][1]: suppress})
+    with (store / "klaviyo" / "metrics.jsonl").open("ab") as fh:
+        fh.write(orjson.dumps({"type": "metric", "id": "UnSb01",
+                               "attributes": {"name": "Unsubscribed"}}) + b"\n")  # fmt: skip
+    with (store / "klaviyo" / "events.jsonl").open("ab") as fh:
+        event = {
+            "type": "event",
+            "id": "unsub-1",
+            "attributes": {"datetime": now, "event_properties": {}},
+            "relationships": {
+                "profile": {"data": {"type": "profile", "id": picked[2][1]}},
+                "metric": {"data": {"type": "metric", "id": "UnSb01"}},
+            },
+        }
+        fh.write(orjson.dumps(event) + b"\n")
+    sandbox.reload()
+    _new_vips_of(engine, [suppressed])  # a suppressed profile must not join a CRM list
+
+    result = build_definitions().resolve_job_def("incremental_sync").execute_in_process()
+    assert result.success
+    with engine.connect() as conn:
+        rows = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                sa.text(
+                    "SELECT id::text, accepts_email_marketing, email_consent_source "
+                    "FROM customers WHERE id = ANY(CAST(:ids AS uuid[]))"
+                ),
+                {"ids": [unsubscribed, suppressed, by_event]},
+            )
+        }
+    assert rows[unsubscribed][0] is False
+    assert rows[suppressed] == (False, "klaviyo_suppression")
+    assert rows[by_event] == (False, "klaviyo_unsubscribed_event")
+    docs = firestore.Client(project=TEST_PROJECT).collection("customers")
+    for customer_id in (unsubscribed, suppressed, by_event):
+        doc = docs.document(customer_id).get().to_dict()
+        assert doc["marketing"]["accepts_email"] is False, customer_id
+    api = helpers.client(sandbox.url)
+    with engine.connect() as conn:
+        (profile_id,) = conn.execute(
+            sa.text("SELECT klaviyo_profile_id FROM klaviyo_profile_state WHERE customer_id = :c"),
+            {"c": suppressed},
+        ).one()
+        vips = helpers.segment_members(conn, "vip")
+    members = helpers.list_members(api, helpers.list_ids(api)[list_name("vip")])
+    assert profile_id not in members and members == vips
+
+
+def _new_vips_of(engine: sa.Engine, ids: list[str]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO customer_segments (customer_id, segment_name, segment_type, "
+                "confidence, assigned_by, assigned_at) SELECT unnest(CAST(:ids AS uuid[])), "
+                "'vip', 'value', 1.0, 'manual', now()"
+            ),
+            {"ids": ids},
+        )

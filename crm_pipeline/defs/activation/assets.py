@@ -19,8 +19,29 @@ class ActivationConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    kinds={"postgres"},
+    deps=[
+        dg.AssetKey("unified_customers"),
+        dg.AssetKey("klaviyo_events"),
+        dg.AssetKey("webhook_deliveries"),
+    ],
+)
+def klaviyo_consent(
+    context: dg.AssetExecutionContext, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Marketing consent Klaviyo withdrew (unsubscribes, suppressions) applied to customers."""
+    from crm_pipeline.activation.consent import apply_opt_outs
+
+    with postgres.get_engine().begin() as conn:
+        changed = apply_opt_outs(conn)
+    context.log.info("consent withdrawn in Klaviyo applied to %d customers", len(changed))
+    return dg.MaterializeResult(metadata={"customers_opted_out": len(changed)})
+
+
+@dg.asset(
+    group_name=GROUP,
     kinds={"klaviyo", "postgres"},
-    deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments")],
+    deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments"), klaviyo_consent],
 )
 def klaviyo_profile_sync(
     context: dg.AssetExecutionContext,
