@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.activation.payloads import properties_sql
 from crm_pipeline.firestore.documents import LIVE_CONDITION
 
 _PUSHED = sa.text(
@@ -197,15 +198,18 @@ def record_triggers(conn: sa.Connection, triggers: list[Any], status: str) -> No
 
 
 PENDING_TRIGGERS = sa.text(
-    """
+    f"""
     SELECT e.unique_id, e.customer_id::text, e.metric_name, e.segment_name,
            c.email, c.phone_normalized, st.klaviyo_profile_id,
-           m.lifetime_value, m.predicted_ltv, m.churn_probability, m.engagement_score,
-           m.predicted_next_order_date
+           {properties_sql("c", "m", "g.segments")} AS properties
     FROM klaviyo_trigger_events e
     JOIN customers c ON c.id = e.customer_id
     LEFT JOIN klaviyo_profile_state st ON st.customer_id = e.customer_id
     LEFT JOIN customer_metrics m ON m.customer_id = e.customer_id
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(s.segment_name ORDER BY s.segment_name), '{{}}') AS segments
+        FROM customer_segments s WHERE s.customer_id = c.id
+    ) g
     WHERE e.status IN ('pending', 'failed')
     ORDER BY e.created_at, e.unique_id
     """
@@ -221,7 +225,8 @@ def pending_count(conn: sa.Connection) -> int:
 def trigger_done(conn: sa.Connection, unique_id: str, error: str | None) -> None:
     conn.execute(
         sa.text(
-            "UPDATE klaviyo_trigger_events SET status = :status, last_error = CAST(:error AS text), "
+            "UPDATE klaviyo_trigger_events SET status = :status, "
+            "last_error = CAST(:error AS text), "
             "sent_at = CASE WHEN :error IS NULL THEN now() END WHERE unique_id = :id"
         ),
         {"status": "failed" if error else "sent", "error": error, "id": unique_id},

@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.activation import settings, state
 from crm_pipeline.activation.client import KlaviyoWriter
-from crm_pipeline.activation.payloads import ProfileRow, crm_properties
+from crm_pipeline.activation.payloads import ProfileRow
 from crm_pipeline.activation.plan import ActivationPlan, build_plan
 from crm_pipeline.sources.errors import BadRequest
 
@@ -50,7 +49,7 @@ def job_chunks(rows: list[ProfileRow]) -> Iterator[list[ProfileRow]]:
     chunk: list[ProfileRow] = []
     size = 0
     for row in rows:
-        item = len(orjson.dumps(row.resource)) + 1
+        item = len(row.resource_json) + 1  # jsonb text: a little larger than what is sent
         if chunk and (
             len(chunk) >= settings.MAX_JOB_PROFILES or size + item > settings.MAX_JOB_BYTES
         ):
@@ -121,7 +120,10 @@ class ActivationSync:
                 else:
                     result.errors.append(f"job {job_id}: {attrs.get('detail')}")
             ids: dict[str, str] = {}
-            for profile in self.writer.job_profiles(job_id):
+            # profile ids are learnt only for customers Klaviyo did not know: a changed profile
+            # of a known customer costs no lookup (the job's profiles come 100 per request)
+            unknown = any(row.klaviyo_profile_id is None for row in chunk)
+            for profile in self.writer.job_profiles(job_id) if unknown else ():
                 attrs = profile.get("attributes") or {}
                 for key in (
                     "email:" + str(attrs.get("email") or "").lower(),
@@ -269,8 +271,8 @@ def sync_klaviyo(
 
 def trigger_event(trigger: Any) -> dict[str, Any]:
     """The event resource of a recorded trigger: metric, profile, properties, unique_id."""
-    properties = crm_properties(trigger.customer_id, trigger, ())
-    for key in ("crm_segments", "crm_vip"):
+    properties = dict(trigger.properties)
+    for key in ("crm_segments", "crm_vip", "crm_rfm_segment", "crm_value_tier"):
         properties.pop(key, None)
     if trigger.segment_name:
         properties["segment"] = trigger.segment_name
