@@ -25,7 +25,7 @@ def plan(
     from crm_pipeline.cli import _engine
     from crm_pipeline.env_binding import env, resolve
 
-    engine = _engine()
+    engine = _engine()  # type: ignore[no-untyped-call]  # the CLI's helper
     with engine.connect() as conn:
         todo = build_plan(conn, list(segment or DEFAULT_SEGMENTS))
     for line in todo.lines():

@@ -173,9 +173,9 @@ def new_triggers(conn: sa.Connection, segments: list[str]) -> list[Any]:
 def has_trigger_history(conn: sa.Connection) -> bool:
     """Whether any trigger was ever recorded: the first sync records a baseline instead of
     firing a welcome and an entry event for every existing customer."""
-    return conn.execute(
-        sa.text("SELECT EXISTS (SELECT 1 FROM klaviyo_trigger_events)")
-    ).scalar_one()
+    return bool(
+        conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM klaviyo_trigger_events)")).scalar_one()
+    )
 
 
 def record_triggers(conn: sa.Connection, triggers: list[Any], status: str) -> None:
@@ -217,9 +217,13 @@ PENDING_TRIGGERS = sa.text(
 
 
 def pending_count(conn: sa.Connection) -> int:
-    return conn.execute(
-        sa.text("SELECT count(*) FROM klaviyo_trigger_events WHERE status IN ('pending', 'failed')")
-    ).scalar_one()
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM klaviyo_trigger_events WHERE status IN ('pending', 'failed')"
+            )
+        ).scalar_one()
+    )
 
 
 def trigger_done(conn: sa.Connection, unique_id: str, error: str | None) -> None:

@@ -131,12 +131,14 @@ class ActivationSync:
                     "id:" + str(profile.get("id")),
                 ):
                     ids.setdefault(key, str(profile["id"]))
-            pushed, refused, logs = [], [], []
+            pushed: list[tuple[str, str | None, str]] = []
+            refused: list[tuple[str, str, str]] = []
+            logs: list[tuple[str | None, str, str, str | None, dict[str, Any] | None]] = []
             for row in chunk:
                 if row.customer_id in failed:
-                    error = failed[row.customer_id]
-                    refused.append((row.customer_id, row.payload_hash, error))
-                    logs.append((row.customer_id, "klaviyo_profile", "failed", error, None))
+                    problem = failed[row.customer_id]
+                    refused.append((row.customer_id, row.payload_hash, problem))
+                    logs.append((row.customer_id, "klaviyo_profile", "failed", problem, None))
                     continue
                 pid = ids.get(row.match_key) or row.klaviyo_profile_id
                 pushed.append((row.customer_id, pid, row.payload_hash))

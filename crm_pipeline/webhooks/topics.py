@@ -18,13 +18,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.activation.consent import OPT_OUT_ACTIVITIES, apply_opt_outs
 from crm_pipeline.ingest.customers import (
     apply_survivorship,
     observed_after,
     soft_delete_customers,
 )
 from crm_pipeline.ingest.source_state import SourceState, load_source, save_folded
-from crm_pipeline.activation.consent import OPT_OUT_ACTIVITIES, apply_opt_outs
 from crm_pipeline.mapping.klaviyo import map_event, map_profile, webhook_item
 from crm_pipeline.mapping.records import content_hash
 from crm_pipeline.mapping.shopify import map_customer, map_order, money

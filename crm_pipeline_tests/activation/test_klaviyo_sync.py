@@ -28,9 +28,9 @@ from crm_pipeline.activation.settings import (
 )
 from crm_pipeline.activation.sync import sync_klaviyo
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.definitions import build_definitions
 from crm_pipeline.defs.activation.assets import klaviyo_profile_sync
 from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
-from crm_pipeline.definitions import build_definitions
 from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline_tests.activation import helpers
@@ -243,9 +243,7 @@ def test_entry_events_fire_once_when_a_failed_run_is_retried(
     assert result is not None and plan.profiles == []  # profiles went in the failed run
     # the retry re-sends the unrecorded event and the rest; Klaviyo keeps one per unique_id
     assert result.events_sent == len(changed) - 1
-    fresh = [
-        e for e in helpers.events_of(api, METRIC_ENTERED_SEGMENT) if e["id"] not in before
-    ]
+    fresh = [e for e in helpers.events_of(api, METRIC_ENTERED_SEGMENT) if e["id"] not in before]
     unique_ids = [e["attributes"]["event_properties"]["$event_id"] for e in fresh]
     assert len(fresh) == len(changed) == len(set(unique_ids))
     with engine.connect() as conn:
