@@ -210,7 +210,9 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
             return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail))
         index = store.events
         for op, fld, value in _KLAVIYO_FILTER.findall(params.get("filter", "")):
-            created = state.klaviyo_writes.events_of(value) if fld == "metric_id" else None
+            created = (
+                state.klaviyo_writes.events_of(value, base_url) if fld == "metric_id" else None
+            )
             if created is not None:  # events the pipeline created: one page, read back by tests
                 return _Reply(200, {"data": created, "links": _klaviyo_links(self_link, None)})
             if fld == "metric_id" and op == "equals":

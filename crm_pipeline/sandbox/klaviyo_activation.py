@@ -454,14 +454,28 @@ class KlaviyoWrites:
                 for name, mid in self.metrics.items()
             ]
 
-    def events_of(self, metric_id: str) -> list[dict[str, Any]] | None:
-        """Events created under a metric the writes created (None: not one of ours)."""
+    def events_of(self, metric_id: str, base_url: str) -> list[dict[str, Any]] | None:
+        """Events created under a metric the writes created (None: not one of ours), as
+        get-events answers them."""
         with self.lock:
             if metric_id not in self.metrics.values():
                 return None
-            return [
+            found = [
                 e for e in self.events if e["relationships"]["metric"]["data"]["id"] == metric_id
             ]
+        return [
+            {
+                **e,
+                "attributes": {
+                    **e["attributes"],
+                    "timestamp": int(
+                        datetime.fromisoformat(e["attributes"]["datetime"]).timestamp()
+                    ),
+                },
+                "links": {"self": f"{base_url}/api/events/{e['id']}/"},
+            }
+            for e in found
+        ]
 
     # ------------------------------------------------------------------ dispatch
     def handle(
