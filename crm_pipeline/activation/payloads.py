@@ -51,7 +51,7 @@ CUSTOMERS_SQL = sa.text(
 SELECT c.id::text AS customer_id, c.email, c.phone_normalized, c.created_at, g.segments,
        k.external_id AS klaviyo_id, coalesce(k.suppressed, false) AS suppressed,
        st.payload_hash AS pushed_hash, st.failed_hash, st.klaviyo_profile_id,
-       r.resource::text AS resource, md5(r.resource::text) AS payload_hash
+       rt.resource, md5(rt.resource) AS payload_hash
 FROM customers c
 LEFT JOIN customer_metrics m ON m.customer_id = c.id
 LEFT JOIN klaviyo_profile_state st ON st.customer_id = c.id
@@ -78,6 +78,7 @@ CROSS JOIN LATERAL (
         || CASE WHEN c.email IS NULL AND c.phone_normalized IS NULL
                 THEN jsonb_build_object('id', k.external_id) ELSE '{{}}'::jsonb END AS resource
 ) r
+CROSS JOIN LATERAL (SELECT r.resource::text AS resource) rt
 WHERE {LIVE_CONDITION} AND c.id > CAST(:after AS uuid)
   AND (c.email IS NOT NULL OR c.phone_normalized IS NOT NULL OR k.external_id IS NOT NULL)
 ORDER BY c.id

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from google.cloud import firestore
+from typer.testing import CliRunner
 
 from crm_pipeline.activation.client import KlaviyoWriter
 from crm_pipeline.activation.settings import (
@@ -27,6 +28,7 @@ from crm_pipeline.activation.settings import (
     list_name,
 )
 from crm_pipeline.activation.sync import sync_klaviyo
+from crm_pipeline.cli import app as cli_app
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.definitions import build_definitions
 from crm_pipeline.defs.activation.assets import klaviyo_profile_sync
@@ -172,6 +174,15 @@ def test_a_second_run_writes_nothing(synced, engine: sa.Engine, database_url: st
     assert helpers.writes(proxy.exchanges[before:]) == []
     meta = materialization(result, "klaviyo_profile_sync")
     assert meta["planned_profiles_to_push"] == 0 and meta["events_sent"] == 0
+
+
+def test_the_plan_command_shows_nothing_to_write_after_a_sync(synced) -> None:
+    result = CliRunner().invoke(cli_app, ["activation", "plan"])
+    assert result.exit_code == 0, result.output
+    assert "profiles to push (payload changed): 0" in result.output
+    for segment in DEFAULT_SEGMENTS:
+        assert f"CRM: {segment}: +0 -0 members" in result.output
+    assert "trigger events to send: 0" in result.output
 
 
 def test_a_change_writes_exactly_the_changed_profiles_members_and_entry_events(
