@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from crm_pipeline.activation.cli import activation_app
+
 app = typer.Typer(
     help="crm-pipeline: Shopify + Klaviyo + webhooks into one customer record.",
     no_args_is_help=True,
@@ -23,6 +25,7 @@ webhooks_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(activation_app, name="activation")
 
 console = Console()
 err = Console(stderr=True)

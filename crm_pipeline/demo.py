@@ -181,6 +181,8 @@ class Demo:
             "SHOPIFY_ACCESS_TOKEN": "shpat_demo_sandbox_token",
             "KLAVIYO_API_URL": sandbox_url,
             "KLAVIYO_API_KEY": "pk_demo_sandbox_key",
+            # the demo closes the marketing loop against the sandbox (docs/activation.md)
+            "KLAVIYO_SYNC_ENABLED": "1",
             "FIRESTORE_EMULATOR_HOST": firestore_host,
             "GOOGLE_CLOUD_PROJECT": DEMO_PROJECT,
             "CRM_DEMO": "1",

@@ -31,6 +31,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
             api_key=env("KLAVIYO_API_KEY"),
             api_url=env("KLAVIYO_API_URL"),
             predictive_analytics=env("KLAVIYO_PREDICTIVE_ANALYTICS"),
+            sync_enabled=env("KLAVIYO_SYNC_ENABLED"),
         ),
         # unset: production Firestore with application-default credentials
         "firestore": FirestoreResource(

@@ -46,7 +46,8 @@ _SAMPLE_IDS = sa.text(
 )
 _RUN_IDS = sa.text(
     "SELECT DISTINCT customer_id::text FROM customer_sync_logs "
-    "WHERE run_id = :run_id AND customer_id IS NOT NULL"
+    # the Klaviyo sync logs into the same table in the same run (target klaviyo)
+    "WHERE run_id = :run_id AND customer_id IS NOT NULL AND target = 'firestore'"
 )
 
 Subdocs = dict[str, dict[str, dict[str, Any]]]

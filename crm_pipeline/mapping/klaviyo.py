@@ -17,6 +17,10 @@ METRIC_ACTIVITY = {
     "Placed Order": "purchase",
     "Started Checkout": "checkout_started",
     "Unsubscribed": "email_unsubscribe",
+    # system-webhook metrics that withdraw consent (crm_pipeline/activation/consent.py)
+    "Unsubscribed from Email Marketing": "email_unsubscribe",
+    "Marked Email as Spam": "email_unsubscribe",
+    "Unsubscribed from SMS Marketing": "sms_unsubscribe",
     "Clicked SMS": "sms_click",
     "Viewed Page": "page_view",
 }
@@ -27,6 +31,9 @@ KLAVIYO_WEBHOOK_TOPICS = {
     "event:klaviyo.opened_email": "Opened Email",
     "event:klaviyo.clicked_email": "Clicked Email",
     "event:klaviyo.clicked_sms": "Clicked SMS",
+    "event:klaviyo.unsubscribed_from_email_marketing": "Unsubscribed from Email Marketing",
+    "event:klaviyo.marked_email_as_spam": "Marked Email as Spam",
+    "event:klaviyo.unsubscribed_from_sms_marketing": "Unsubscribed from SMS Marketing",
 }
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from crm_pipeline.sandbox.klaviyo_activation import route as write_route
 from crm_pipeline.sandbox.klaviyo_webhooks import KlaviyoApiError
 from crm_pipeline.sandbox.reply import _Reply
 from crm_pipeline.sandbox.state import SandboxState
@@ -173,10 +174,19 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
             data = [
                 {**m, "links": {"self": f"{base_url}/api/metrics/{m['id']}/"}}
                 for m in store.metrics
-            ]
+            ] + state.klaviyo_writes.metric_resources(base_url)
             return _Reply(200, {"data": data, "links": _klaviyo_links(self_link, None)})
         if resource == "profiles" and item_id is not None:
             rec = state.klaviyo_profile_lookup.get(item_id)
+            imported = state.klaviyo_writes.overlay(item_id)
+            if imported is not None:  # what bulk imports wrote, over the store's record
+                rec = rec or {"id": item_id, "attributes": {}}
+                attrs = {**(rec.get("attributes") or {}), **imported}
+                attrs["properties"] = {
+                    **((rec.get("attributes") or {}).get("properties") or {}),
+                    **(imported.get("properties") or {}),
+                }
+                rec = {**rec, "attributes": attrs}
             if rec is None:
                 detail = f"A profile with id {item_id} does not exist."
                 return _Reply(404, _klaviyo_error(404, "not_found", "Not found.", detail))
@@ -200,6 +210,11 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
             return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", detail))
         index = store.events
         for op, fld, value in _KLAVIYO_FILTER.findall(params.get("filter", "")):
+            created = (
+                state.klaviyo_writes.events_of(value, base_url) if fld == "metric_id" else None
+            )
+            if created is not None:  # events the pipeline created: one page, read back by tests
+                return _Reply(200, {"data": created, "links": _klaviyo_links(self_link, None)})
             if fld == "metric_id" and op == "equals":
                 index = store.events_for_metric(store.metric_code.get(value, -2))
         records, next_url = _klaviyo_page(index, params, "datetime", size, link)
@@ -239,6 +254,31 @@ def handle_klaviyo(state: SandboxState, path: str, params: dict[str, str], base_
         return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", str(exc)))
 
 
+def _write_reply(
+    state: SandboxState,
+    bucket: str,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: bytes,
+    media: str,
+    base_url: str,
+) -> _Reply:
+    """A write-side request (sandbox/klaviyo_activation.py) under its rate-limit bucket."""
+    throttled = _klaviyo_throttled(state, bucket)
+    if throttled:
+        return throttled
+    if method in ("POST", "DELETE") and media != KLAVIYO_MEDIA_TYPE:
+        detail = f"Content-Type must be {KLAVIYO_MEDIA_TYPE}."
+        return _Reply(415, _klaviyo_error(415, "unsupported_media_type", "Unsupported.", detail))
+    try:
+        return _Reply(*state.klaviyo_writes.handle(method, path, params, body, base_url))
+    except KlaviyoApiError as exc:
+        return _Reply(exc.status, _klaviyo_error(exc.status, exc.code, exc.title, exc.detail))
+    except ValueError as exc:
+        return _Reply(400, _klaviyo_error(400, "invalid", "Invalid input.", str(exc)))
+
+
 def handle_klaviyo_request(
     state: SandboxState,
     method: str,
@@ -251,7 +291,10 @@ def handle_klaviyo_request(
     """Any Klaviyo /api/ request: webhooks API or the read endpoints, in JSON:API media type."""
     media = (content_type or "").split(";")[0].strip().lower()
     webhooks = path.startswith(("/api/webhooks", "/api/webhook-topics"))
-    if not webhooks and method == "GET":
+    writes = write_route(method, path)
+    if writes is not None:
+        reply = _write_reply(state, writes[1], method, path, params, body, media, base_url)
+    elif not webhooks and method == "GET":
         reply = handle_klaviyo(state, path, params, base_url)
     elif not webhooks:
         detail = f"Method {method} not allowed on {path}"

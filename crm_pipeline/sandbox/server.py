@@ -283,6 +283,7 @@ class SandboxServer:
         assert self.state is not None, "start the server first"
         self.state.store = SandboxStore(self.store_path)
         self.state.klaviyo_profile_lookup = ProfileLookup(self.state.store.profiles)
+        self.state.klaviyo_writes.reload(self.state.store.profiles)
 
     def stop(self) -> None:
         if self._server is not None:

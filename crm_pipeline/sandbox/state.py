@@ -9,6 +9,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from crm_pipeline.sandbox.klaviyo_activation import KlaviyoWrites
 from crm_pipeline.sandbox.klaviyo_profiles import ProfileLookup
 from crm_pipeline.sandbox.klaviyo_webhooks import KlaviyoWebhooks
 from crm_pipeline.sandbox.shopify.state import ShopifyState
@@ -73,6 +74,7 @@ class SandboxState:
         self.counters: dict[str, int] = {}
         self.klaviyo_webhooks = KlaviyoWebhooks()
         self.klaviyo_profile_lookup = ProfileLookup(store.profiles)
+        self.klaviyo_writes = KlaviyoWrites(store.profiles)
 
     def count(self, name: str) -> None:
         with self.lock:

@@ -38,6 +38,11 @@ KLAVIYO_LIMITS: dict[str, KlaviyoLimit] = {
     "events": KlaviyoLimit(350, 3500),
     "metrics": KlaviyoLimit(10, 150),
     "webhooks": KlaviyoLimit(1, 15),
+    # the write side used by the reverse sync (crm_pipeline/activation)
+    "bulk_import": KlaviyoLimit(10, 150),  # profile bulk import jobs: create, get, errors
+    "lists": KlaviyoLimit(75, 750),  # get-lists, list members
+    "lists_write": KlaviyoLimit(10, 150),  # create list, add/remove list members
+    "events_write": KlaviyoLimit(350, 3500),  # create-event
 }
 
 # Shopify Admin GraphQL: a leaky bucket of cost points restored at this many points per second

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.activation.consent import OPT_OUT_ACTIVITIES, apply_opt_outs
 from crm_pipeline.ingest.customers import (
     apply_survivorship,
     observed_after,
@@ -589,6 +590,8 @@ def klaviyo_item(ctx: ApplyContext) -> Outcome:
         ),
         {"ext": record.external_id},
     ).scalar_one_or_none()
+    if owner and record.activity_type in OPT_OUT_ACTIVITIES:  # consent comes back at once
+        apply_opt_outs(ctx.conn, [owner])
     return Outcome("applied", touched | ({owner} if owner else set()))
 
 

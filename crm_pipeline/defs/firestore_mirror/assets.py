@@ -14,7 +14,12 @@ from crm_pipeline.firestore.mirror import sync_dashboard
 @dg.asset(
     group_name="mirror",
     kinds={"firestore", "postgres"},
-    deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments")],
+    # klaviyo_consent: consent withdrawn in Klaviyo shows in the same run
+    deps=[
+        dg.AssetKey("customer_metrics"),
+        dg.AssetKey("customer_segments"),
+        dg.AssetKey("klaviyo_consent"),
+    ],
 )
 def firestore_customer_mirror(
     context: dg.AssetExecutionContext, postgres: PostgresResource, firestore: FirestoreResource

@@ -19,6 +19,15 @@ class KlaviyoResource(dg.ConfigurableResource):
     # as their own stream. Off by default: asking for them puts every profile page under the
     # 150/min limit instead of 700/min, and our own models replace them (docs/predictive.md).
     predictive_analytics: str | None = None
+    # "1" (or an env binding to it, KLAVIYO_SYNC_ENABLED): the activation assets may write to
+    # Klaviyo; anything else and they only plan (crm_pipeline/activation, docs/activation.md)
+    sync_enabled: str | None = None
+
+    def writes_enabled(self) -> bool:
+        """Whether the reverse sync may write to this account."""
+        from crm_pipeline.activation.settings import sync_enabled
+
+        return sync_enabled(resolve(self.sync_enabled))
 
     def wants_predictive(self) -> bool:
         """Whether the predictive stream is configured."""

@@ -7,7 +7,7 @@ import dagster as dg
 from crm_pipeline.executors import fan_out_executor
 
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
-PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "mirror")
+PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "activation", "mirror")
 # Steps run in one process: on a small machine, a fresh interpreter per step (the multiprocess
 # executor) costs more than the parallelism between the Shopify and Klaviyo branches gains. On
 # Kubernetes CRM_DAGSTER_EXECUTOR=k8s gives each step its own pod (crm_pipeline/executors.py).

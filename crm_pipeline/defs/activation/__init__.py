@@ -1,0 +1,1 @@
+"""The activation domain: what the CRM computes, pushed to Klaviyo where marketing acts on it."""
