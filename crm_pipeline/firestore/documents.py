@@ -22,6 +22,7 @@ from urllib.parse import quote
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.firestore.queryable import add_query_fields
 from crm_pipeline.normalize import parse_timestamp
 
 CUSTOMERS = "customers"
@@ -374,6 +375,7 @@ def _build(row: Sequence[str]) -> CustomerDocument:
     data["default_address"] = (
         {key: addresses[0].get(key) for key in _DEFAULT_ADDRESS_FIELDS} if addresses else None
     )
+    add_query_fields(data)
     activities = orjson.loads(activities_json)
     for activity in activities:
         activity["properties"] = _sanitize_keys(activity.get("properties") or {})
