@@ -7,7 +7,7 @@ import dagster as dg
 
 from crm_pipeline.analytics._db import as_utc
 from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
-from crm_pipeline.analytics.segments import refresh_segments
+from crm_pipeline.analytics.segments import INACTIVE_AFTER_DAYS, refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.normalize import parse_timestamp
@@ -20,6 +20,8 @@ class AnalyticsConfig(dg.Config):
 
     as_of: str | None = None
     full_recompute: bool = False
+    # customer_segments: no order and no activity for this many days makes a customer inactive
+    inactive_after_days: int = INACTIVE_AFTER_DAYS
 
 
 def parse_as_of(value: str | None) -> datetime:
@@ -104,7 +106,9 @@ def customer_segments(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Value, engagement, churn-risk, RFM, VIP and tag-driven segment assignments."""
-    summary = refresh_segments(postgres.get_engine(), parse_as_of(config.as_of))
+    summary = refresh_segments(
+        postgres.get_engine(), parse_as_of(config.as_of), config.inactive_after_days
+    )
     distribution = segment_distribution(postgres.get_engine())
     metadata: dict[str, Any] = dict(summary)
     metadata["distribution"] = dg.MetadataValue.json(
