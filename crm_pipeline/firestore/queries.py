@@ -87,9 +87,7 @@ SORTS = (
     Sort("churn_risk", "metrics.churn_probability"),
     Sort("created", "created_at"),
 )
-CATALOGUE: tuple[ListQuery, ...] = tuple(
-    ListQuery(f, s) for f in (None, *FILTERS) for s in SORTS
-)
+CATALOGUE: tuple[ListQuery, ...] = tuple(ListQuery(f, s) for f in (None, *FILTERS) for s in SORTS)
 
 
 def indexes_document() -> dict[str, Any]:

@@ -85,7 +85,7 @@ def expected_status(before: dict[str, Any], as_of: datetime, days: int, vip: boo
     """The documented rule (docs/metrics.md#status), written from scratch."""
     if before["status_set_by"] == "manual" or before["status"] in ("blocked", "pending"):
         return str(before["status"])
-    seen = [t for t in (before["created_at"], before["last_active_at"], before["o"], before["x"])]
+    seen = (before["created_at"], before["last_active_at"], before["o"], before["x"])
     if max(t for t in seen if t is not None) < as_of - timedelta(days=days):
         return "inactive"
     return "vip" if vip else "active"
@@ -185,9 +185,8 @@ def test_process_webhooks_refreshes_a_true_dashboard(
     assert history["date"] == today.isoformat()
     assert {key: history[key] for key in expected} == expected
     feed = _feed(firestore_client)
-    assert list(sorted(feed, key=lambda i: (feed[i]["occurred_at"], int(i)), reverse=True)) == (
-        feed_from_tables(clean_db)
-    )
+    newest_first = sorted(feed, key=lambda i: (feed[i]["occurred_at"], int(i)), reverse=True)
+    assert newest_first == feed_from_tables(clean_db)
     assert len(feed) == RECENT_ACTIVITY_LIMIT
 
 

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crm_pipeline.firestore.documents import CUSTOMERS
+from crm_pipeline.firestore.emulator import clear_emulator
 from crm_pipeline.firestore.mirror import MirrorSettings, sync_mirror
 from crm_pipeline.firestore.queries import (
     CATALOGUE,
@@ -32,6 +33,8 @@ from crm_pipeline.firestore.queries import (
 )
 from crm_pipeline.firestore.queryable import MAX_TOKEN_LENGTH, search_tokens
 from crm_pipeline_tests.firestore.seed import seed_customers
+from crm_pipeline_tests.fixtures.firestore import TEST_PROJECT
+from crm_pipeline_tests.fixtures.postgres import truncate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS_IN_STORE = 300
@@ -98,11 +101,6 @@ def _search_value(value: str) -> str:
 @pytest.fixture(scope="module")
 def mirrored_store(engine: sa.Engine, firestore_emulator: str) -> firestore.Client:
     """A generated store with varied countries, tags and null/missing metrics, mirrored."""
-    from crm_pipeline_tests.fixtures.firestore import TEST_PROJECT
-    from crm_pipeline_tests.fixtures.postgres import truncate_all
-
-    from crm_pipeline.firestore.emulator import clear_emulator
-
     truncate_all(engine)
     clear_emulator(firestore_emulator, TEST_PROJECT)
     seed_customers(engine, CUSTOMERS_IN_STORE)
