@@ -39,7 +39,7 @@ import grpc
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import firestore
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
-from google.cloud.firestore_v1.types.firestore import BatchWriteRequest
+from google.cloud.firestore_v1.types.firestore import BatchWriteRequest, BatchWriteResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -108,7 +108,8 @@ def raw_write_seconds(
             response = client._firestore_api.batch_write(
                 request=BatchWriteRequest.wrap(request), metadata=client._rpc_metadata
             )
-            failed = [st for st in response.status if st.code != 0]
+            # read the statuses on the raw protobuf, as the mirror does (no proto-plus wrapping)
+            failed = [st for st in BatchWriteResponse.pb(response).status if st.code != 0]
             if failed:  # per-write statuses, as the mirror checks them
                 raise RuntimeError(f"{len(failed)} writes failed: {failed[0].message}")
             return
