@@ -13,8 +13,9 @@ orders, activities), starts the Firestore emulator, then:
 3. the library's `WriteBatch.commit()` (Commit RPC, proto-plus encoding) over the same documents
    with the same threads, as a second ratio (the baseline of earlier runs).
 
-The emulator's JVM is warmed up first and the passes alternate for `--rounds` rounds, so JIT
-warm-up and noise from other processes do not favour one side. Prints docs/s of each (a
+The emulator's JVM is warmed up first and the passes alternate for `--rounds` rounds (even
+rounds run them in reverse order), so JIT warm-up, the emulator's drift and noise from other
+processes do not favour one side. Prints docs/s of each (a
 document is one Firestore write: customer documents plus subcollection documents) and the
 ratios of the medians: mirror/raw BatchWrite (the fair one, target >= 0.8) and mirror/raw
 WriteBatch.
@@ -203,8 +204,9 @@ def main() -> None:
         mirror_rates: list[float] = []
         batchwrite_rates: list[float] = []
         client_rates: list[float] = []
-        for round_no in range(1, args.rounds + 1):
-            # Each round starts from an empty emulator and no mirror state: a true first sync.
+
+        def mirror_pass(round_no: int) -> None:
+            # an empty emulator and no mirror state: a true first sync
             clear_emulator(host, PROJECT)
             with engine.begin() as conn:
                 conn.exec_driver_sql("TRUNCATE firestore_mirror_state, customer_sync_logs")
@@ -222,19 +224,33 @@ def main() -> None:
                     f"[{round_no}] mirror second run (nothing changed): {again.seconds:.1f}s, "
                     f"wrote {again.written}, unchanged {again.unchanged}"
                 )
-            for mode, rates, label in (
-                ("batchwrite", batchwrite_rates, "BatchWrite RPC, mirror's encoder"),
-                ("client", client_rates, "WriteBatch, Commit RPC"),
-            ):
-                clear_emulator(host, PROJECT)
-                seconds, documents = raw_write_seconds(
-                    engine, client, args.batch_size, args.threads, mode=mode
-                )
-                rates.append(documents / seconds)
-                print(
-                    f"[{round_no}] raw writes ({label}, {args.threads} in flight): {documents} "
-                    f"docs in {seconds:.1f}s = {rates[-1]:,.0f} docs/s"
-                )
+
+        def raw_pass(round_no: int, mode: str) -> None:
+            rates, label = {
+                "batchwrite": (batchwrite_rates, "BatchWrite RPC, mirror's encoder"),
+                "client": (client_rates, "WriteBatch, Commit RPC"),
+            }[mode]
+            clear_emulator(host, PROJECT)
+            seconds, documents = raw_write_seconds(
+                engine, client, args.batch_size, args.threads, mode=mode
+            )
+            rates.append(documents / seconds)
+            print(
+                f"[{round_no}] raw writes ({label}, {args.threads} in flight): {documents} "
+                f"docs in {seconds:.1f}s = {rates[-1]:,.0f} docs/s"
+            )
+
+        for round_no in range(1, args.rounds + 1):
+            # odd rounds: mirror, BatchWrite, WriteBatch; even rounds the reverse, so the
+            # emulator's drift over a run (it slows as documents come and go) favours no side
+            if round_no % 2:
+                mirror_pass(round_no)
+                raw_pass(round_no, "batchwrite")
+                raw_pass(round_no, "client")
+            else:
+                raw_pass(round_no, "client")
+                raw_pass(round_no, "batchwrite")
+                mirror_pass(round_no)
         mirror_rate = statistics.median(mirror_rates)
         batchwrite_rate = statistics.median(batchwrite_rates)
         client_rate = statistics.median(client_rates)
