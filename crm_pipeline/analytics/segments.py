@@ -6,7 +6,11 @@ All set-based SQL over customer_metrics, in one transaction:
    customer_segment_history);
 3. the desired rows are upserted: unchanged assignments keep their assigned_at, so re-running
    with the same as_of leaves the table identical;
-4. customers.status follows the VIP rule unless staff set the status (status_set_by = manual).
+4. customers.status follows the inactivity and VIP rules unless staff set the status
+   (status_set_by = manual); blocked and pending customers are never changed. A customer is
+   `inactive` when nothing was seen of them (created, order, activity) for `inactive_after_days`
+   (default 180) before as_of, and `active` again when something is; of the rest, members of the
+   `vip` segment are `vip`.
 These writes are not recorded in the change log (crm_pipeline.changes): the refresh that makes
 them mirrors them too.
 Names and rules are documented in docs/metrics.md#segments.
@@ -42,6 +46,8 @@ ENGAGED_MIN_SCORE = 40
 COOLING_MIN_SCORE = 10
 CHURN_MEDIUM = 0.3
 CHURN_HIGH = 0.7
+#: No order and no activity (nor a sign-up) for this many days before as_of: `inactive`.
+INACTIVE_AFTER_DAYS = 180
 
 _DESIRED = """
 CREATE TEMP TABLE _desired_segments ON COMMIT DROP AS
@@ -137,6 +143,30 @@ WHERE (s.segment_type, s.confidence, s.assigned_by, s.expires_at)
   AND NOT (s.assigned_by = 'manual' AND EXCLUDED.assigned_by <> 'manual')
 """
 
+# One statement both ways: idle active/vip customers become inactive, inactive ones seen again
+# become active (the VIP rule below then promotes members of the vip segment).
+_INACTIVITY = """
+WITH seen AS (
+    -- per-customer lookups (indexed by customer_id): a touched refresh reads only its targets
+    SELECT c.id,
+           greatest(c.created_at, c.last_active_at,
+                    (SELECT max(o.created_at) FROM orders o WHERE o.customer_id = c.id),
+                    (SELECT max(a.occurred_at) FROM customer_activities a
+                     WHERE a.customer_id = c.id))
+               < CAST(:as_of AS timestamptz) - :inactive_after AS idle
+    FROM customers c
+    WHERE c.status IN ('active', 'vip', 'inactive') AND c.status_set_by = 'system'
+      AND c.deleted_at IS NULL AND c.merged_into IS NULL
+      AND """ + _TARGETED.format(col="c.id") + """
+)
+UPDATE customers c SET status = CASE WHEN seen.idle THEN 'inactive' ELSE 'active' END
+FROM seen
+WHERE seen.id = c.id
+  AND ((c.status IN ('active', 'vip') AND seen.idle)
+       OR (c.status = 'inactive' AND NOT seen.idle))
+RETURNING c.status
+"""
+
 _VIP_ON = """
 UPDATE customers c SET status = 'vip'
 WHERE c.status = 'active' AND c.status_set_by = 'system'
@@ -154,9 +184,12 @@ WHERE c.status = 'vip' AND c.status_set_by = 'system'
 
 
 def refresh_segments(
-    bind: Bind, as_of: datetime | None = None, customer_ids: list[str] | None = None
+    bind: Bind,
+    as_of: datetime | None = None,
+    customer_ids: list[str] | None = None,
+    inactive_after_days: int = INACTIVE_AFTER_DAYS,
 ) -> dict[str, Any]:
-    """Recompute segment assignments as of `as_of`; returns counts of what changed.
+    """Recompute segment assignments and status as of `as_of`; returns counts of what changed.
 
     With `customer_ids`, percentiles and thresholds still come from every customer but only
     those customers' assignments and status are written (incremental runs); None: everyone.
@@ -164,6 +197,7 @@ def refresh_segments(
     moment = as_utc(as_of)
     params = {
         "ids": None if customer_ids is None else sorted(set(customer_ids)),
+        "inactive_after": timedelta(days=inactive_after_days),
         "as_of": moment,
         "ttl": SEGMENT_TTL,
         "vip": VIP_SEGMENT,
@@ -186,6 +220,7 @@ def refresh_segments(
         expired = conn.execute(sa.text(_DELETE_EXPIRED), params).rowcount
         removed = conn.execute(sa.text(_DELETE_STALE), params).rowcount
         upserted = conn.execute(sa.text(_UPSERT), params).rowcount
+        statuses = list(conn.execute(sa.text(_INACTIVITY), params).scalars())
         vip_on = conn.execute(sa.text(_VIP_ON), params).rowcount
         vip_off = conn.execute(sa.text(_VIP_OFF), params).rowcount
         conn.execute(sa.text("DROP TABLE _desired_segments"))
@@ -197,6 +232,8 @@ def refresh_segments(
         "inserted_or_changed": upserted,
         "status_set_vip": vip_on,
         "status_unset_vip": vip_off,
+        "status_set_inactive": statuses.count("inactive"),
+        "status_reactivated": statuses.count("active"),
     }
     log.info("segments refreshed: %s", summary)
     return summary

@@ -23,7 +23,7 @@ from google.cloud import firestore
 
 from crm_pipeline.analytics._db import as_utc
 from crm_pipeline.analytics.metrics import compute_metrics
-from crm_pipeline.analytics.segments import refresh_segments
+from crm_pipeline.analytics.segments import INACTIVE_AFTER_DAYS, refresh_segments
 from crm_pipeline.changes.log import (
     METRICS,
     MIRROR,
@@ -122,7 +122,11 @@ def refresh_metrics(
 
 
 def refresh_segment_assignments(
-    engine: sa.Engine, as_of: datetime | None = None, *, full: bool = False
+    engine: sa.Engine,
+    as_of: datetime | None = None,
+    *,
+    full: bool = False,
+    inactive_after_days: int = INACTIVE_AFTER_DAYS,
 ) -> SegmentsRefresh:
     """Rewrite the segment assignments of the customers whose metrics were recomputed since the
     last run (thresholds still from everyone); everyone's when `full`."""
@@ -132,7 +136,9 @@ def refresh_segment_assignments(
         if not full and not window.customer_ids:
             advance(conn, window)
             return SegmentsRefresh(window, full, {"assignments": 0})
-        summary = refresh_segments(conn, as_of, None if full else window.customer_ids)
+        summary = refresh_segments(
+            conn, as_of, None if full else window.customer_ids, inactive_after_days
+        )
         advance(conn, window)
     return SegmentsRefresh(window, full, summary)
 

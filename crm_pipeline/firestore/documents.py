@@ -23,6 +23,7 @@ from urllib.parse import quote
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.firestore.queryable import add_query_fields
 from crm_pipeline.normalize import parse_timestamp
 
 CUSTOMERS = "customers"
@@ -331,6 +332,7 @@ def _build(row: Sequence[str]) -> CustomerDocument:
     data["default_address"] = (
         {key: addresses[0].get(key) for key in _DEFAULT_ADDRESS_FIELDS} if addresses else None
     )
+    add_query_fields(data)
     document = CustomerDocument(
         customer_id=customer_id, data=data, addresses={str(a["id"]): a for a in addresses}
     )
@@ -372,57 +374,6 @@ def fetch_customer_documents(conn: sa.Connection, ids: Iterable[str]) -> list[Cu
     return [_build(tuple(row)) for row in conn.execute(_BY_IDS, {"ids": id_list}).all()]
 
 
-# ------------------------------------------------------------------------ dashboard documents
-_STATS_SQL = sa.text(
-    """
-    SELECT json_build_object(
-        'total_customers', total_customers,
-        'active_customers', active_customers,
-        'vip_customers', vip_customers,
-        'average_ltv', mirror_money(average_ltv),
-        'churn_rate', mirror_float(churn_rate),
-        'new_this_month', new_this_month,
-        'new_last_month', new_last_month,
-        'high_risk_customers', high_risk_customers,
-        'growth_rate', mirror_float(growth_rate))::text
-    FROM customer_stats
-    """
-)
-_SEGMENTS_SQL = sa.text(
-    f"""
-    SELECT json_build_object(
-        'name', s.segment_name,
-        'segment_type', mode() WITHIN GROUP (ORDER BY s.segment_type),
-        'customer_count', count(*),
-        'share', round(count(*)::numeric / nullif(max(t.total), 0), 4)::float8,
-        'average_ltv', mirror_money(avg(m.lifetime_value)),
-        'total_ltv', mirror_money(coalesce(sum(m.lifetime_value), 0)),
-        'manual_assignments', count(*) FILTER (WHERE s.assigned_by = 'manual'))::text
-    FROM customer_segments s
-    JOIN customers c ON c.id = s.customer_id AND {LIVE_CONDITION}
-    LEFT JOIN customer_metrics m ON m.customer_id = c.id
-    CROSS JOIN (SELECT count(*) AS total FROM customers c WHERE {LIVE_CONDITION}) t
-    GROUP BY s.segment_name
-    ORDER BY s.segment_name
-    """
-)
-
-
 def segment_document_id(name: str) -> str:
     """A Firestore-safe document id for a segment name ('/' is not allowed in ids)."""
     return quote(name, safe="") or "_"
-
-
-def fetch_dashboard_documents(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-    """`stats/current` and `segments/{name}` documents keyed by their path."""
-    stats = orjson.loads(conn.execute(_STATS_SQL).scalar_one())
-    for key in ("churn_rate", "growth_rate"):
-        if isinstance(stats.get(key), int):
-            stats[key] = float(stats[key])
-    docs: dict[str, dict[str, Any]] = {f"{STATS}/{STATS_DOCUMENT}": stats}
-    for (text,) in conn.execute(_SEGMENTS_SQL):
-        segment = orjson.loads(text)
-        if isinstance(segment.get("share"), int):
-            segment["share"] = float(segment["share"])
-        docs[f"{SEGMENTS}/{segment_document_id(segment['name'])}"] = segment
-    return docs

@@ -283,3 +283,23 @@ def clear_emulator(host: str, project: str, database: str = "(default)") -> None
         raise FirestoreEmulatorError(
             f"clearing the emulator failed: HTTP {response.status_code} {response.text[:200]}"
         )
+
+
+#: Rules that let every client read and write: the emulator's behaviour without a rules file.
+OPEN_RULES = (
+    "rules_version = '2';\n"
+    "service cloud.firestore { match /databases/{database}/documents {\n"
+    "  match /{path=**} { allow read, write: if true; } } }\n"
+)
+
+
+def load_rules(host: str, project: str, rules: str) -> None:
+    """Replace the security rules the emulator enforces for `project` (its REST endpoint; the
+    `--rules` flag only reads a file at start). Admin credentials still bypass them."""
+    url = f"http://{host}/emulator/v1/projects/{project}:securityRules"
+    body = {"rules": {"files": [{"name": "firestore.rules", "content": rules}]}}
+    response = httpx.put(url, json=body, timeout=30.0)
+    if response.status_code != 200:
+        raise FirestoreEmulatorError(
+            f"loading rules failed: HTTP {response.status_code} {response.text[:500]}"
+        )

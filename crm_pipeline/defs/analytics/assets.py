@@ -15,6 +15,7 @@ from crm_pipeline.analytics.chart_metadata import (
     calibration_metadata,
     score_metadata,
 )
+from crm_pipeline.analytics.segments import INACTIVE_AFTER_DAYS
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
 from crm_pipeline.changes.mode import refresh_is_full
 from crm_pipeline.changes.refresh import refresh_metrics, refresh_segment_assignments
@@ -29,6 +30,8 @@ class AnalyticsConfig(dg.Config):
 
     as_of: str | None = None
     full_recompute: bool = False
+    # customer_segments: no order and no activity for this many days makes a customer inactive
+    inactive_after_days: int = INACTIVE_AFTER_DAYS
 
 
 def parse_as_of(value: str | None) -> datetime:
@@ -131,7 +134,10 @@ def customer_segments(
     """Value, engagement, churn-risk, RFM, VIP and tag-driven segment assignments."""
     full = _is_full(context, config)
     refreshed = refresh_segment_assignments(
-        postgres.get_engine(), parse_as_of(config.as_of), full=full
+        postgres.get_engine(),
+        parse_as_of(config.as_of),
+        full=full,
+        inactive_after_days=config.inactive_after_days,
     )
     distribution = segment_distribution(postgres.get_engine())
     metadata: dict[str, Any] = dict(refreshed.summary)

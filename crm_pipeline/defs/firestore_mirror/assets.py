@@ -80,12 +80,15 @@ def firestore_customer_mirror(
 def firestore_dashboard_mirror(
     postgres: PostgresResource, firestore: FirestoreResource
 ) -> dg.MaterializeResult:
-    """The dashboard's stats cards (stats/current) and segment counts (segments/{name})."""
+    """The dashboard: stats cards, the day's growth point, segment counts, the activity feed."""
     summary = sync_dashboard(postgres.get_engine(), firestore.get_client())
     return dg.MaterializeResult(
         metadata={
             "documents_written": summary.written,
             "segments": summary.segments,
             "segments_deleted": summary.deleted,
+            "history_day": summary.history_day,
+            "activity_written": summary.activity_written,
+            "activity_deleted": summary.activity_deleted,
         }
     )
