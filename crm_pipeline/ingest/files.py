@@ -7,6 +7,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.ingest.bad_records import (
+    WORKER_DIED,
     Unreadable,
     line_problem,
     line_record,
@@ -21,6 +23,7 @@ from crm_pipeline.ingest.bad_records import (
     unreadable_value,
 )
 from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.ingest.map_workers import encoded, in_workers
 from crm_pipeline.ingest.report import LoadReport
 from crm_pipeline.mapping.files import (
     detect_csv_format,
@@ -61,18 +64,35 @@ def read_records(
     path: Path, fmt: str, imported_at: datetime, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[CustomerRecord | Unreadable]:
     """Stream mapped records from the file; memory stays bounded whatever its size. A line or
-    row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted)."""
+    row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted). The
+    file is read here and its lines or rows mapped in worker processes (ingest/map_workers.py),
+    in order."""
+    return in_workers(
+        read_items(path, fmt, on_bytes),
+        partial(map_import_batch, fmt, imported_at),
+        _worker_died,
+    )
+
+
+# an input of a file, as read: ("line", bytes, number) of a JSONL file, ("row", dict, number)
+# of a CSV file, or an Unreadable for a row the reader itself refused
+Item = tuple[str, Any, int] | Unreadable
+
+
+def read_items(
+    path: Path, fmt: str, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[Item]:
+    """The file's lines or rows, unmapped (`map_import_batch` maps them)."""
     with path.open("rb") as raw:
         if fmt == "jsonl":
             for number, line in enumerate(raw, start=1):
                 if on_bytes:
                     on_bytes(len(line))
                 if line.strip():
-                    yield _jsonl_record(line.rstrip(b"\r\n"), number, imported_at)
+                    yield ("line", line.rstrip(b"\r\n"), number)
             return
         # bytes that are not UTF-8 survive as surrogates; the loader quarantines their row
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
         reader = csv.DictReader(text)
         position = 0
         while True:
@@ -87,7 +107,31 @@ def read_records(
                 now = raw.tell()
                 on_bytes(now - position)
                 position = now
-            yield _mapped_row(mapper, _csv_row(row), reader.line_num, imported_at)
+            yield ("row", _csv_row(row), reader.line_num)
+
+
+def map_import_batch(
+    fmt: str, imported_at: datetime, items: list[Item]
+) -> list[CustomerRecord | Unreadable]:
+    """Map a batch of `read_items` (in a worker process, or here), customers encoded for COPY."""
+    mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
+    out: list[CustomerRecord | Unreadable] = []
+    for item in items:
+        if isinstance(item, Unreadable):
+            out.append(item)
+        elif item[0] == "line":
+            out.append(_jsonl_record(item[1], item[2], imported_at))
+        else:
+            out.append(_mapped_row(mapper, item[1], item[2], imported_at))
+    return encoded(out)
+
+
+def _worker_died(item: Item) -> Unreadable:
+    if isinstance(item, Unreadable):
+        return item
+    kind, value, number = item
+    record = line_record(value, number) if kind == "line" else {"_line": number}
+    return Unreadable("manual", None, record, [WORKER_DIED])
 
 
 def _jsonl_record(line: bytes, number: int, imported_at: datetime) -> CustomerRecord | Unreadable:

@@ -68,7 +68,7 @@ def decode_in_workers(
     `decode` must be a module-level function (it is pickled by name). With a single core the
     lines are decoded here instead, with the same result.
     """
-    pool = _shared_pool() if worker_count() > 1 else None
+    pool = shared_pool() if worker_count() > 1 else None
     if pool is None:
         for batch in _batches(lines, batch_size):
             yield from _rebuilt(_decode_batch(decode, *batch), source)
@@ -109,7 +109,7 @@ def _batches(lines: Iterable[bytes], size: int) -> Iterator[Batch]:
 def _submit(decode: Decode, batch: Batch) -> Future | None:
     """The batch's future; None when the pool is already broken (its batch is redone)."""
     try:
-        return _shared_pool().submit(_decode_batch, decode, *batch)
+        return shared_pool().submit(_decode_batch, decode, *batch)
     except BrokenProcessPool:
         return None
 
@@ -124,7 +124,7 @@ def _next_records(
             raise BrokenProcessPool("the pool was broken when the batch was submitted")
         rows = future.result()
     except BrokenProcessPool:
-        _discard_pool()
+        discard_pool()
         redo = [batch, *(b for _, b in pending)]
         pending.clear()
         log.warning(
@@ -156,7 +156,7 @@ def _isolated(decode: Decode, lines: list[bytes], first_line: int) -> list[tuple
     return rows
 
 
-def _shared_pool() -> ProcessPoolExecutor:
+def shared_pool() -> ProcessPoolExecutor:
     """One pool per process, started on first use and kept for later loads."""
     global _pool
     with _pool_lock:
@@ -165,7 +165,7 @@ def _shared_pool() -> ProcessPoolExecutor:
         return _pool
 
 
-def _discard_pool() -> None:
+def discard_pool() -> None:
     global _pool
     with _pool_lock:
         if _pool is not None:

@@ -10,6 +10,7 @@ from crm_pipeline.analytics.metrics import changed_customer_ids, compute_metrics
 from crm_pipeline.analytics.segments import refresh_segments
 from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats_markdown
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.normalize import parse_timestamp
 
 GROUP = "analytics"
@@ -43,6 +44,7 @@ def _number(value: Any) -> dg.MetadataValue | None:
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name=GROUP,
     kinds={"postgres"},
     deps=[
@@ -99,7 +101,7 @@ def customer_metrics(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
+@dg.asset(op_tags=CPU_BOUND, group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
 def customer_segments(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
@@ -114,7 +116,7 @@ def customer_segments(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_segments])
+@dg.asset(op_tags=CPU_BOUND, group_name=GROUP, kinds={"postgres"}, deps=[customer_segments])
 def customer_stats(postgres: PostgresResource) -> dg.MaterializeResult:
     """Dashboard numbers (total, active, VIP, average LTV, churn, growth) as plottable metadata."""
     engine = postgres.get_engine()

@@ -5,11 +5,13 @@ from google.api_core import exceptions as gexc
 
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.firestore.lost import FirestoreEmulatorLost, ensure_emulator
 from crm_pipeline.firestore.mirror import sync_dashboard, sync_mirror
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name="mirror",
     kinds={"firestore", "postgres"},
     deps=[dg.AssetKey("customer_metrics"), dg.AssetKey("customer_segments")],
@@ -51,6 +53,7 @@ def firestore_customer_mirror(
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name="mirror",
     kinds={"firestore", "postgres"},
     deps=[dg.AssetKey("customer_stats"), dg.AssetKey("customer_segments")],

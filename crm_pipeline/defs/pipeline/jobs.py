@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from crm_pipeline.defs.pipeline.executor import execution_config, pipeline_executor
+
+# Steps overlap only when a run asks for it (executor.py): measured on 2 cores, see docs/loading.md
+PIPELINE_OVERLAP = False
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
 PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "mirror")
-# Steps run in one process: on a small machine, a fresh interpreter per step (the multiprocess
-# executor) costs more than the parallelism between the Shopify and Klaviyo branches gains.
 
 
 def _pipeline_selection() -> dg.AssetSelection:
@@ -15,14 +17,17 @@ def _pipeline_selection() -> dg.AssetSelection:
 
 
 def _pull_config(full_refresh: bool) -> dict:
-    return {"ops": {name: {"config": {"full_refresh": full_refresh}} for name in PULL_ASSETS}}
+    return {
+        "ops": {name: {"config": {"full_refresh": full_refresh}} for name in PULL_ASSETS},
+        "execution": execution_config(PIPELINE_OVERLAP),
+    }
 
 
 full_refresh = dg.define_asset_job(
     "full_refresh",
     selection=_pipeline_selection(),
     config=_pull_config(True),
-    executor_def=dg.in_process_executor,
+    executor_def=pipeline_executor,
     description="Everything from the sources down to the mirror: bulk pulls, delete "
     "reconcile, identity, metrics, segments, Firestore.",
 )
@@ -31,6 +36,6 @@ incremental_sync = dg.define_asset_job(
     "incremental_sync",
     selection=_pipeline_selection(),
     config=_pull_config(False),
-    executor_def=dg.in_process_executor,
+    executor_def=pipeline_executor,
     description="Pull what changed since each stream's cursor and recompute what it touched.",
 )

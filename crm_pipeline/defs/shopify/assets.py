@@ -8,12 +8,19 @@ import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, run_pull
+from crm_pipeline.defs.pipeline.executor import API_BOUND
 from crm_pipeline.defs.shopify.resources import ShopifyResource
 from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.ingest.map_workers import map_in_workers
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
 from crm_pipeline.ingest.workers import decode_in_workers
-from crm_pipeline.mapping.shopify import map_bulk_customer_line, map_customer, map_order
+from crm_pipeline.mapping.shopify import (
+    map_bulk_customer_line,
+    map_bulk_order,
+    map_customer,
+    map_order,
+)
 from crm_pipeline.sources.shopify import ShopifyClient
 
 
@@ -42,6 +49,7 @@ def customers_pull(client: ShopifyClient) -> Pull:
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"shopify", "postgres"},
     check_specs=[quarantine_check_spec("shopify_customers")],
@@ -59,6 +67,7 @@ def shopify_customers(
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"shopify", "postgres"},
     deps=[shopify_customers],
@@ -72,14 +81,13 @@ def shopify_orders(
 ) -> dg.MaterializeResult:
     """Shopify orders with line items and refunds, linked to their customers."""
     client = shopify.get_client()
-    pull = Pull(
-        stream="shopify.orders",
-        fetch=lambda since: (
-            client.bulk_orders() if since is None else client.orders_updated_since(since)
-        ),
-        map=map_order,
-        loader=OrderLoader,
-    )
+
+    def fetch(since: datetime | None) -> Iterable[Any]:
+        if since is None:  # converted and mapped in worker processes (ingest/map_workers.py)
+            return map_in_workers(client.bulk_orders(rest=False), map_bulk_order, "shopify")
+        return mapped(client.orders_updated_since(since), map_order, "shopify")
+
+    pull = Pull(stream="shopify.orders", fetch=fetch, map=None, loader=OrderLoader)
     return run_pull(
         context,
         config,
