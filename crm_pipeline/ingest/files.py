@@ -15,7 +15,6 @@ import orjson
 import sqlalchemy as sa
 
 from crm_pipeline.ingest.bad_records import (
-    WORKER_DIED,
     Unreadable,
     line_problem,
     line_record,
@@ -23,8 +22,8 @@ from crm_pipeline.ingest.bad_records import (
     unreadable_value,
 )
 from crm_pipeline.ingest.customers import CustomerLoader
-from crm_pipeline.ingest.map_workers import encoded, in_workers
 from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.files import (
     detect_csv_format,
     map_jsonl_row,
@@ -65,31 +64,28 @@ def read_records(
 ) -> Iterator[CustomerRecord | Unreadable]:
     """Stream mapped records from the file; memory stays bounded whatever its size. A line or
     row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted). The
-    file is read here and its lines or rows mapped in worker processes (ingest/map_workers.py),
-    in order."""
-    return in_workers(
-        read_items(path, fmt, on_bytes),
-        partial(map_import_batch, fmt, imported_at),
-        _worker_died,
-    )
+    file is read here and its lines or rows mapped and encoded in worker processes
+    (ingest/workers.py), in order."""
+    decode = partial(decode_import_item, fmt, imported_at)
+    return decode_in_workers(read_items(path, fmt, on_bytes), decode, source="manual")
 
 
-# an input of a file, as read: ("line", bytes, number) of a JSONL file, ("row", dict, number)
-# of a CSV file, or an Unreadable for a row the reader itself refused
-Item = tuple[str, Any, int] | Unreadable
+# an input of a file as read: a JSONL line or a CSV row with its line number, or an Unreadable
+# for a row the CSV reader itself refused
+Item = tuple[bytes | dict[str, Any], int] | Unreadable
 
 
 def read_items(
     path: Path, fmt: str, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[Item]:
-    """The file's lines or rows, unmapped (`map_import_batch` maps them)."""
+    """The file's lines or rows, unmapped (`decode_import_item` maps each)."""
     with path.open("rb") as raw:
         if fmt == "jsonl":
             for number, line in enumerate(raw, start=1):
                 if on_bytes:
                     on_bytes(len(line))
                 if line.strip():
-                    yield ("line", line.rstrip(b"\r\n"), number)
+                    yield (line.rstrip(b"\r\n"), number)
             return
         # bytes that are not UTF-8 survive as surrogates; the loader quarantines their row
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -107,31 +103,18 @@ def read_items(
                 now = raw.tell()
                 on_bytes(now - position)
                 position = now
-            yield ("row", _csv_row(row), reader.line_num)
+            yield (_csv_row(row), reader.line_num)
 
 
-def map_import_batch(
-    fmt: str, imported_at: datetime, items: list[Item]
-) -> list[CustomerRecord | Unreadable]:
-    """Map a batch of `read_items` (in a worker process, or here), customers encoded for COPY."""
-    mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
-    out: list[CustomerRecord | Unreadable] = []
-    for item in items:
-        if isinstance(item, Unreadable):
-            out.append(item)
-        elif item[0] == "line":
-            out.append(_jsonl_record(item[1], item[2], imported_at))
-        else:
-            out.append(_mapped_row(mapper, item[1], item[2], imported_at))
-    return encoded(out)
-
-
-def _worker_died(item: Item) -> Unreadable:
+def decode_import_item(fmt: str, imported_at: datetime, item: Item) -> CustomerRecord | Unreadable:
+    """One `read_items` item as its record (in a worker process, or here)."""
     if isinstance(item, Unreadable):
         return item
-    kind, value, number = item
-    record = line_record(value, number) if kind == "line" else {"_line": number}
-    return Unreadable("manual", None, record, [WORKER_DIED])
+    value, number = item
+    if isinstance(value, bytes):
+        return _jsonl_record(value, number, imported_at)
+    mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
+    return _mapped_row(mapper, value, number, imported_at)
 
 
 def _jsonl_record(line: bytes, number: int, imported_at: datetime) -> CustomerRecord | Unreadable:

@@ -14,7 +14,7 @@ from crm_pipeline.mapping.records import (
     OrderRecord,
 )
 from crm_pipeline.normalize import normalize_email, normalize_phone, parse_timestamp, split_tags
-from crm_pipeline.sources.shopify import customer_to_rest, order_to_rest
+from crm_pipeline.sources.shopify import customer_to_rest
 
 _FINANCIAL = {
     "pending",
@@ -177,9 +177,3 @@ def map_order(raw: dict[str, Any]) -> OrderRecord:
         line_items=items,
         raw=raw,
     )
-
-
-def map_bulk_order(node: dict[str, Any]) -> OrderRecord:
-    """One order of a bulk operation as its GraphQL node (line items and refund line items
-    attached) as a record. Module-level: mapping workers import it by name."""
-    return map_order(order_to_rest(node))

@@ -2,7 +2,6 @@
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -15,17 +14,18 @@ from crm_pipeline.defs.pipeline.executor import API_BOUND
 from crm_pipeline.ingest.activities import ActivityLoader
 from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
-from crm_pipeline.ingest.map_workers import map_in_workers
+from crm_pipeline.ingest.workers import map_in_workers
 from crm_pipeline.mapping.klaviyo import METRIC_ACTIVITY, map_event, map_profile
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 
 
 def profiles_pull(client: KlaviyoClient) -> Pull:
-    """The Klaviyo profiles stream; a full pull's missing profiles are confirmed gone one
+    """The Klaviyo profiles stream: full pulls mapped and encoded in worker processes, as the
+    Shopify customer lines are; a full pull's missing profiles are confirmed gone one
     get-profile each before they are soft-deleted."""
 
     def fetch(since: datetime | None) -> Iterable[Any]:
-        if since is None:  # mapped and encoded in worker processes (ingest/map_workers.py)
+        if since is None:  # mapped and encoded in worker processes (ingest/workers.py)
             return map_in_workers(client.profiles(), map_profile, "klaviyo")
         return mapped(client.profiles(since), map_profile, "klaviyo")
 
@@ -110,16 +110,12 @@ def klaviyo_events(
         since: datetime | None,
     ) -> Iterable[Any]:  # metric names are read inside the pull, under its error handling
         metric_names.update(client.metrics())
-        events = client.events(since, metric_names=set(METRIC_ACTIVITY))
-        map_one = partial(map_event, metric_names=metric_names)
-        if since is None:  # mapped in worker processes (ingest/map_workers.py)
-            return map_in_workers(events, map_one, "klaviyo")
-        return mapped(events, map_one, "klaviyo")
+        return client.events(since, metric_names=set(METRIC_ACTIVITY))
 
     pull = Pull(
         stream="klaviyo.events",
         fetch=fetch,
-        map=None,
+        map=lambda event: map_event(event, metric_names),
         loader=ActivityLoader,
         cursor_field="occurred_at",
     )

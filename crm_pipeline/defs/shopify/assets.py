@@ -12,15 +12,9 @@ from crm_pipeline.defs.pipeline.executor import API_BOUND
 from crm_pipeline.defs.shopify.resources import ShopifyResource
 from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
-from crm_pipeline.ingest.map_workers import map_in_workers
 from crm_pipeline.ingest.orders import OrderLoader, link_orphan_orders
 from crm_pipeline.ingest.workers import decode_in_workers
-from crm_pipeline.mapping.shopify import (
-    map_bulk_customer_line,
-    map_bulk_order,
-    map_customer,
-    map_order,
-)
+from crm_pipeline.mapping.shopify import map_bulk_customer_line, map_customer, map_order
 from crm_pipeline.sources.shopify import ShopifyClient
 
 
@@ -81,13 +75,14 @@ def shopify_orders(
 ) -> dg.MaterializeResult:
     """Shopify orders with line items and refunds, linked to their customers."""
     client = shopify.get_client()
-
-    def fetch(since: datetime | None) -> Iterable[Any]:
-        if since is None:  # converted and mapped in worker processes (ingest/map_workers.py)
-            return map_in_workers(client.bulk_orders(rest=False), map_bulk_order, "shopify")
-        return mapped(client.orders_updated_since(since), map_order, "shopify")
-
-    pull = Pull(stream="shopify.orders", fetch=fetch, map=None, loader=OrderLoader)
+    pull = Pull(
+        stream="shopify.orders",
+        fetch=lambda since: (
+            client.bulk_orders() if since is None else client.orders_updated_since(since)
+        ),
+        map=map_order,
+        loader=OrderLoader,
+    )
     return run_pull(
         context,
         config,

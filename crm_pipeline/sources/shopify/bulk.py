@@ -88,12 +88,9 @@ class _Bulk(_ClientBase):
             )
         return None
 
-    def bulk_orders(
-        self, since: datetime | None = None, *, rest: bool = True
-    ) -> Iterator[dict[str, Any] | Unreadable]:
+    def bulk_orders(self, since: datetime | None = None) -> Iterator[dict[str, Any] | Unreadable]:
         """Every order with its line items and refunds, through one bulk operation (and a
-        lookup of the refund line items of the orders that have refunds). `rest=False` hands
-        out the GraphQL nodes instead, for a worker process to convert (`map_bulk_order`)."""
+        lookup of the refund line items of the orders that have refunds)."""
         pending: list[dict[str, Any]] = []
         refunded = 0
         for order in self._bulk_order_nodes(since):
@@ -103,9 +100,9 @@ class _Bulk(_ClientBase):
             pending.append(order)
             refunded += bool(order.get("refunds"))
             if refunded >= _REFUND_LOOKUP_ORDERS or len(pending) >= 1000:
-                yield from self._with_refund_line_items(pending, rest)
+                yield from self._with_refund_line_items(pending)
                 pending, refunded = [], 0
-        yield from self._with_refund_line_items(pending, rest)
+        yield from self._with_refund_line_items(pending)
 
     def _bulk_order_nodes(self, since: datetime | None) -> Iterator[dict[str, Any] | Unreadable]:
         """Order nodes of a bulk operation, their line item lines attached; a line that is not
@@ -130,9 +127,7 @@ class _Bulk(_ClientBase):
         if current is not None:
             yield current
 
-    def _with_refund_line_items(
-        self, orders: list[dict[str, Any]], rest: bool
-    ) -> Iterator[dict[str, Any]]:
+    def _with_refund_line_items(self, orders: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         ids = [o["id"] for o in orders if o.get("refunds")]
         lines: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(ids), _REFUND_LOOKUP_ORDERS):
@@ -140,7 +135,7 @@ class _Bulk(_ClientBase):
         for order in orders:
             for refund in order.get("refunds") or []:
                 refund["refundLineItems"] = lines.get(refund["id"], [])
-            yield order_to_rest(order) if rest else order
+            yield order_to_rest(order)
 
     def _refund_line_items(
         self, order_ids: list[str], first: int = 50
