@@ -41,6 +41,7 @@ from crm_pipeline.ingest.bad_records import (
     storable,
     unmappable,
     unreadable_value,
+    value_problem,
 )
 from crm_pipeline.ingest.encoding import EncodedSource, address_dict, encode_source
 from crm_pipeline.mapping.records import CustomerRecord, canonical_json
@@ -216,6 +217,7 @@ def _decode_batch(decode: Decode, lines: list[Any], first_line: int) -> list[tup
     cannot load comes back as an `_unreadable_row` instead."""
     out: list[tuple] = []
     for n, line in enumerate(lines, start=first_line):
+        record = None
         try:
             record = decode(line)
             if record is None:
@@ -230,8 +232,13 @@ def _decode_batch(decode: Decode, lines: list[Any], first_line: int) -> list[tup
                 continue
             enc = encode_source(record, raw_json)
         except Exception as exc:  # noqa: BLE001 (one line's problem, not the pull's)
-            problem = line_problem(line) if isinstance(line, bytes) else None
-            out.append(_unreadable_row(line, n, problem or unmappable(exc)))
+            if isinstance(line, bytes):
+                out.append(_unreadable_row(line, n, line_problem(line) or unmappable(exc)))
+            elif record is None or isinstance(record, Unreadable):  # the mapping raised
+                out.append(_unreadable_row(line, n, unmappable(exc)))
+            else:  # a mapped record PostgreSQL would refuse: what the loader's screen says
+                reason = value_problem(record.raw) or unmappable(exc)
+                out.append((record.external_id, storable(record.raw), [reason]))
             continue
         out.append(
             (
