@@ -78,7 +78,7 @@ def _full_refresh(env: dict[str, str], *extra: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # a bound, not a speed check: a loaded 2-core machine starts each step slowly
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
