@@ -6,7 +6,8 @@ import dagster as dg
 
 from crm_pipeline.defs.pipeline.executor import execution_config, pipeline_executor
 
-# Steps overlap only when a run asks for it (executor.py): measured on 2 cores, see docs/loading.md
+# In process unless a run asks for the overlap (executor.py): at 5k customers on 2 cores a
+# process per step cost more than overlapping the pulls saved (docs/loading.md, bench_overlap.py)
 PIPELINE_OVERLAP = False
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
 PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "mirror")
