@@ -12,7 +12,12 @@ For each size N (customers) this prints rows/s of:
   dlt              dlt loading the same customers.jsonl into the same PostgreSQL
                    (the tool users would pick instead; `pip install 'dlt[postgres]'`)
 
-Run:  python bench/bench_ingest.py --customers 100000 1000000 [--dlt-max 100000]
+  streams          (--streams) Klaviyo profiles, Shopify orders, Klaviyo events and a file
+                   import the same way, each against its own schema-COPY limit; profiles and
+                   the import mapped in process and in the decoding workers
+                   (bench/ingest_streams.py)
+
+Run:  python bench/bench_ingest.py --customers 100000 1000000 [--dlt-max 100000] [--streams]
 Every figure comes from the same machine in the same run; ratios are printed against COPY.
 The whole ingestion also prints its rate from the first record on (the wait for the sandbox to
 build the bulk file is Shopify's time, not the pipeline's) and the CPU seconds per 1,000
@@ -52,6 +57,7 @@ from crm_pipeline.sources.shopify import ShopifyClient  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_receiver import cpu_seconds, postmaster_pid  # noqa: E402
+from ingest_streams import stream_ingestion  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -295,6 +301,11 @@ def main() -> None:
         default=100_000,
         help="dlt loads at most this many rows per size (it is slow)",
     )
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="also Klaviyo profiles, Shopify orders and Klaviyo events, in process and in workers",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="crmbench-pg-", dir="/tmp"))
@@ -344,9 +355,15 @@ def main() -> None:
             print(
                 f"schema COPY       {schema_rate:>10,.0f} rows/s  ({schema_s:.1f}s; "
                 f"{schema_rate / copy_rate:.2f} x COPY; load stage = "
-                f"{load_rate / schema_rate:.2f} x this)",
+                f"{load_rate / schema_rate:.2f} x this, whole ingestion "
+                f"{whole_rate / schema_rate:.2f} x this)",
                 flush=True,
             )
+            if args.streams:
+                fresh_db(server, "bench_empty")
+                stream_ingestion(
+                    server, store, "bench_whole", "bench_empty", free_port, wait_for_port
+                )
             dlt_result = dlt_load(server, store, min(n, args.dlt_max))
             if dlt_result:
                 dlt_n, dlt_s = dlt_result

@@ -19,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from crm_pipeline.db.engine import make_engine
 from crm_pipeline.db.server import EmbeddedPostgres
+from crm_pipeline.defs.pipeline.executor import execution_config
 from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import SandboxServer
 from crm_pipeline.settings import REPO_ROOT
@@ -66,19 +68,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_dagster_job_execute_full_refresh_in_repo_root(contract_env: dict[str, str]) -> None:
+def _full_refresh(env: dict[str, str], *extra: str) -> str:
+    """`dagster job execute -j full_refresh` in the repo root; its output once it succeeded
+    and loaded the store into the embedded database under CRM_HOME."""
     result = subprocess.run(
-        [*DAGSTER, "job", "execute", "-m", "crm_pipeline.definitions", "-j", "full_refresh"],
+        [*DAGSTER, "job", "execute", "-m", "crm_pipeline.definitions", "-j", "full_refresh"]
+        + list(extra),
         cwd=REPO_ROOT,
-        env=contract_env,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # a bound, not a speed check: a loaded 2-core machine starts each step slowly
     )
+    output = result.stdout + result.stderr
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "RUN_SUCCESS" in result.stdout + result.stderr
+    assert "RUN_SUCCESS" in output
     # the embedded database under CRM_HOME was migrated and loaded by the run
-    server = EmbeddedPostgres(Path(contract_env["CRM_HOME"]) / "postgres")
+    server = EmbeddedPostgres(Path(env["CRM_HOME"]) / "postgres")
     engine = make_engine(server.dsn())
     try:
         with engine.connect() as conn:
@@ -88,6 +94,21 @@ def test_dagster_job_execute_full_refresh_in_repo_root(contract_env: dict[str, s
     finally:
         engine.dispose()
     assert live > 100
+    return output
+
+
+def test_dagster_job_execute_full_refresh_in_repo_root(contract_env: dict[str, str]) -> None:
+    output = _full_refresh(contract_env)
+    assert "Launching subprocess" not in output  # in process by default
+
+
+def test_full_refresh_with_overlapped_pulls(contract_env: dict[str, str], tmp_path: Path) -> None:
+    """The documented switch (docs/loading.md): a process per step, the pulls side by side.
+    Each step worker starts and stops its own decoding pool; the run must still end."""
+    run_config = tmp_path / "overlap.yaml"
+    run_config.write_text(yaml.safe_dump({"execution": execution_config(overlap=True)}))
+    output = _full_refresh(contract_env, "-c", str(run_config))
+    assert 'Launching subprocess for "klaviyo_profiles"' in output
 
 
 def test_dagster_dev_in_repo_root_serves_the_code_location(contract_env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from crm_pipeline.ingest.bad_records import (
 )
 from crm_pipeline.ingest.customers import CustomerLoader
 from crm_pipeline.ingest.report import LoadReport
+from crm_pipeline.ingest.workers import decode_in_workers
 from crm_pipeline.mapping.files import (
     detect_csv_format,
     map_jsonl_row,
@@ -61,18 +63,32 @@ def read_records(
     path: Path, fmt: str, imported_at: datetime, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[CustomerRecord | Unreadable]:
     """Stream mapped records from the file; memory stays bounded whatever its size. A line or
-    row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted)."""
+    row that cannot be read or mapped comes out as an `Unreadable` (quarantined, counted). The
+    file is read here and its lines or rows mapped and encoded in worker processes
+    (ingest/workers.py), in order."""
+    decode = partial(decode_import_item, fmt, imported_at)
+    return decode_in_workers(read_items(path, fmt, on_bytes), decode, source="manual")
+
+
+# an input of a file as read: a JSONL line or a CSV row with its line number, or an Unreadable
+# for a row the CSV reader itself refused
+Item = tuple[bytes | dict[str, Any], int] | Unreadable
+
+
+def read_items(
+    path: Path, fmt: str, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[Item]:
+    """The file's lines or rows, unmapped (`decode_import_item` maps each)."""
     with path.open("rb") as raw:
         if fmt == "jsonl":
             for number, line in enumerate(raw, start=1):
                 if on_bytes:
                     on_bytes(len(line))
                 if line.strip():
-                    yield _jsonl_record(line.rstrip(b"\r\n"), number, imported_at)
+                    yield (line.rstrip(b"\r\n"), number)
             return
         # bytes that are not UTF-8 survive as surrogates; the loader quarantines their row
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
         reader = csv.DictReader(text)
         position = 0
         while True:
@@ -87,7 +103,18 @@ def read_records(
                 now = raw.tell()
                 on_bytes(now - position)
                 position = now
-            yield _mapped_row(mapper, _csv_row(row), reader.line_num, imported_at)
+            yield (_csv_row(row), reader.line_num)
+
+
+def decode_import_item(fmt: str, imported_at: datetime, item: Item) -> CustomerRecord | Unreadable:
+    """One `read_items` item as its record (in a worker process, or here)."""
+    if isinstance(item, Unreadable):
+        return item
+    value, number = item
+    if isinstance(value, bytes):
+        return _jsonl_record(value, number, imported_at)
+    mapper = map_shopify_csv_row if fmt == "shopify_csv" else map_klaviyo_csv_row
+    return _mapped_row(mapper, value, number, imported_at)
 
 
 def _jsonl_record(line: bytes, number: int, imported_at: datetime) -> CustomerRecord | Unreadable:

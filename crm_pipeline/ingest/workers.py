@@ -1,13 +1,18 @@
-"""Decode pulled lines into encoded customer records in worker processes.
+"""Decode pulled customers into encoded customer records in worker processes.
 
 Parsing a customer line, converting its GraphQL shape, mapping it (E.164 validation included)
 and encoding its COPY rows is pure Python: in the loading process it holds the interpreter lock
-that the merge thread needs back after every database round trip. A bulk pull's lines are
-instead sent in batches to a worker process, which returns each record with its encoding done
+that the merge thread needs back after every database round trip. A bulk pull's lines (or a
+client's parsed Klaviyo profiles, or the lines and rows of an imported file) are instead sent in
+batches to a worker process, which returns each record with its encoding done
 (`EncodedSource`) and its raw record as JSON bytes, decoded again only if a record is
 quarantined or folded. Batches keep their order and at most `in_flight` of them are
 outstanding, so memory stays bounded on a 1M-customer file. A bad line, or one that kills its
 worker, becomes a quarantine row (ingest/bad_records.py) and the pull goes on.
+
+Only customers travel this way: they come back as compact tuples of bytes. Orders and events
+map in a few microseconds each, less than pickling them to a worker and back costs
+(docs/loading.md has the figures).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from itertools import islice
+from typing import Any
 
 import orjson
 
@@ -30,8 +37,11 @@ from crm_pipeline.ingest.bad_records import (
     json_problem,
     line_problem,
     line_record,
+    mapped,
     storable,
     unmappable,
+    unreadable_value,
+    value_problem,
 )
 from crm_pipeline.ingest.encoding import EncodedSource, address_dict, encode_source
 from crm_pipeline.mapping.records import CustomerRecord, canonical_json
@@ -39,8 +49,9 @@ from crm_pipeline.process_pool import spawn_pool
 
 log = logging.getLogger(__name__)
 
-Decode = Callable[[bytes], CustomerRecord | None]
-Batch = tuple[list[bytes], int]  # lines and the number of the first
+# a line (or another picklable item) -> its record, an Unreadable, or None to skip it
+Decode = Callable[[Any], CustomerRecord | Unreadable | None]
+Batch = tuple[list[Any], int]  # items and the number of the first
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -52,8 +63,22 @@ def worker_count() -> int:
     return max(0, min(4, os.cpu_count() or 1))
 
 
+def map_in_workers(
+    items: Iterable[Any], map_one: Callable[[Any], CustomerRecord], source: str
+) -> Iterator[CustomerRecord | Unreadable]:
+    """`bad_records.mapped(items, map_one, source)` (e.g. a client's Klaviyo profiles), mapped
+    and encoded in the worker processes: the same records, Unreadables where `mapped` makes
+    them. `map_one` must be module-level."""
+    return decode_in_workers(items, partial(mapped_one, map_one, source), source=source)
+
+
+def mapped_one(map_one: Callable[[Any], Any], source: str | None, item: Any) -> Any:
+    """`mapped` of one item (in a worker)."""
+    return next(mapped([item], map_one, source))
+
+
 def decode_in_workers(
-    lines: Iterable[bytes],
+    lines: Iterable[Any],
     decode: Decode,
     *,
     source: str | None = None,
@@ -65,8 +90,9 @@ def decode_in_workers(
     A line that does not decode, or holds what PostgreSQL refuses, comes out as an `Unreadable`
     of `source` (the loader quarantines it). When a worker dies, the batches it took down are
     decoded again one line per task, so only the line that kills a worker is set aside.
-    `decode` must be a module-level function (it is pickled by name). With a single core the
-    lines are decoded here instead, with the same result.
+    `decode` must be a module-level function or a `functools.partial` of one (it is pickled by
+    name); the lines may be any picklable items it takes. With a single core the lines are
+    decoded here instead, with the same result.
     """
     pool = _shared_pool() if worker_count() > 1 else None
     if pool is None:
@@ -76,7 +102,7 @@ def decode_in_workers(
     # start the workers and their imports now: pulling the first line may wait for Shopify to
     # finish the bulk operation, time in which the workers boot
     for _ in range(worker_count()):
-        pool.submit(importlib.import_module, decode.__module__)
+        pool.submit(importlib.import_module, getattr(decode, "func", decode).__module__)
     pending: deque[tuple[Future | None, Batch]] = deque()
     try:
         for batch in _batches(lines, batch_size):
@@ -98,7 +124,7 @@ def worker_pids() -> list[int]:
     return list(processes)
 
 
-def _batches(lines: Iterable[bytes], size: int) -> Iterator[Batch]:
+def _batches(lines: Iterable[Any], size: int) -> Iterator[Batch]:
     it = iter(lines)
     first = 1
     while batch := list(islice(it, size)):
@@ -138,7 +164,7 @@ def _next_records(
     yield from _rebuilt(rows, source)
 
 
-def _isolated(decode: Decode, lines: list[bytes], first_line: int) -> list[tuple]:
+def _isolated(decode: Decode, lines: list[Any], first_line: int) -> list[tuple]:
     """Decode each line as its own task in a fresh one-worker pool: a line whose worker dies
     becomes an Unreadable row, and a new worker takes the next line."""
     rows: list[tuple] = []
@@ -173,19 +199,31 @@ def _discard_pool() -> None:
         _pool = None
 
 
-def _unreadable_row(line: bytes, number: int, reason: str) -> tuple:
-    """An input line that does not load, as (external_id, jsonb-safe record, reasons)."""
-    return (None, line_record(line, number), [reason])
+def _unreadable_row(item: Any, number: int, reason: str) -> tuple:
+    """An input that does not load, as (external_id, jsonb-safe record, reasons): a line (or a
+    (line, number) pair of a file) as its bytes, anything else as `unreadable_value` keeps it."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes):
+        item, number = item
+    if isinstance(item, bytes):
+        return (None, line_record(item, number), [reason])
+    if isinstance(item, Unreadable):
+        return (item.external_id, item.record, item.reasons)
+    unreadable = unreadable_value(item, [reason], None)
+    return (unreadable.external_id, unreadable.record, unreadable.reasons)
 
 
-def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[tuple]:
+def _decode_batch(decode: Decode, lines: list[Any], first_line: int) -> list[tuple]:
     """Runs in the worker: decode, map and encode each line; compact tuples back. A line that
     cannot load comes back as an `_unreadable_row` instead."""
     out: list[tuple] = []
     for n, line in enumerate(lines, start=first_line):
+        record = None
         try:
             record = decode(line)
             if record is None:
+                continue
+            if isinstance(record, Unreadable):
+                out.append((record.external_id, record.record, record.reasons))
                 continue
             raw_json = canonical_json(record.raw)
             problem = json_problem(raw_json)
@@ -194,7 +232,13 @@ def _decode_batch(decode: Decode, lines: list[bytes], first_line: int) -> list[t
                 continue
             enc = encode_source(record, raw_json)
         except Exception as exc:  # noqa: BLE001 (one line's problem, not the pull's)
-            out.append(_unreadable_row(line, n, line_problem(line) or unmappable(exc)))
+            if isinstance(line, bytes):
+                out.append(_unreadable_row(line, n, line_problem(line) or unmappable(exc)))
+            elif record is None or isinstance(record, Unreadable):  # the mapping raised
+                out.append(_unreadable_row(line, n, unmappable(exc)))
+            else:  # a mapped record PostgreSQL would refuse: what the loader's screen says
+                reason = value_problem(record.raw) or unmappable(exc)
+                out.append((record.external_id, storable(record.raw), [reason]))
             continue
         out.append(
             (

@@ -20,6 +20,7 @@ from crm_pipeline.analytics.stats import read_stats, segment_distribution, stats
 from crm_pipeline.changes.mode import refresh_is_full
 from crm_pipeline.changes.refresh import refresh_metrics, refresh_segment_assignments
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.normalize import parse_timestamp
 
 GROUP = "analytics"
@@ -65,6 +66,7 @@ def _number(value: Any) -> dg.MetadataValue | None:
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name=GROUP,
     kinds={"postgres"},
     deps=[
@@ -127,7 +129,7 @@ def _as_metadata(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dg.asset(group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
+@dg.asset(op_tags=CPU_BOUND, group_name=GROUP, kinds={"postgres"}, deps=[customer_metrics])
 def customer_segments(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
@@ -151,6 +153,7 @@ def customer_segments(
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name=GROUP,
     kinds={"postgres"},
     deps=[customer_segments, dg.AssetKey("order_attribution")],

@@ -4,6 +4,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from crm_pipeline.db.resource import PostgresResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.ingest.orders import link_orphan_orders
 
 IDENTITY_SQL = """
@@ -20,6 +21,7 @@ LEFT JOIN LATERAL (SELECT count(*) AS n FROM customer_sources s
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name="identity",
     kinds={"postgres"},
     deps=["shopify_customers", "klaviyo_profiles", "shopify_orders"],

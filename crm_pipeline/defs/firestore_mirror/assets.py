@@ -7,11 +7,13 @@ from crm_pipeline.changes.mode import refresh_is_full
 from crm_pipeline.changes.refresh import refresh_mirror
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.firestore.lost import FirestoreEmulatorLost, ensure_emulator
 from crm_pipeline.firestore.mirror import sync_dashboard
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name="mirror",
     kinds={"firestore", "postgres"},
     # klaviyo_consent: consent withdrawn in Klaviyo shows in the same run
@@ -73,6 +75,7 @@ def firestore_customer_mirror(
 
 
 @dg.asset(
+    op_tags=CPU_BOUND,
     group_name="mirror",
     kinds={"firestore", "postgres"},
     deps=[dg.AssetKey("customer_stats"), dg.AssetKey("customer_segments")],

@@ -5,6 +5,7 @@ import dagster as dg
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.firestore_mirror.assets import firestore_customer_mirror
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND
 from crm_pipeline.firestore.verify import (
     check_mirror_consistency,
     ids_written_by_run,
@@ -27,6 +28,7 @@ def check_mode(job_name: str, tags: dict[str, str]) -> str:
 
 
 @dg.asset_check(
+    op_tags=CPU_BOUND,
     asset=firestore_customer_mirror,
     description="Firestore matches PostgreSQL: the customers the run wrote plus a random "
     "sample in incremental and webhook runs, everything (streamed) otherwise.",

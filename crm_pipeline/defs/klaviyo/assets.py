@@ -10,19 +10,29 @@ import sqlalchemy as sa
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.common import Pull, PullConfig, load_pull, quarantine_check_spec, run_pull
 from crm_pipeline.defs.klaviyo.resources import KlaviyoResource
+from crm_pipeline.defs.pipeline.executor import API_BOUND
 from crm_pipeline.ingest.activities import ActivityLoader
+from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
+from crm_pipeline.ingest.workers import map_in_workers
 from crm_pipeline.mapping.klaviyo import METRIC_ACTIVITY, map_event, map_profile
 from crm_pipeline.sources.klaviyo import KlaviyoClient
 
 
 def profiles_pull(client: KlaviyoClient) -> Pull:
-    """The Klaviyo profiles stream; a full pull's missing profiles are confirmed gone one
+    """The Klaviyo profiles stream: full pulls mapped and encoded in worker processes, as the
+    Shopify customer lines are; a full pull's missing profiles are confirmed gone one
     get-profile each before they are soft-deleted."""
+
+    def fetch(since: datetime | None) -> Iterable[Any]:
+        if since is None:  # mapped and encoded in worker processes (ingest/workers.py)
+            return map_in_workers(client.profiles(), map_profile, "klaviyo")
+        return mapped(client.profiles(since), map_profile, "klaviyo")
+
     return Pull(
         stream="klaviyo.profiles",
-        fetch=client.profiles,
-        map=map_profile,
+        fetch=fetch,
+        map=None,
         loader=CustomerLoader,
         reconcile_source="klaviyo",
         still_alive=client.profiles_alive,
@@ -59,6 +69,7 @@ def predictive_after_load(
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"klaviyo", "postgres"},
     deps=["shopify_customers"],
@@ -79,6 +90,7 @@ def klaviyo_profiles(
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"klaviyo", "postgres"},
     deps=[klaviyo_profiles],

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from crm_pipeline.defs.pipeline.executor import execution_config, pipeline_executor
 from crm_pipeline.executors import fan_out_executor
 
 PULL_ASSETS = ("shopify_customers", "shopify_orders", "klaviyo_profiles", "klaviyo_events")
 PIPELINE_GROUPS = ("ingestion", "identity", "analytics", "activation", "mirror")
-# Steps run in one process: on a small machine, a fresh interpreter per step (the multiprocess
-# executor) costs more than the parallelism between the Shopify and Klaviyo branches gains. On
-# Kubernetes CRM_DAGSTER_EXECUTOR=k8s gives each step its own pod (crm_pipeline/executors.py).
+# In process unless a run asks for the overlap (executor.py): at 5k customers on 2 cores a
+# process per step cost more than overlapping the pulls saved (docs/loading.md, bench_overlap.py)
+PIPELINE_OVERLAP = False
+# On Kubernetes CRM_DAGSTER_EXECUTOR=k8s gives each step its own pod (crm_pipeline/executors.py).
+EXECUTOR = fan_out_executor()
 
 
 def _pipeline_selection() -> dg.AssetSelection:
@@ -18,14 +21,19 @@ def _pipeline_selection() -> dg.AssetSelection:
 
 
 def _pull_config(full_refresh: bool) -> dict:
-    return {"ops": {name: {"config": {"full_refresh": full_refresh}} for name in PULL_ASSETS}}
+    config: dict = {
+        "ops": {name: {"config": {"full_refresh": full_refresh}} for name in PULL_ASSETS}
+    }
+    if EXECUTOR is pipeline_executor:  # the k8s executor has its own config (docs/deploying.md)
+        config["execution"] = execution_config(PIPELINE_OVERLAP)
+    return config
 
 
 full_refresh = dg.define_asset_job(
     "full_refresh",
     selection=_pipeline_selection(),
     config=_pull_config(True),
-    executor_def=fan_out_executor(),
+    executor_def=EXECUTOR,
     description="Everything from the sources down to the mirror: bulk pulls, delete "
     "reconcile, identity, metrics, segments, Firestore.",
 )
@@ -34,6 +42,6 @@ incremental_sync = dg.define_asset_job(
     "incremental_sync",
     selection=_pipeline_selection(),
     config=_pull_config(False),
-    executor_def=fan_out_executor(),
+    executor_def=EXECUTOR,
     description="Pull what changed since each stream's cursor and recompute what it touched.",
 )

@@ -8,6 +8,7 @@ import dagster as dg
 
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.common import Pull, PullConfig, quarantine_check_spec, run_pull
+from crm_pipeline.defs.pipeline.executor import API_BOUND
 from crm_pipeline.defs.shopify.resources import ShopifyResource
 from crm_pipeline.ingest.bad_records import mapped
 from crm_pipeline.ingest.customers import CustomerLoader
@@ -42,6 +43,7 @@ def customers_pull(client: ShopifyClient) -> Pull:
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"shopify", "postgres"},
     check_specs=[quarantine_check_spec("shopify_customers")],
@@ -59,6 +61,7 @@ def shopify_customers(
 
 
 @dg.asset(
+    op_tags=API_BOUND,
     group_name="ingestion",
     kinds={"shopify", "postgres"},
     deps=[shopify_customers],
