@@ -75,6 +75,9 @@ def _number(value: Any) -> dg.MetadataValue | None:
         dg.AssetKey("klaviyo_events"),
         # process_webhooks recomputes the customers its deliveries touched: after them
         dg.AssetKey("webhook_deliveries"),
+        # consent from Klaviyo completes the customer record: metrics (and the change log's
+        # horizon) come after it, so a full run leaves nothing for the next incremental one
+        dg.AssetKey("klaviyo_consent"),
     ],
 )
 def customer_metrics(
