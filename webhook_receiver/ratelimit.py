@@ -205,7 +205,7 @@ def _decide(batch: list[_Hit], totals: dict[str, tuple[int, int, float]]) -> Non
             before, _, left = totals[bucket]
             seen[bucket] = ordinal = seen.get(bucket, 0) + 1
             if refusal is None and before + ordinal > rate.amount:
-                # never past one window: `left` is measured on the database clock, which may round up
+                # never past one window (`left` is on the database clock and may round up)
                 wait = min(math.ceil(rate.seconds), max(1, math.ceil(left)))
                 refusal = RateLimited(scope, wait)
         if not pending.future.done():
