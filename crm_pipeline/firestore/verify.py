@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from crm_pipeline.firestore.documents import (
     ADDRESSES,
@@ -37,7 +38,7 @@ from crm_pipeline.firestore.history import fetch_history, history_digest
 
 # random live customers a run-sized verification adds to the ones the run wrote
 RUN_SAMPLE = 50
-# ids per server-side cursor fetch and per Firestore ListDocuments page in the id diff
+# ids per server-side cursor fetch of PostgreSQL's live ids
 _ID_PAGE = 1_000
 # drifted ids a report lists (each kind); a repair run fixes these, the next run the rest
 DRIFT_LIST_LIMIT = 10_000
@@ -45,8 +46,8 @@ DRIFT_LIST_LIMIT = 10_000
 _GET_CHUNK = 300
 # document references per get_all request when reading subdocuments by key
 _KEYS_PER_GET = 1_000
-# subdocuments per page of a collection-group stream: each page is one emulator scan of the
-# whole database, so pages are large; memory holds one page per subcollection
+# documents per page of a name-ordered Firestore stream (customer ids, each subcollection group):
+# each page is one emulator scan of the whole database, so pages are large; memory holds a page
 _GROUP_PAGE = 20_000
 
 _LIVE_COUNT = sa.text(f"SELECT count(*) FROM customers c WHERE {LIVE_CONDITION}")
@@ -137,11 +138,26 @@ def _firestore_count(client: firestore.Client) -> int:
     return int(result[0][0].value)
 
 
+def _paged(query: Any, page: int) -> Iterator[Any]:
+    """The snapshots of a name-ordered query, `page` per request with a cursor after the last:
+    one query per page (on the emulator, one scan of its whole database), a page in memory."""
+    last = None
+    while True:
+        count = 0
+        for snap in (query if last is None else query.start_after(last)).limit(page).stream():
+            count, last = count + 1, snap
+            yield snap
+        if count < page:
+            return
+
+
 def _firestore_ids_in_order(client: firestore.Client) -> Iterator[str]:
-    """Every customer document id, ascending, a page at a time (ListDocuments orders by name).
-    Ids that only have subcollections left are listed too (orphans count as extra)."""
-    for ref in client.collection(CUSTOMERS).list_documents(page_size=_ID_PAGE):
-        yield ref.id
+    """Every customer document id, ascending, from a keys-only query ordered by name, a page of
+    `_GROUP_PAGE` at a time. Ids with only subcollections left (orphans) have no document: the
+    full check finds them in its subdocument streams (`_report_orphans`)."""
+    query = client.collection(CUSTOMERS).select([FieldPath.document_id()]).order_by("__name__")
+    for snap in _paged(query, _GROUP_PAGE):
+        yield snap.id
 
 
 def _live_ids_in_order(engine: sa.Engine) -> Iterator[str]:
@@ -196,25 +212,17 @@ class _GroupStream:
 
     def __init__(self, client: firestore.Client, name: str) -> None:
         self.read = 0
-        self.docs = self._pages(client, name)
+        self.docs = self._documents(client, name)
         self.head: tuple[str, str, dict[str, Any]] | None = next(self.docs, None)
 
-    def _pages(
+    def _documents(
         self, client: firestore.Client, name: str
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        query = client.collection_group(name).order_by("__name__")
-        last = None
-        while True:
-            page = query if last is None else query.start_after(last)
-            count = 0
-            for snap in page.limit(_GROUP_PAGE).stream():
-                count, last = count + 1, snap
-                self.read += 1
-                parent = snap.reference.parent.parent
-                if parent is not None and parent.parent.id == CUSTOMERS:
-                    yield parent.id, snap.id, snap.to_dict() or {}
-            if count < _GROUP_PAGE:
-                return
+        for snap in _paged(client.collection_group(name).order_by("__name__"), _GROUP_PAGE):
+            self.read += 1
+            parent = snap.reference.parent.parent
+            if parent is not None and parent.parent.id == CUSTOMERS:
+                yield parent.id, snap.id, snap.to_dict() or {}
 
     def take_below(self, upper: str | None) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """The documents whose parent id is below `upper` (all of them when None)."""
@@ -225,16 +233,27 @@ class _GroupStream:
 
 def _subdocs_in_range(
     streams: dict[str, _GroupStream], chunk: Sequence[str], upper: str | None
-) -> dict[str, Subdocs]:
+) -> tuple[dict[str, Subdocs], set[str]]:
     """The subdocuments of the customers in `chunk` (ascending, contiguous live ids): what each
-    stream holds below `upper`. Those of ids in between that are not live are skipped (the id
-    diff reports those ids as extra)."""
+    stream holds below `upper`; and the other parent ids met there (not live: `_report_orphans`)."""
     grouped: dict[str, Subdocs] = {cid: {n: {} for n in SUBCOLLECTIONS} for cid in chunk}
+    strays: set[str] = set()
     for name, stream in streams.items():
         for parent, doc_id, data in stream.take_below(upper):
             if parent in grouped:
                 grouped[parent][name][doc_id] = data
-    return grouped
+            else:
+                strays.add(parent)
+    return grouped, strays
+
+
+def _report_orphans(client: firestore.Client, strays: set[str], report: ConsistencyReport) -> None:
+    """Ids that are not live but have subdocuments: extra. Those with a document the id diff
+    already reported; those without (orphans) only show up here. A point read tells them apart."""
+    customers = client.collection(CUSTOMERS)
+    snaps = client.get_all([customers.document(cid) for cid in sorted(strays)])
+    for cid in sorted(snap.id for snap in snaps if not snap.exists):
+        report.add("extra", cid)
 
 
 def _subdocs_by_key(
@@ -281,8 +300,8 @@ def _compare_chunk(
     recorded (`firestore_mirror_subdocuments`, `firestore_mirror_state.address_ids`). A missing,
     changed or undeleted one is seen; one nobody recorded is not (see `verify_customers`).
 
-    `diffed`: the id diff already ran, so it reported live ids with neither a document nor
-    subdocuments as missing, and ids gone from PostgreSQL as extra (once each, here not again).
+    `diffed`: the id diff already ran, so it reported live ids without a document as missing,
+    and documents of ids gone from PostgreSQL as extra (once each, here not again).
     """
     with engine.connect() as conn:
         documents = {d.customer_id: d for d in fetch_customer_documents(conn, chunk)}
@@ -317,7 +336,7 @@ def _compare_chunk(
                 report.add("extra", cid)
             continue
         if not present:
-            if orphans or not diffed:  # ListDocuments lists orphans' ids: the diff missed it
+            if not diffed:  # the id diff lists documents only, so it reported this one
                 report.add("missing", cid)
             continue
         assert snap is not None
@@ -368,13 +387,13 @@ def check_mirror_consistency(
             return report
         streams = {name: _GroupStream(client, name) for name in SUBCOLLECTIONS}
         for chunk, upper in _chunks_with_next(_live_ids_in_order(engine), _GET_CHUNK):
-            subs = _subdocs_in_range(streams, chunk, upper)
+            subs, strays = _subdocs_in_range(streams, chunk, upper)
+            _report_orphans(client, strays, report)
             _compare_chunk(engine, client, chunk, report, subs, pool, diffed)
             report.checked += len(chunk)
-        for stream in streams.values():
-            for _ in stream.take_below(None):
-                pass  # orphans after the last live id: counted as read, reported by the diff
-            report.documents_read += stream.read
+        # subdocuments after the last live id (or of a store with none)
+        _report_orphans(client, _subdocs_in_range(streams, [], None)[1], report)
+        report.documents_read += sum(stream.read for stream in streams.values())
     return report
 
 
