@@ -140,15 +140,16 @@ def _firestore_count(client: firestore.Client) -> int:
 
 def _paged(query: Any, page: int) -> Iterator[Any]:
     """The snapshots of a name-ordered query, `page` per request with a cursor after the last:
-    one query per page (on the emulator, one scan of its whole database), a page in memory."""
+    one query per page (on the emulator, one scan of its whole database), a page in memory.
+    Each page is read whole before it is yielded, so no query stays open while the caller
+    compares (a stream consumed over minutes would outlive its deadline)."""
     last = None
     while True:
-        count = 0
-        for snap in (query if last is None else query.start_after(last)).limit(page).stream():
-            count, last = count + 1, snap
-            yield snap
-        if count < page:
+        snaps = list((query if last is None else query.start_after(last)).limit(page).stream())
+        yield from snaps
+        if len(snaps) < page:
             return
+        last = snaps[-1]
 
 
 def _firestore_ids_in_order(client: firestore.Client) -> Iterator[str]:
@@ -250,6 +251,8 @@ def _subdocs_in_range(
 def _report_orphans(client: firestore.Client, strays: set[str], report: ConsistencyReport) -> None:
     """Ids that are not live but have subdocuments: extra. Those with a document the id diff
     already reported; those without (orphans) only show up here. A point read tells them apart."""
+    if not strays:
+        return
     customers = client.collection(CUSTOMERS)
     snaps = client.get_all([customers.document(cid) for cid in sorted(strays)])
     for cid in sorted(snap.id for snap in snaps if not snap.exists):
