@@ -1,13 +1,17 @@
 """Does Firestore hold what PostgreSQL says it should? Two sizes of the same question.
 
 - `check_mirror_consistency`: the full comparison (full refresh, nightly, repair). Both id sets
-  are streamed in order and diffed as a merge, and documents are compared a chunk of live ids at
-  a time, their subdocuments read by a collection-group query bounded to that chunk's id range.
-  Memory stays bounded on both sides: nothing reads every document at once.
-- `verify_customers`: what an incremental or webhook run wrote, plus a small random sample, so
-  a run that changed one customer reads a few dozen documents, not the store.
+  are streamed in order and diffed as a merge. Documents are compared a chunk of live ids at a
+  time; their subdocuments come from one name-ordered, paginated collection-group stream per
+  subcollection, merged with the live ids in order. Memory stays bounded on both sides (a chunk
+  of ids, a page of subdocuments), and the emulator, which answers every query by scanning its
+  whole database, runs about (subdocuments / page) queries, not one per chunk and subcollection.
+- `verify_customers`: what an incremental or webhook run wrote, plus a small random sample, read
+  by key (`get_all`; no query at all), so a run that changed one customer reads a few dozen
+  documents, not the store.
 
-Either catches a missing, extra or stale document among the ids it looks at.
+Either catches a missing, extra or stale document among the ids it looks at. Only the full
+comparison sees a subdocument nobody recorded (written by someone else): see `verify_customers`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from crm_pipeline.firestore.documents import (
+    ADDRESSES,
     CUSTOMERS,
     LIVE_CONDITION,
     SUBCOLLECTIONS,
@@ -33,16 +38,34 @@ from crm_pipeline.firestore.history import fetch_history, history_digest
 
 # random live customers a run-sized verification adds to the ones the run wrote
 RUN_SAMPLE = 50
-# ids per server-side cursor fetch and per Firestore ListDocuments page in the id diff
+# ids per server-side cursor fetch of PostgreSQL's live ids
 _ID_PAGE = 1_000
 # drifted ids a report lists (each kind); a repair run fixes these, the next run the rest
 DRIFT_LIST_LIMIT = 10_000
+# customers compared at a time (one get_all of their documents, one history query)
 _GET_CHUNK = 300
+# document references per get_all request when reading subdocuments by key
+_KEYS_PER_GET = 1_000
+# documents per page of a name-ordered Firestore stream (customer ids, each subcollection group):
+# each page is one emulator scan of the whole database, so pages are large; memory holds a page
+_GROUP_PAGE = 20_000
 
 _LIVE_COUNT = sa.text(f"SELECT count(*) FROM customers c WHERE {LIVE_CONDITION}")
 _LIVE_IDS = sa.text(f"SELECT c.id::text FROM customers c WHERE {LIVE_CONDITION} ORDER BY c.id")
 _SAMPLE_IDS = sa.text(
     f"SELECT c.id::text FROM customers c WHERE {LIVE_CONDITION} ORDER BY random() LIMIT :n"
+)
+# Every subdocument key the mirror recorded for these customers: history rows and address ids.
+# Read by key, so one the mirror wrote and failed to delete is still found.
+_RECORDED_KEYS = sa.text(
+    """
+    SELECT customer_id::text, collection, doc_id FROM firestore_mirror_subdocuments
+    WHERE customer_id = ANY(CAST(:ids AS uuid[]))
+    UNION ALL
+    SELECT s.customer_id::text, :addresses, a::text
+    FROM firestore_mirror_state s, unnest(s.address_ids) a
+    WHERE s.customer_id = ANY(CAST(:ids AS uuid[]))
+    """
 )
 _RUN_IDS = sa.text(
     "SELECT DISTINCT customer_id::text FROM customer_sync_logs "
@@ -116,11 +139,27 @@ def _firestore_count(client: firestore.Client) -> int:
     return int(result[0][0].value)
 
 
+def _paged(query: Any, page: int) -> Iterator[Any]:
+    """The snapshots of a name-ordered query, `page` per request with a cursor after the last:
+    one query per page (on the emulator, one scan of its whole database), a page in memory.
+    Each page is read whole before it is yielded, so no query stays open while the caller
+    compares (a stream consumed over minutes would outlive its deadline)."""
+    last = None
+    while True:
+        snaps = list((query if last is None else query.start_after(last)).limit(page).stream())
+        yield from snaps
+        if len(snaps) < page:
+            return
+        last = snaps[-1]
+
+
 def _firestore_ids_in_order(client: firestore.Client) -> Iterator[str]:
-    """Every customer document id, ascending, a page at a time (ListDocuments orders by name).
-    Ids that only have subcollections left are listed too (orphans count as extra)."""
-    for ref in client.collection(CUSTOMERS).list_documents(page_size=_ID_PAGE):
-        yield ref.id
+    """Every customer document id, ascending, from a keys-only query ordered by name, a page of
+    `_GROUP_PAGE` at a time. Ids with only subcollections left (orphans) have no document: the
+    full check finds them in its subdocument streams (`_report_orphans`)."""
+    query = client.collection(CUSTOMERS).select([FieldPath.document_id()]).order_by("__name__")
+    for snap in _paged(query, _GROUP_PAGE):
+        yield snap.id
 
 
 def _live_ids_in_order(engine: sa.Engine) -> Iterator[str]:
@@ -168,37 +207,83 @@ def _chunks_with_next(ids: Iterable[str], size: int) -> Iterator[tuple[list[str]
         yield chunk, None
 
 
-def _subdocs_in_range(
-    client: firestore.Client, chunk: Sequence[str], upper: str | None
-) -> tuple[dict[str, Subdocs], int]:
-    """The subdocuments of the customers in `chunk` (ascending, contiguous live ids) through one
-    collection-group query per subcollection bounded to [chunk[0], upper): a few RPCs per
-    chunk, and never the whole group. Returns them with the number of documents read."""
-    wanted = set(chunk)
-    grouped: dict[str, Subdocs] = {cid: {n: {} for n in SUBCOLLECTIONS} for cid in chunk}
-    read = 0
-    customers = client.collection(CUSTOMERS)
-    for name in SUBCOLLECTIONS:
-        query = client.collection_group(name).where(
-            filter=FieldFilter("__name__", ">=", customers.document(chunk[0]))
-        )
-        if upper is not None:
-            query = query.where(filter=FieldFilter("__name__", "<", customers.document(upper)))
-        for snap in query.stream():
-            read += 1
+class _GroupStream:
+    """One subcollection's documents under `customers`, ascending by name (parent id, then id),
+    read a page of `_GROUP_PAGE` at a time with a cursor after the last one: one query per
+    page, and at most a page in memory."""
+
+    def __init__(self, client: firestore.Client, name: str) -> None:
+        self.read = 0
+        self.docs = self._documents(client, name)
+        self.head: tuple[str, str, dict[str, Any]] | None = next(self.docs, None)
+
+    def _documents(
+        self, client: firestore.Client, name: str
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for snap in _paged(client.collection_group(name).order_by("__name__"), _GROUP_PAGE):
+            self.read += 1
             parent = snap.reference.parent.parent
-            if parent is None or parent.parent.id != CUSTOMERS or parent.id not in wanted:
-                continue  # an extra id's orphans between two live ids: the id diff reports it
-            grouped[parent.id][name][snap.id] = snap.to_dict() or {}
-    return grouped, read
+            if parent is not None and parent.parent.id == CUSTOMERS:
+                yield parent.id, snap.id, snap.to_dict() or {}
+
+    def take_below(self, upper: str | None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """The documents whose parent id is below `upper` (all of them when None)."""
+        while self.head is not None and (upper is None or self.head[0] < upper):
+            yield self.head
+            self.head = next(self.docs, None)
 
 
-def _subdocs_of(client: firestore.Client, customer_id: str) -> Subdocs:
-    root = client.collection(CUSTOMERS).document(customer_id)
-    return {
-        name: {snap.id: snap.to_dict() or {} for snap in root.collection(name).stream()}
-        for name in SUBCOLLECTIONS
-    }
+def _subdocs_in_range(
+    streams: dict[str, _GroupStream], chunk: Sequence[str], upper: str | None
+) -> tuple[dict[str, Subdocs], set[str]]:
+    """The subdocuments of the customers in `chunk` (ascending, contiguous live ids): what each
+    stream holds below `upper`; and the other parent ids met there (not live: `_report_orphans`)."""
+    grouped: dict[str, Subdocs] = {cid: {n: {} for n in SUBCOLLECTIONS} for cid in chunk}
+    strays: set[str] = set()
+    for name, stream in streams.items():
+        for parent, doc_id, data in stream.take_below(upper):
+            if parent in grouped:
+                grouped[parent][name][doc_id] = data
+            else:
+                strays.add(parent)
+    return grouped, strays
+
+
+def _report_orphans(client: firestore.Client, strays: set[str], report: ConsistencyReport) -> None:
+    """Ids that are not live but have subdocuments: extra. Those with a document the id diff
+    already reported; those without (orphans) only show up here. A point read tells them apart."""
+    if not strays:
+        return
+    customers = client.collection(CUSTOMERS)
+    snaps = client.get_all([customers.document(cid) for cid in sorted(strays)])
+    for cid in sorted(snap.id for snap in snaps if not snap.exists):
+        report.add("extra", cid)
+
+
+def _subdocs_by_key(
+    client: firestore.Client,
+    keys: dict[str, set[tuple[str, str]]],
+    pool: ThreadPoolExecutor,
+) -> tuple[dict[str, Subdocs], int]:
+    """Read the given (collection, id) subdocuments of each customer by key: point reads, which
+    the emulator answers without scanning. Returns those that exist and how many they are."""
+    customers = client.collection(CUSTOMERS)
+    refs = [
+        customers.document(cid).collection(name).document(doc_id)
+        for cid, wanted in keys.items()
+        for name, doc_id in sorted(wanted)
+    ]
+    batches = [refs[i : i + _KEYS_PER_GET] for i in range(0, len(refs), _KEYS_PER_GET)]
+    found: dict[str, Subdocs] = {cid: {n: {} for n in SUBCOLLECTIONS} for cid in keys}
+    read = 0
+    for snaps in pool.map(lambda batch: list(client.get_all(batch)), batches):
+        for snap in snaps:
+            if not snap.exists:
+                continue
+            read += 1
+            parent = snap.reference.parent
+            found[parent.parent.id][parent.id][snap.id] = snap.to_dict() or {}
+    return found, read
 
 
 def _compare_chunk(
@@ -213,21 +298,38 @@ def _compare_chunk(
     """Compare one chunk of ids. Live ones must exist with the hash PostgreSQL builds now (both
     the stored `content_hash` and the one recomputed from fields and addresses) and with every
     order, activity and note as PostgreSQL builds them (compared by a digest of both sides); the
-    others must have no document and no subdocuments. `subs=None` reads each id's subcollections.
+    others must have no document and no subdocuments.
 
-    `diffed`: the id diff already ran, so it reported live ids with neither a document nor
-    subdocuments as missing, and ids gone from PostgreSQL as extra (once each, here not again).
+    `subs=None` reads the subdocuments by key: those PostgreSQL builds now and those the mirror
+    recorded (`firestore_mirror_subdocuments`, `firestore_mirror_state.address_ids`). A missing,
+    changed or undeleted one is seen; one nobody recorded is not (see `verify_customers`).
+
+    `diffed`: the id diff already ran, so it reported live ids without a document as missing,
+    and documents of ids gone from PostgreSQL as extra (once each, here not again).
     """
     with engine.connect() as conn:
-        expected = {d.customer_id: d.content_hash for d in fetch_customer_documents(conn, chunk)}
-        built = fetch_history(conn, expected)
+        documents = {d.customer_id: d for d in fetch_customer_documents(conn, chunk)}
+        built = fetch_history(conn, documents)
+        recorded = (
+            []
+            if subs is not None
+            else conn.execute(_RECORDED_KEYS, {"ids": list(chunk), "addresses": ADDRESSES}).all()
+        )
+    expected = {cid: document.content_hash for cid, document in documents.items()}
     histories = {cid: history_digest(history.docs) for cid, history in built.items()}
     refs = [client.collection(CUSTOMERS).document(cid) for cid in chunk]
     snaps = {snap.id: snap for snap in client.get_all(refs)}
-    report.documents_read += len(chunk)
+    report.documents_read += sum(snap.exists for snap in snaps.values())
     if subs is None:
-        subs = dict(zip(chunk, pool.map(lambda c: _subdocs_of(client, c), chunk), strict=True))
-        report.documents_read += sum(len(d) for s in subs.values() for d in s.values())
+        keys: dict[str, set[tuple[str, str]]] = {cid: set() for cid in chunk}
+        for cid, document in documents.items():
+            keys[cid].update((ADDRESSES, address_id) for address_id in document.addresses)
+        for cid, history in built.items():
+            keys[cid].update((name, i) for name, docs in history.docs.items() for i in docs)
+        for cid, name, doc_id in recorded:
+            keys[cid].add((name, doc_id))
+        subs, read = _subdocs_by_key(client, keys, pool)
+        report.documents_read += read
     for cid in chunk:
         snap = snaps.get(cid)
         present = snap is not None and snap.exists
@@ -238,7 +340,7 @@ def _compare_chunk(
                 report.add("extra", cid)
             continue
         if not present:
-            if orphans or not diffed:  # ListDocuments lists orphans' ids: the diff missed it
+            if not diffed:  # the id diff lists documents only, so it reported this one
                 report.add("missing", cid)
             continue
         assert snap is not None
@@ -261,8 +363,9 @@ def check_mirror_consistency(
 ) -> ConsistencyReport:
     """Compare Postgres documents with Firestore by count, ids and content hash.
 
-    `sample=None` compares every customer, streaming (full refresh, nightly, repair); an int
-    compares a random sample of that size, and diffs the id sets only when the counts differ.
+    `sample=None` compares every customer, streaming (full refresh, nightly, repair), and sees
+    every subdocument, recorded or not; an int compares a random sample of that size by key (as
+    `verify_customers` does), and diffs the id sets only when the counts differ.
     """
     with engine.connect() as conn:
         pg_count = int(conn.execute(_LIVE_COUNT).scalar_one())
@@ -286,11 +389,15 @@ def check_mirror_consistency(
                 _compare_chunk(engine, client, chunk, report, None, pool, diffed)
                 report.checked += len(chunk)
             return report
+        streams = {name: _GroupStream(client, name) for name in SUBCOLLECTIONS}
         for chunk, upper in _chunks_with_next(_live_ids_in_order(engine), _GET_CHUNK):
-            subs, read = _subdocs_in_range(client, chunk, upper)
-            report.documents_read += read
+            subs, strays = _subdocs_in_range(streams, chunk, upper)
+            _report_orphans(client, strays, report)
             _compare_chunk(engine, client, chunk, report, subs, pool, diffed)
             report.checked += len(chunk)
+        # subdocuments after the last live id (or of a store with none)
+        _report_orphans(client, _subdocs_in_range(streams, [], None)[1], report)
+        report.documents_read += sum(stream.read for stream in streams.values())
     return report
 
 
@@ -307,9 +414,15 @@ def verify_customers(
     sample: int = RUN_SAMPLE,
     threads: int = 4,
 ) -> ConsistencyReport:
-    """Compare only `ids` plus `sample` random live customers: reads those documents and their
-    subdocuments, nothing else (no counts, no id listing). A live id without its document is
-    missing, a gone id with a document or subdocuments is extra, a differing one mismatched."""
+    """Compare only `ids` plus `sample` random live customers, reading by key only: their
+    documents, and the subdocuments PostgreSQL builds now plus those the mirror recorded in its
+    state tables (so one it wrote and failed to delete is found). No query, no count, no id
+    listing: on the emulator every query scans the whole database, a key read does not.
+
+    A live id without its document is missing, a gone id with a document or a recorded
+    subdocument is extra, a differing one (a field, a missing, changed or undeleted subdocument)
+    mismatched. Not seen: a subdocument nobody recorded (written into Firestore by someone else)
+    under a checked customer; the full check (`check_mirror_consistency`) finds those."""
     targets = {cid for cid in ids if is_customer_id(cid)}
     if sample > 0:
         with engine.connect() as conn:

@@ -87,7 +87,8 @@ def test_missing_and_extra_documents_are_found_from_the_streams(
     strays = ["0-stray", "5-stray", "a-stray", "zz-stray"]  # counts differ: the diff runs
     for stray in strays:
         customers.document(stray).set({"name": "stray"})
-    monkeypatch.setattr(verify, "_ID_PAGE", 4)  # several pages and cursor fetches
+    monkeypatch.setattr(verify, "_ID_PAGE", 4)  # several cursor fetches
+    monkeypatch.setattr(verify, "_GROUP_PAGE", 4)  # and several pages of Firestore ids
 
     report = check_mirror_consistency(clean_db, firestore_client, sample=5)
     assert report.sampled and not report.ok

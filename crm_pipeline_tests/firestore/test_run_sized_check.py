@@ -28,7 +28,12 @@ from crm_pipeline.defs.firestore_mirror.checks import (
     firestore_customer_mirror_consistent,
 )
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
-from crm_pipeline.firestore.documents import CUSTOMERS, ORDERS
+from crm_pipeline.firestore.documents import (
+    ACTIVITIES,
+    CUSTOMERS,
+    ORDERS,
+    SUBCOLLECTIONS,
+)
 from crm_pipeline.firestore.mirror import MirrorSettings, sync_mirror
 from crm_pipeline.firestore.verify import (
     check_mirror_consistency,
@@ -44,25 +49,29 @@ UPSTREAM = [dg.AssetSpec(key) for key in ("customer_metrics", "customer_segments
 
 
 class ReadSpy:
-    """Records the customer ids whose document or subcollections were read, and how many
-    documents the reads returned (roots through get_all, subdocuments through stream)."""
+    """Records the customer ids whose document or subdocuments were read, and how many
+    documents the reads returned (by key through get_all, or by query through stream)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.customers: set[str] = set()
         self.documents = 0
         self.group_queries: list[Any] = []
+        self.key_reads = 0
+        self.queried: list[str] = []
         spy = self
         get_all, collection_stream = firestore.Client.get_all, CollectionReference.stream
         query_stream = Query.stream
 
         def spied_get_all(client: Any, refs: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             refs = list(refs)
-            spy.customers.update(ref.id for ref in refs)
+            spy.customers.update(ref.path.split("/")[1] for ref in refs)
+            spy.key_reads += len(refs)
             for snap in get_all(client, refs, *args, **kwargs):
                 spy.documents += snap.exists
                 yield snap
 
         def spied_collection_stream(ref: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            spy.queried.append(ref.id)
             if ref.parent is not None:
                 spy.customers.add(ref.parent.id)
             for snap in collection_stream(ref, *args, **kwargs):
@@ -86,6 +95,32 @@ class ReadSpy:
 def _execute(engine: sa.Engine, statement: str, **params: Any) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(statement), params)
+
+
+def _recorded(engine: sa.Engine, cid: str, collection: str) -> list[str]:
+    """The subdocument ids of one collection the mirror recorded for a customer."""
+    with engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                sa.text(
+                    "SELECT doc_id FROM firestore_mirror_subdocuments "
+                    "WHERE customer_id = :c AND collection = :n"
+                ),
+                {"c": cid, "n": collection},
+            ).scalars()
+        )
+
+
+def _record(engine: sa.Engine, cid: str, collection: str, doc_id: str) -> None:
+    """A state row with no hash: the mirror wrote (or tried to) and may not have deleted it."""
+    _execute(
+        engine,
+        "INSERT INTO firestore_mirror_subdocuments (customer_id, collection, doc_id) "
+        "VALUES (:c, :n, :d) ON CONFLICT DO NOTHING",
+        c=cid,
+        n=collection,
+        d=doc_id,
+    )
 
 
 def _rename(engine: sa.Engine, *numbers: int) -> list[str]:
@@ -131,6 +166,7 @@ def test_a_run_sized_check_reads_only_the_written_ids_and_the_sample(
     assert set(written) <= spy.customers
     assert len(spy.customers) <= len(written) + 5 and report.checked == len(spy.customers)
     assert spy.group_queries == []  # never a collection-group read
+    assert spy.queried == []  # nor any other query: only reads by key
     assert spy.documents == report.documents_read
     # far fewer documents than the store holds (N customers with their subdocuments)
     full_spy_total = check_mirror_consistency(mirrored, firestore_client).documents_read
@@ -143,12 +179,15 @@ def test_a_run_sized_check_catches_missing_extra_and_stale_written_documents(
     stale, missing, extra, fine = (customer_id(i) for i in (5, 6, 7, 8))
     _rename(mirrored, 5, 6, 8)
     _execute(mirrored, "UPDATE customers SET deleted_at = now() WHERE id = :c", c=extra)
+    [left] = _recorded(mirrored, extra, ORDERS)[:1]
     run = sync_mirror(mirrored, firestore_client, FAST, run_id="run-drift")
     assert (run.written, run.deleted) == (3, 1)
     customers = firestore_client.collection(CUSTOMERS)
     customers.document(stale).update({"first_name": "Tampered"})
     firestore_client.recursive_delete(customers.document(missing))
-    customers.document(extra).collection(ORDERS).document("o-1").set({"total": "1.00"})
+    # the deleted customer's order survived, as after a failed delete (its state row kept)
+    customers.document(extra).collection(ORDERS).document(left).set({"total": "1.00"})
+    _record(mirrored, extra, ORDERS, left)
 
     report = verify_customers(
         mirrored, firestore_client, ids_written_by_run(mirrored, "run-drift"), sample=0
@@ -158,25 +197,63 @@ def test_a_run_sized_check_catches_missing_extra_and_stale_written_documents(
     assert fine not in report.drifted_ids
 
 
+def test_a_run_sized_check_reads_subdocuments_by_key_and_catches_their_drift(
+    mirrored: sa.Engine, firestore_client: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost, edited, undeleted, stranger, fine = (customer_id(i) for i in (2, 3, 4, 5, 6))
+    customers = firestore_client.collection(CUSTOMERS)
+    customers.document(lost).collection(ORDERS).document(
+        _recorded(mirrored, lost, ORDERS)[0]
+    ).delete()
+    first_activity = _recorded(mirrored, edited, ACTIVITIES)[0]
+    customers.document(edited).collection(ACTIVITIES).document(first_activity).update(
+        {"activity_type": "tampered"}
+    )
+    # written by the mirror, then its delete failed: the state row is still there
+    customers.document(undeleted).collection(ORDERS).document("o-left").set({"total": "1.00"})
+    _record(mirrored, undeleted, ORDERS, "o-left")
+    # written by someone else: no state row
+    customers.document(stranger).collection(ORDERS).document("o-stranger").set({"total": "2"})
+
+    spy = ReadSpy(monkeypatch)
+    checked = [lost, edited, undeleted, stranger, fine]
+    report = verify_customers(mirrored, firestore_client, checked, sample=0)
+    assert report.checked == 5 and not report.ok
+    assert report.mismatched == sorted([lost, edited, undeleted])
+    assert report.missing == report.extra == []
+    assert spy.group_queries == [] and spy.queried == []  # by key only
+    assert spy.customers == set(checked)
+    # what run mode cannot see, the full check finds
+    full = check_mirror_consistency(mirrored, firestore_client)
+    assert full.mismatched == sorted([lost, edited, undeleted, stranger])
+
+
 def test_only_the_full_mode_sees_an_extra_document_nobody_wrote(
     mirrored: sa.Engine, firestore_client: firestore.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customers = firestore_client.collection(CUSTOMERS)
     stray = "ffffffff-0000-4000-8000-000000000000"  # a uuid no customer has
     customers.document(stray).set({"name": "stray"})
+    orphan = "80000000-0000-4000-8000-000000000000"  # no document, an order left behind
+    customers.document(orphan).collection(ORDERS).document("o-orphan").set({"total": "1"})
     neighbour = sorted(customer_id(i) for i in range(1, N + 1))[12]
     customers.document(neighbour).collection(ORDERS).document("o-stale").set({"total": "9.99"})
-    monkeypatch.setattr(verify, "_GET_CHUNK", 7)  # several id ranges, one boundary at 12..13
+    monkeypatch.setattr(verify, "_GET_CHUNK", 7)  # several id chunks, one boundary at 12..13
+    monkeypatch.setattr(verify, "_GROUP_PAGE", 25)  # several pages of each collection group
 
+    # run mode reads by key: neither the stray nor a subdocument nobody recorded (documented)
     run_sized = verify_customers(mirrored, firestore_client, [], sample=N)
-    assert stray not in run_sized.drifted_ids and neighbour in run_sized.mismatched
+    assert run_sized.checked == N and run_sized.ok
 
     spy = ReadSpy(monkeypatch)
     full = check_mirror_consistency(mirrored, firestore_client)
-    assert not full.ok and full.extra == [stray] and full.mismatched == [neighbour]
+    assert not full.ok and sorted(full.extra) == sorted([orphan, stray])
+    assert full.mismatched == [neighbour]
     assert full.checked == N and full.documents_read == spy.documents
-    # subdocuments come from range-bounded collection-group queries, one per chunk and name
-    assert spy.group_queries and all(q._field_filters for q in spy.group_queries)
+    # subdocuments come from name-ordered collection-group pages, each bounded by the page size
+    assert all(q._orders and q._limit == 25 for q in spy.group_queries)
+    assert len(spy.group_queries) > len(SUBCOLLECTIONS)  # paged, so memory holds one page
+    assert spy.queried == []  # no per-customer query
 
 
 @pytest.fixture
