@@ -9,12 +9,13 @@ up, then alternates rounds of: add an order to `--touched` random customers, tim
 `refresh_touched` (metrics, scores, segments, mirror of those customers). "refit" rounds set
 CRM_SCORE_FIT_MAX_AGE_DAYS=0, so every run refits on the whole base (the behaviour before the
 stored fit); "stored" rounds score the touched customers with the stored fit. Prints medians
-and the ratio refit / stored.
+and the ratio refit / stored, and each stage's median (metrics + scores, segments, mirror).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import shutil
@@ -25,11 +26,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import crm_pipeline.changes.refresh as refresh_module  # noqa: E402
 from crm_pipeline.changes.log import MIRROR, advance, lock_consumer, read_window  # noqa: E402
 from crm_pipeline.changes.refresh import (  # noqa: E402
     refresh_metrics,
@@ -43,6 +46,25 @@ from crm_pipeline.firestore.emulator import FirestoreEmulator  # noqa: E402
 from crm_pipeline_tests.analytics.seed import seed_store  # noqa: E402
 
 PROJECT = "bench-score-fits"
+STAGES = ("refresh_metrics", "refresh_segment_assignments", "refresh_mirror")
+#: seconds of each stage of the last refresh_touched call
+stage_seconds: dict[str, float] = {}
+
+
+def timed_stages() -> None:
+    """Wrap refresh_touched's stages so each round reports where its time went."""
+    for name in STAGES:
+        real = getattr(refresh_module, name)
+
+        @functools.wraps(real)
+        def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _real(*args, **kwargs)
+            finally:
+                stage_seconds[_name] = time.perf_counter() - started
+
+        setattr(refresh_module, name, wrapper)
 
 
 def touch(engine: sa.Engine, ids: list[str]) -> None:
@@ -90,6 +112,7 @@ def bench_size(customers: int, touched: int, rounds: int, client: object, dsn: s
     )
     rng = random.Random(customers)
     times: dict[str, list[float]] = {"refit": [], "stored": []}
+    stages: dict[str, dict[str, list[float]]] = {m: {s: [] for s in STAGES} for m in times}
     fits: dict[str, set[str]] = {"refit": set(), "stored": set()}
     for n in range(2 * rounds):
         mode = "refit" if n % 2 == 0 else "stored"
@@ -104,6 +127,8 @@ def bench_size(customers: int, touched: int, rounds: int, client: object, dsn: s
             dashboard=False,  # type: ignore[arg-type]
         )
         times[mode].append(time.perf_counter() - started)
+        for stage in STAGES:
+            stages[mode][stage].append(stage_seconds[stage])
         scores = summary.metrics.scores or {}
         fits[mode].add(str(scores.get("fit")))
     os.environ.pop("CRM_SCORE_FIT_MAX_AGE_DAYS", None)
@@ -112,6 +137,12 @@ def bench_size(customers: int, touched: int, rounds: int, client: object, dsn: s
     print(f"    refit on the whole base  {refit * 1000:8.1f} ms  (fit: {sorted(fits['refit'])})")
     print(f"    stored fit               {stored * 1000:8.1f} ms  (fit: {sorted(fits['stored'])})")
     print(f"    refit / stored           x{refit / stored:.1f}")
+    for mode in times:
+        parts = ", ".join(
+            f"{stage.removeprefix('refresh_')} {statistics.median(v) * 1000:.0f} ms"
+            for stage, v in stages[mode].items()
+        )
+        print(f"    {mode:6s} stages: {parts}")
     engine.dispose()
 
 
@@ -121,6 +152,7 @@ def main() -> None:
     parser.add_argument("--touched", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    timed_stages()
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
 
