@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm_pipeline.analytics.metrics import METRIC_COLUMNS
+from crm_pipeline.analytics.scores import write_scores
 from crm_pipeline.changes.log import MIRROR, read_window
 from crm_pipeline.changes.refresh import (
     refresh_metrics,
@@ -89,10 +90,11 @@ def crashed_refresh(engine: sa.Engine, client: firestore.Client, stages: int) ->
 def state(engine: sa.Engine, ids: list[str]) -> dict[str, Any]:
     """Each customer's own-data metrics and its segments other than the model's churn bands.
 
-    Model scores (churn, LTV) and the churn_risk bands come from a model fitted on everyone: a
-    customer refreshed before someone else changed keeps the older model's scores until the
-    nightly full run (docs/metrics.md#incremental-runs), so they are compared for the final
-    window only (`final_scores`)."""
+    Model scores (churn, LTV) and the churn_risk bands come from a model fitted on everyone, and
+    incremental runs score with the stored fit of the last full run: a customer refreshed before
+    someone else changed keeps the older scores until the nightly full run refits
+    (docs/metrics.md#incremental-runs), so they are compared for the final window only, against
+    everyone scored with the same fit (`final_scores`)."""
     with engine.connect() as conn:
         metrics = conn.execute(
             sa.text(
@@ -162,8 +164,14 @@ def test_touched_refresh_equals_a_full_recompute_after_any_crashes(
     scores = final_scores(engine, last_window)
     # every touched document matches PostgreSQL (crashed mirror writes were redone)
     assert verify_customers(engine, client, watched, sample=0).drifted_ids == []
+    # a run over everyone with the stored fit the final refresh used gives the same scores
+    with engine.connect() as conn:
+        everyone = [
+            str(r[0]) for r in conn.execute(sa.text("SELECT customer_id FROM customer_metrics"))
+        ]
+    assert write_scores(engine, final.metrics.as_of, everyone)["fit"] == "reused"
+    assert final_scores(engine, last_window) == scores
     refresh_metrics(engine, full=True)
     refresh_segment_assignments(engine, full=True)
     refresh_mirror(engine, client, FAST, full=True)
     assert state(engine, watched) == incremental
-    assert final_scores(engine, last_window) == scores

@@ -118,7 +118,8 @@ def test_each_path_is_refreshed_by_the_next_incremental_run_and_nothing_else(
     tmp_path: Path,
 ) -> None:
     engine = clean_db
-    run_job("full_refresh")
+    full = materialized(run_job("full_refresh"), "customer_metrics")
+    assert full["scoring_fit"] == "fitted"  # and stored: the incremental runs reuse it
     metrics_before, docs_before = computed_at(engine), update_times(firestore_client)
     assert len(docs_before) > 250
 
@@ -166,6 +167,7 @@ def test_each_path_is_refreshed_by_the_next_incremental_run_and_nothing_else(
 
     result = run_job("incremental_sync")
     touched = pulled | {hooked, staffed, imported}
+    assert materialized(result, "customer_metrics")["scoring_fit"] == "reused"
     assert changed(metrics_before, computed_at(engine)) == touched
     mirror = materialized(result, "firestore_customer_mirror")
     assert mirror["mode"] == "incremental"
@@ -189,7 +191,9 @@ def test_each_path_is_refreshed_by_the_next_incremental_run_and_nothing_else(
         )
         assert receiver.post("/webhooks/admin", content=body, headers=headers).status_code == 200
     result = run_job("process_webhooks")
-    assert materialized(result, "customer_metrics")["customers_computed"] == 1
+    metrics = materialized(result, "customer_metrics")
+    assert metrics["customers_computed"] == 1
+    assert (metrics["scoring_fit"], metrics["scoring_fit_id"]) == ("reused", full["scoring_fit_id"])
     assert materialized(result, "firestore_customer_mirror")["written"] == 1
     assert changed(metrics_before, computed_at(engine)) == {late}
     assert changed(docs_before, update_times(firestore_client)) == {late}

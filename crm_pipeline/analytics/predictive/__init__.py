@@ -9,7 +9,9 @@ Inputs are RFM summaries: frequency = number of repeat purchase days, recency = 
 to last purchase, T = time from first purchase to the end of observation, all in one time unit.
 
 Modules: `fitting` (errors, input checks, the optimiser, the RFM summary), `models` (the models),
-`scoring` (`score_customers`). The old path `crm_pipeline.predictive` re-exports this package.
+`scoring` (`score_customers`, or
+`fit_scoring_model` then `apply_scoring_fit` to score a few customers with a stored fit).
+The old path `crm_pipeline.predictive` re-exports this package.
 """
 
 from crm_pipeline.analytics.predictive.fitting import (
@@ -37,6 +39,9 @@ from crm_pipeline.analytics.predictive.scoring import (
     RFM_COLUMNS,
     SCORE_COLUMNS,
     ModelName,
+    ScoringFit,
+    apply_scoring_fit,
+    fit_scoring_model,
     score_customers,
 )
 
@@ -60,6 +65,9 @@ __all__ = [
     "ModifiedBetaGeoModel",
     "NotFittedError",
     "PredictiveModelError",
+    "ScoringFit",
+    "apply_scoring_fit",
+    "fit_scoring_model",
     "score_customers",
     "summary_data_from_transactions",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
@@ -67,6 +68,60 @@ PURCHASE_MODELS: dict[str, tuple[type[BetaGeoModel], str]] = {
 }
 
 
+@dataclass(frozen=True)
+class ScoringFit:
+    """Everything `apply_scoring_fit` needs to score any customer without the population: the
+    fitted purchase and spend parameters, the heuristics' pooled statistics, and the settings.
+
+    `as_dict`/`from_dict` round-trip it through JSON (the predictive_model_fits table).
+    """
+
+    model: str
+    method: str  # the purchase model's name, or "heuristic"
+    params: dict[str, float]
+    spend_method: str  # "gamma_gamma" or "heuristic"
+    spend_params: dict[str, float]
+    pooled_gap: float
+    #: mean repeat order value of the fit's base: the spend prior for customers the spend
+    #: model cannot score
+    population_mean_spend: float
+    horizon_days: int
+    ltv_months: int
+    monthly_discount_rate: float
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "method": self.method,
+            "params": self.params,
+            "spend_method": self.spend_method,
+            "spend_params": self.spend_params,
+            "pooled_gap": self.pooled_gap,
+            "population_mean_spend": self.population_mean_spend,
+            "horizon_days": self.horizon_days,
+            "ltv_months": self.ltv_months,
+            "monthly_discount_rate": self.monthly_discount_rate,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringFit:
+        return cls(
+            model=str(data["model"]),
+            method=str(data["method"]),
+            params={k: float(v) for k, v in data["params"].items()},
+            spend_method=str(data["spend_method"]),
+            spend_params={k: float(v) for k, v in data["spend_params"].items()},
+            pooled_gap=float(data["pooled_gap"]),
+            population_mean_spend=float(data["population_mean_spend"]),
+            horizon_days=int(data["horizon_days"]),
+            ltv_months=int(data["ltv_months"]),
+            monthly_discount_rate=float(data["monthly_discount_rate"]),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
 def score_customers(
     summary: pd.DataFrame,
     as_of: date,
@@ -84,7 +139,27 @@ def score_customers(
     Gamma-Gamma on the whole base and falls back to heuristics when that is unreliable; the
     output never contains NaN or infinity. The predicted_purchases column keeps its name
     `predicted_purchases_90d` whatever `horizon_days` is, so the table schema stays fixed.
+
+    The same as `fit_scoring_model` then `apply_scoring_fit` on the same summary.
     """
+    started = _time.perf_counter()
+    fit = fit_scoring_model(summary, as_of, horizon_days, ltv_months, monthly_discount_rate, model)
+    result, n_heuristic = _apply(fit, summary, as_of)
+    metadata = {**fit.metadata, "n_rows_heuristic": n_heuristic}
+    metadata["score_seconds"] = round(_time.perf_counter() - started, 3)
+    return result, metadata
+
+
+def fit_scoring_model(
+    summary: pd.DataFrame,
+    as_of: date,
+    horizon_days: int = 90,
+    ltv_months: int = 12,
+    monthly_discount_rate: float = 0.01,
+    model: ModelName = "mbg_nbd",
+) -> ScoringFit:
+    """Fit the purchase and spend models on the whole base (see `score_customers`), deciding
+    once, on the population, whether the fits are trustworthy or the heuristics take over."""
     if model not in PURCHASE_MODELS:
         raise ValueError(f"model must be one of {sorted(PURCHASE_MODELS)}, got {model!r}")
     model_class, label = PURCHASE_MODELS[model]
@@ -131,14 +206,8 @@ def score_customers(
         else:
             metadata.update(method=model, params=bgf.params_, log_likelihood=bgf.log_likelihood_)
 
-    spend, spend_meta = _predict_spend(x, m, repeat)
+    spend, spend_meta = _fit_spend(x, m, repeat)
     metadata.update(spend_meta)
-
-    heuristic = _heuristic_scores(
-        x, tx, big_t, active, horizon_days, ltv_months, monthly_discount_rate, spend
-    )
-    method = np.full(len(clean), "heuristic")
-    scores = heuristic
     if bgf is not None:
         model_scores = _model_scores(
             bgf, x, tx, big_t, horizon_days, ltv_months, monthly_discount_rate, spend
@@ -152,14 +221,67 @@ def score_customers(
                 fallback_reason=f"{label} predictions not finite for {int(bad.sum())} customers "
                 f"(degenerate parameters {bgf.params_})",
             )
-        else:
-            scores = {k: np.where(bad, heuristic[k], model_scores[k]) for k in model_scores}
-            method = np.where(bad, "heuristic", model)
-            if bad.any():
-                logger.warning("%s could not score %d customers; used heuristics", label, bad.sum())
     if metadata["method"] == "heuristic":
         logger.info("Scoring with heuristics: %s", metadata["fallback_reason"])
-    metadata["n_rows_heuristic"] = int((method == "heuristic").sum())
+    metadata["fit_seconds"] = round(_time.perf_counter() - started, 3)
+    return ScoringFit(
+        model=model,
+        method=metadata["method"],
+        params=dict(metadata["params"]),
+        spend_method=metadata["spend_method"],
+        spend_params=dict(metadata["spend_params"]),
+        pooled_gap=_pooled_gap(x, tx, active),
+        population_mean_spend=_mean_repeat_spend(x, m, repeat),
+        horizon_days=horizon_days,
+        ltv_months=ltv_months,
+        monthly_discount_rate=monthly_discount_rate,
+        metadata=metadata,
+    )
+
+
+def apply_scoring_fit(
+    fit: ScoringFit, summary: pd.DataFrame, as_of: date
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score the customers of `summary` (any subset of the base) with a fit made earlier: row
+    by row, so a customer's scores do not depend on who else is in `summary`."""
+    started = _time.perf_counter()
+    result, n_heuristic = _apply(fit, summary, as_of)
+    metadata = {
+        **fit.metadata,
+        "n_rows_heuristic": n_heuristic,
+        "as_of": as_of.isoformat(),
+        "score_seconds": round(_time.perf_counter() - started, 3),
+    }
+    return result, metadata
+
+
+def _apply(fit: ScoringFit, summary: pd.DataFrame, as_of: date) -> tuple[pd.DataFrame, int]:
+    clean, zero_orders, _ = _clean_summary(summary)
+    x = clean["frequency"].to_numpy()
+    tx = clean["recency"].to_numpy()
+    big_t = clean["T"].to_numpy()
+    m = clean["monetary_value"].to_numpy()
+    active = ~zero_orders
+    repeat = active & (x > 0)
+    horizon_days, ltv_months, rate = fit.horizon_days, fit.ltv_months, fit.monthly_discount_rate
+
+    spend = _apply_spend(fit, x, m, repeat)
+    heuristic = _heuristic_scores(
+        x, tx, big_t, fit.pooled_gap, horizon_days, ltv_months, rate, spend
+    )
+    method = np.full(len(clean), "heuristic")
+    scores = heuristic
+    if fit.method != "heuristic":
+        model_class, label = PURCHASE_MODELS[fit.method]
+        bgf = model_class()
+        bgf.params_ = dict(fit.params)
+        model_scores = _model_scores(bgf, x, tx, big_t, horizon_days, ltv_months, rate, spend)
+        finite = np.stack([model_scores[k] for k in ("churn", "purchases", "ltv")])
+        bad = ~np.all(np.isfinite(finite), axis=0) | np.isnan(model_scores["next_days"])
+        scores = {k: np.where(bad, heuristic[k], model_scores[k]) for k in model_scores}
+        method = np.where(bad, "heuristic", fit.method)
+        if bad.any():
+            logger.warning("%s could not score %d customers; used heuristics", label, bad.sum())
 
     # zero-order customers have no relationship to churn from and no purchase clock to run
     churn = np.where(zero_orders, 1.0, np.clip(scores["churn"], 0.0, 1.0))
@@ -182,8 +304,7 @@ def score_customers(
         },
         columns=SCORE_COLUMNS,
     )
-    metadata["score_seconds"] = round(_time.perf_counter() - started, 3)
-    return result, metadata
+    return result, int((method == "heuristic").sum())
 
 
 def _clean_summary(summary: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int]:
@@ -221,7 +342,7 @@ def _clean_summary(summary: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, int
     return clean, zero_orders, n_repaired
 
 
-def _predict_spend(
+def _fit_spend(
     x: np.ndarray, m: np.ndarray, repeat: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Expected value per future order: Gamma-Gamma if it fits, else shrunk mean."""
@@ -242,11 +363,35 @@ def _predict_spend(
         meta["spend_fallback_reason"] = (
             f"only {n_paying} repeat customers with spend (< {MIN_REPEAT_CUSTOMERS})"
         )
+    population_mean = _mean_repeat_spend(x, m, repeat)
+    meta.update(spend_method="heuristic", spend_params={"population_mean": population_mean})
+    return _shrunk_spend(x, m, paying, population_mean), meta
+
+
+def _apply_spend(fit: ScoringFit, x: np.ndarray, m: np.ndarray, repeat: np.ndarray) -> np.ndarray:
+    """The fitted spend model on any customers; a customer it cannot score (unseen at fit
+    time) gets the shrunk mean of the fit's population."""
+    paying = repeat & (m > 0)
+    if fit.spend_method == "gamma_gamma":
+        ggf = GammaGammaModel()
+        ggf.params_ = dict(fit.spend_params)
+        with np.errstate(all="ignore"):
+            spend = ggf.conditional_expected_average_profit(x, np.where(paying, m, 0.0))
+        fallback = _shrunk_spend(x, m, paying, fit.population_mean_spend)
+        return np.where(np.isfinite(spend), np.clip(spend, 0.0, None), fallback)
+    return _shrunk_spend(x, m, paying, fit.population_mean_spend)
+
+
+def _mean_repeat_spend(x: np.ndarray, m: np.ndarray, repeat: np.ndarray) -> float:
+    paying = repeat & (m > 0)
+    return float(m[paying].mean()) if paying.any() else 0.0
+
+
+def _shrunk_spend(
+    x: np.ndarray, m: np.ndarray, paying: np.ndarray, population_mean: float
+) -> np.ndarray:
     # one pseudo-order at the population mean keeps one lucky order from dominating
-    population_mean = float(m[paying].mean()) if n_paying else 0.0
-    spend = (x * np.where(paying, m, 0.0) + population_mean) / (np.where(paying, x, 0.0) + 1)
-    meta["spend_params"] = {"population_mean": population_mean}
-    return spend, meta
+    return (x * np.where(paying, m, 0.0) + population_mean) / (np.where(paying, x, 0.0) + 1)
 
 
 def _model_scores(
@@ -277,22 +422,26 @@ def _model_scores(
     }
 
 
+def _pooled_gap(x: np.ndarray, tx: np.ndarray, active: np.ndarray) -> float:
+    """The base's median gap between orders (the heuristics' prior), in days."""
+    repeat = active & (x > 0)
+    gaps = tx[repeat] / x[repeat]
+    gaps = gaps[gaps > 0]
+    pooled_gap = float(np.median(gaps)) if gaps.size else HEURISTIC_DEFAULT_GAP_DAYS
+    return max(pooled_gap, 1.0)
+
+
 def _heuristic_scores(
     x: np.ndarray,
     tx: np.ndarray,
     big_t: np.ndarray,
-    active: np.ndarray,
+    pooled_gap: float,
     horizon_days: int,
     ltv_months: int,
     monthly_discount_rate: float,
     spend: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Rules of thumb for bases too small to fit: see docs/predictive.md#fallback-heuristics."""
-    repeat = active & (x > 0)
-    gaps = tx[repeat] / x[repeat]
-    gaps = gaps[gaps > 0]
-    pooled_gap = float(np.median(gaps)) if gaps.size else HEURISTIC_DEFAULT_GAP_DAYS
-    pooled_gap = max(pooled_gap, 1.0)
     # the customer's own gaps plus one pseudo-gap at the pooled value
     gap = np.maximum((tx + pooled_gap) / (x + 1), 1.0)
     silence = np.maximum(big_t - tx, 0.0)

@@ -103,6 +103,11 @@ def customer_metrics(
         "customers_scored": scores.get("scored_customers"),
         "scores_written": scores.get("written_customers"),
         "repeat_customers": scores.get("n_repeat"),
+        # incremental runs score with the latest stored fit instead of refitting everyone
+        "scoring_fit": scores.get("fit") or "",
+        "scoring_fit_id": scores.get("fit_id"),
+        "scoring_fit_age_days": _number(scores.get("fit_age_days")),
+        "scoring_fit_reason": scores.get("fit_reason") or "",
         "model_params": dg.MetadataValue.json(
             {"purchase_model": scores.get("params"), "spend": scores.get("spend_params")}
         ),
