@@ -36,7 +36,8 @@ def test_definitions_graph() -> None:
     graph = repo.asset_graph
     assert dg.AssetKey("shopify_orders") in graph.get(dg.AssetKey("customer_metrics")).parent_keys
     assert graph.get(dg.AssetKey("customer_stats")).parent_keys == {
-        dg.AssetKey("customer_segments")
+        dg.AssetKey("customer_segments"),
+        dg.AssetKey("order_attribution"),  # the LTV-by-acquisition-channel chart
     }
     assert repo.get_job("export_customers")
 

@@ -87,8 +87,14 @@ def crashed_refresh(engine: sa.Engine, client: firestore.Client, stages: int) ->
         refresh_touched(engine, client, FAST, run_id="complete")
 
 
+# Segments ranked against everyone (percentiles, quintiles, also of days since the last order)
+# and the model's churn bands: a customer refreshed before someone else changed (or before time
+# moved on) keeps the older rank until the nightly full run (docs/metrics.md#incremental-runs)
+RANKED = ("churn_risk:%", "rfm:%", "value:%", "vip")
+
+
 def state(engine: sa.Engine, ids: list[str]) -> dict[str, Any]:
-    """Each customer's own-data metrics and its segments other than the model's churn bands.
+    """Each customer's own-data metrics and its segments other than the ranked ones.
 
     Model scores (churn, LTV) and the churn_risk bands come from a model fitted on everyone, and
     incremental runs score with the stored fit of the last full run: a customer refreshed before
@@ -107,9 +113,10 @@ def state(engine: sa.Engine, ids: list[str]) -> dict[str, Any]:
             sa.text(
                 "SELECT customer_id::text, segment_name, segment_type, confidence, assigned_by "
                 "FROM customer_segments WHERE customer_id = ANY(CAST(:ids AS uuid[])) "
-                "AND segment_name NOT LIKE 'churn_risk:%' ORDER BY 1, 2"
+                "AND NOT segment_name LIKE ANY(CAST(:patterns AS text[])) "
+                "ORDER BY 1, 2"
             ),
-            {"ids": ids},
+            {"ids": ids, "patterns": list(RANKED)},
         ).all()
     return {"metrics": sorted(tuple(r) for r in metrics), "segments": [tuple(r) for r in segments]}
 
