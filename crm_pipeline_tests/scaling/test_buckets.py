@@ -66,7 +66,7 @@ def documents(client: firestore.Client) -> dict[str, dict[str, Any]]:
 
 
 def forget_results(engine: sa.Engine, client: firestore.Client) -> None:
-    """Drop the computed metrics, segments and the mirror (documents and its state) to recompute them."""
+    """Drop computed metrics, segments and the mirror (documents, state) to recompute them."""
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM customer_metrics"))
         # computed segments go too: each run assigns them afresh (and with its own expiry)
