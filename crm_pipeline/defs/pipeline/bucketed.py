@@ -19,7 +19,7 @@ from crm_pipeline.changes.buckets import segments_bucket as refresh_bucket_segme
 from crm_pipeline.db.resource import PostgresResource
 from crm_pipeline.defs.analytics.assets import parse_as_of
 from crm_pipeline.defs.firestore_mirror.resources import FirestoreResource
-from crm_pipeline.defs.pipeline.executor import CPU_BOUND
+from crm_pipeline.defs.pipeline.executor import CPU_BOUND, execution_config, pipeline_executor
 from crm_pipeline.executors import fan_out_executor
 from crm_pipeline.firestore.mirror import sync_dashboard
 
@@ -132,9 +132,13 @@ def bucketed_job(count: int, name: str = "recompute_bucketed") -> dg.JobDefiniti
         mirrors = [_mirror_op(b)(segments=_segments_op(b)(metrics=metrics)) for b in buckets]
         dashboard_after_buckets(mirrors=mirrors)
 
+    executor = fan_out_executor()
+    # on one machine in process by default, like full_refresh (a process per op costs more)
+    config = {"execution": execution_config(False)} if executor is pipeline_executor else None
     return recompute.to_job(
         name=name,
-        executor_def=fan_out_executor(),
+        executor_def=executor,
+        config=config,
         description=f"Recompute metrics, scores, segments and the Firestore mirror from "
         f"PostgreSQL as {count} customer-hash buckets ({BUCKETS_ENV}); no pulls.",
     )
