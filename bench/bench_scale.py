@@ -1,0 +1,164 @@
+"""The cost curve (issue 16 item 6): seconds per stage at several store sizes, and their ratios.
+
+For each size, on a fresh embedded PostgreSQL, Firestore emulator (heap sized for the store) and
+sandbox Shopify/Klaviyo API (Klaviyo's rate windows off: this measures the pipeline, not the
+vendor's limits), runs in process:
+
+1. `full_refresh` (wall; the run-sized mirror check shown apart, it is a verification step);
+2. `incremental_sync` after 1% of the customers changed in the sandbox, as a share of (1);
+3. `process_webhooks` with `--deliveries` staff-action deliveries waiting;
+4. metrics: a full recompute of metrics and scores (`refresh_metrics(full=True)`);
+5. mirror: every customer document rewritten (its hash state forgotten first);
+6. `recompute_bucketed` with `--buckets` buckets, in process (the same work as 4 + segments + 5,
+   split by customer hash).
+
+Then the ratio of each stage between consecutive sizes beside the ratio of the sizes (linear
+growth: stage ratio <= size ratio x 1.1). Machinery from bench_incremental.py.
+
+    python bench/bench_scale.py --sizes 10000 100000 [--deliveries 10000] [--buckets 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_incremental import CHECK, land_staff_actions, run_job, store_for  # noqa: E402
+
+from crm_pipeline.changes.refresh import refresh_metrics  # noqa: E402
+from crm_pipeline.db.engine import make_engine  # noqa: E402
+from crm_pipeline.db.migrate import migrate  # noqa: E402
+from crm_pipeline.db.server import EmbeddedPostgres  # noqa: E402
+from crm_pipeline.defs.pipeline.bucketed import bucketed_job  # noqa: E402
+from crm_pipeline.defs.resources import resources  # noqa: E402
+from crm_pipeline.firestore.emulator import FirestoreEmulator, heap_for  # noqa: E402
+from crm_pipeline.firestore.mirror import sync_mirror  # noqa: E402
+from crm_pipeline.sandbox.generate import mutate_store  # noqa: E402
+from crm_pipeline.sandbox.server import SandboxServer  # noqa: E402
+
+PROJECT = "crm-bench-scale"
+STAGES = (
+    "full_refresh",
+    "full_refresh without mirror check",
+    "incremental 1%",
+    "webhooks",
+    "metrics",
+    "mirror",
+    "recompute_bucketed",
+)
+
+
+def timed(action: object) -> float:
+    started = time.perf_counter()
+    action()  # type: ignore[operator]
+    return time.perf_counter() - started
+
+
+def rewrite_mirror(engine: sa.Engine) -> float:
+    """Seconds to write every customer document again (the hash state forgotten first)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM firestore_mirror_state"))
+    client = resources()["firestore"].get_client()  # type: ignore[attr-defined]
+    return timed(lambda: sync_mirror(engine, client))
+
+
+def measure(size: int, deliveries: int, buckets: int) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="crm-bench-scale-", dir="/tmp"))
+    store = root / "store"
+    shutil.copytree(store_for(size), store)
+    server = EmbeddedPostgres(root / "postgres")
+    emulator = FirestoreEmulator(root / "firestore", project=PROJECT, heap_mb=heap_for(size))
+    figures: dict[str, float] = {}
+    try:
+        server.start()
+        dsn = server.create_database("crm_bench")
+        migrate(dsn)
+        engine = make_engine(dsn)
+        host = emulator.start()
+        with SandboxServer(store, shopify_plan="plus", klaviyo_rate_limits=False) as sandbox:
+            os.environ.update(
+                {
+                    "CRM_DATABASE_URL": dsn,
+                    "SHOPIFY_API_URL": sandbox.url,
+                    "KLAVIYO_API_URL": sandbox.url,
+                    "FIRESTORE_EMULATOR_HOST": host,
+                    "GOOGLE_CLOUD_PROJECT": PROJECT,
+                }
+            )
+            full = run_job("full_refresh")
+            figures["full_refresh"] = full.wall
+            figures["full_refresh without mirror check"] = full.wall - full.steps.get(CHECK, 0)
+            mutate_store(store, 0.01, seed=3, now=datetime.now(UTC) - timedelta(minutes=1))
+            sandbox.reload()
+            figures["incremental 1%"] = run_job("incremental_sync").wall
+            land_staff_actions(engine, min(deliveries, size))
+            hooks = run_job("process_webhooks")
+            figures["webhooks"] = sum(s for k, s in hooks.steps.items() if k != CHECK)
+            figures["metrics"] = timed(lambda: refresh_metrics(engine, full=True))
+            figures["mirror"] = rewrite_mirror(engine)
+            job = bucketed_job(buckets)
+            figures["recompute_bucketed"] = timed(
+                lambda: job.execute_in_process(
+                    resources=resources(), instance=dg.DagsterInstance.ephemeral()
+                )
+            )
+        engine.dispose()
+    finally:
+        emulator.stop()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return figures
+
+
+def report(results: dict[int, dict[str, float]], deliveries: int) -> None:
+    sizes = sorted(results)
+    print("\n| stage | " + " | ".join(f"{n:,} customers" for n in sizes) + " | ratios |")
+    print("|---|" + "---|" * len(sizes) + "---|")
+    for stage in STAGES:
+        cells = [f"{results[n][stage]:.1f} s" for n in sizes]
+        ratios = [
+            f"{results[b][stage] / results[a][stage]:.2f}× for {b / a:.0f}× customers"
+            for a, b in zip(sizes, sizes[1:], strict=False)
+            if results[a][stage] > 0
+        ]
+        label = f"webhooks ({deliveries:,} deliveries)" if stage == "webhooks" else stage
+        print(f"| {label} | " + " | ".join(cells) + " | " + "; ".join(ratios) + " |")
+    for n in sizes:
+        share = results[n]["incremental 1%"] / results[n]["full_refresh"]
+        base = results[n]["incremental 1%"] / results[n]["full_refresh without mirror check"]
+        print(
+            f"{n:,}: incremental 1% = {share:.1%} of full_refresh "
+            f"({base:.1%} of it without the mirror check)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument("--deliveries", type=int, default=10000)
+    parser.add_argument("--buckets", type=int, default=4)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[int, dict[str, float]] = {}
+    for size in sorted(args.sizes):
+        print(f"== {size:,} customers ==", flush=True)
+        results[size] = measure(size, args.deliveries, args.buckets)
+        for stage, seconds in results[size].items():
+            print(f"  {stage:<36} {seconds:8.1f} s", flush=True)
+    report(results, args.deliveries)
+
+
+if __name__ == "__main__":
+    main()
