@@ -3,8 +3,8 @@
 A customer belongs to bucket `mod(hashtext(id::text) + 2^31, N)`: stable, computed in
 PostgreSQL, and needing no column or migration. Each piece recomputes the metrics, scores,
 segments and Firestore documents of its bucket's customers exactly as the unbucketed full run
-would: the predictive model is still fitted on every buyer and the segment percentiles still
-come from everyone, so the union of the buckets equals one full run (docs/scaling.md).
+would: scores come from the stored model fit (fitted on every buyer) and the segment percentiles
+still come from everyone, so the union of the buckets equals one full run (docs/scaling.md).
 The pieces leave the change log's horizons alone: the next incremental run may recompute a
 customer the buckets already did, which is idempotent.
 """

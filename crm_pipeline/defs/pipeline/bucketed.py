@@ -58,7 +58,7 @@ def _metrics_op(bucket: Bucket) -> dg.OpDefinition:
         out=dg.Out(dg.Nothing),
     )
     def compute(context: dg.OpExecutionContext, postgres: PostgresResource) -> None:
-        """Metrics and predictive scores of one bucket (model fitted on every buyer)."""
+        """Metrics and predictive scores of one bucket (the stored fit of every buyer)."""
         computed = metrics_bucket(postgres.get_engine(), bucket, run_as_of(context))
         context.log.info(
             "bucket %d/%d: metrics of %d customers", bucket.index, bucket.count, computed
