@@ -4,7 +4,8 @@ For each size, on a fresh embedded PostgreSQL, Firestore emulator (heap sized fo
 sandbox Shopify/Klaviyo API (Klaviyo's rate windows off: this measures the pipeline, not the
 vendor's limits), runs in process:
 
-1. `full_refresh` (wall; the run-sized mirror check shown apart, it is a verification step);
+1. `full_refresh` with the Klaviyo sync on (wall; its mirror check shown apart: a verification
+   step, full up to `FirestoreResource.full_check_max_customers` live customers, sampled past it);
 2. `incremental_sync` after 1% of the customers changed in the sandbox, as a share of (1);
 3. `process_webhooks` with `--deliveries` staff-action deliveries waiting;
 4. metrics: a full recompute of metrics and scores (`refresh_metrics(full=True)`);
@@ -13,7 +14,9 @@ vendor's limits), runs in process:
    split by customer hash).
 
 Then the ratio of each stage between consecutive sizes beside the ratio of the sizes (linear
-growth: stage ratio <= size ratio x 1.1). Machinery from bench_incremental.py.
+growth: stage ratio <= size ratio x 1.1), with the 1-minute load average after each stage (the
+machine may be shared) and the steps of the full and incremental runs. Machinery from
+bench_incremental.py.
 
     python bench/bench_scale.py --sizes 10000 100000 [--deliveries 10000] [--buckets 4]
 """
@@ -35,7 +38,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_incremental import CHECK, land_staff_actions, run_job, store_for  # noqa: E402
+from bench_incremental import (  # noqa: E402
+    CHECK,
+    land_staff_actions,
+    print_steps,
+    run_job,
+    store_for,
+)
 
 from crm_pipeline.changes.refresh import refresh_metrics  # noqa: E402
 from crm_pipeline.db.engine import make_engine  # noqa: E402
@@ -52,6 +61,7 @@ PROJECT = "crm-bench-scale"
 STAGES = (
     "full_refresh",
     "full_refresh without mirror check",
+    "mirror check of full_refresh",
     "incremental 1%",
     "webhooks",
     "metrics",
@@ -74,7 +84,7 @@ def rewrite_mirror(engine: sa.Engine) -> float:
     return timed(lambda: sync_mirror(engine, client))
 
 
-def measure(size: int, deliveries: int, buckets: int) -> dict[str, float]:
+def measure(size: int, deliveries: int, buckets: int, loads: dict[str, float]) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="crm-bench-scale-", dir="/tmp"))
     store = root / "store"
     shutil.copytree(store_for(size), store)
@@ -95,25 +105,37 @@ def measure(size: int, deliveries: int, buckets: int) -> dict[str, float]:
                     "KLAVIYO_API_URL": sandbox.url,
                     "FIRESTORE_EMULATOR_HOST": host,
                     "GOOGLE_CLOUD_PROJECT": PROJECT,
+                    "KLAVIYO_SYNC_ENABLED": "1",
                 }
             )
             full = run_job("full_refresh")
             figures["full_refresh"] = full.wall
             figures["full_refresh without mirror check"] = full.wall - full.steps.get(CHECK, 0)
+            figures["mirror check of full_refresh"] = full.steps.get(CHECK, 0)
+            loads["full_refresh"] = os.getloadavg()[0]
+            print_steps(full)
             mutate_store(store, 0.01, seed=3, now=datetime.now(UTC) - timedelta(minutes=1))
             sandbox.reload()
-            figures["incremental 1%"] = run_job("incremental_sync").wall
+            incremental = run_job("incremental_sync")
+            figures["incremental 1%"] = incremental.wall
+            loads["incremental 1%"] = os.getloadavg()[0]
+            print_steps(incremental)
             land_staff_actions(engine, min(deliveries, size))
             hooks = run_job("process_webhooks")
             figures["webhooks"] = sum(s for k, s in hooks.steps.items() if k != CHECK)
+            loads["webhooks"] = os.getloadavg()[0]
+            print_steps(hooks)
             figures["metrics"] = timed(lambda: refresh_metrics(engine, full=True))
+            loads["metrics"] = os.getloadavg()[0]
             figures["mirror"] = rewrite_mirror(engine)
+            loads["mirror"] = os.getloadavg()[0]
             job = bucketed_job(buckets)
             figures["recompute_bucketed"] = timed(
                 lambda: job.execute_in_process(
                     resources=resources(), instance=dg.DagsterInstance.ephemeral()
                 )
             )
+            loads["recompute_bucketed"] = os.getloadavg()[0]
         engine.dispose()
     finally:
         emulator.stop()
@@ -154,9 +176,11 @@ def main() -> None:
     results: dict[int, dict[str, float]] = {}
     for size in sorted(args.sizes):
         print(f"== {size:,} customers ==", flush=True)
-        results[size] = measure(size, args.deliveries, args.buckets)
+        loads: dict[str, float] = {}
+        results[size] = measure(size, args.deliveries, args.buckets, loads)
         for stage, seconds in results[size].items():
-            print(f"  {stage:<36} {seconds:8.1f} s", flush=True)
+            load = f"  (load {loads[stage]:.1f})" if stage in loads else ""
+            print(f"  {stage:<36} {seconds:8.1f} s{load}", flush=True)
     report(results, args.deliveries)
 
 

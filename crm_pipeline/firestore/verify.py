@@ -134,6 +134,12 @@ class ConsistencyReport:
         }
 
 
+def live_customer_count(engine: sa.Engine) -> int:
+    """Customers PostgreSQL says the mirror should hold (one indexed count)."""
+    with engine.connect() as conn:
+        return int(conn.execute(_LIVE_COUNT).scalar_one())
+
+
 def _firestore_count(client: firestore.Client) -> int:
     result = client.collection(CUSTOMERS).count().get()
     return int(result[0][0].value)

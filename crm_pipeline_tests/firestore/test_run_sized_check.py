@@ -150,6 +150,16 @@ def test_the_job_decides_the_mode_and_a_tag_overrides_it() -> None:
     assert check_mode("incremental_sync", {MODE_TAG: "bogus"}) == "run"
 
 
+def test_a_store_past_the_full_check_limit_is_checked_by_sample_unless_a_tag_asks() -> None:
+    assert check_mode("full_refresh", {}, live_customers=50_000, full_check_max=50_000) == "full"
+    assert check_mode("full_refresh", {}, live_customers=50_001, full_check_max=50_000) == "sample"
+    assert check_mode("full_refresh", {}, live_customers=10**7, full_check_max=None) == "full"
+    big = {"live_customers": 10**6, "full_check_max": 50_000}
+    assert check_mode("full_refresh", {MODE_TAG: "full"}, **big) == "full"
+    assert check_mode("incremental_sync", {}, **big) == "run"  # run-sized stays run-sized
+    assert check_mode("full_refresh", {MODE_TAG: "sample"}) == "sample"
+
+
 def test_a_run_sized_check_reads_only_the_written_ids_and_the_sample(
     mirrored: sa.Engine, firestore_client: firestore.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,10 @@ class FirestoreResource(dg.ConfigurableResource):
     batch_size: int = 5000
     # random customers an incremental or webhook run verifies besides the ones it wrote
     verify_sample: int = 50
+    # past this many live customers a full run's check compares counts and a random sample
+    # (`check_sample` customers) instead of reading the whole mirror back (checks.check_mode)
+    full_check_max_customers: int = 50_000
+    check_sample: int = 2_000
 
     def get_client(self) -> firestore.Client:
         """A client for the configured project and database (the emulator's when a host is set)."""
