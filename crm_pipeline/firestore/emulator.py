@@ -54,15 +54,18 @@ JAVA_HINT = (
 # addresses, orders, activities). 768 MB died with "Java heap space" at 100k customers, and the
 # consistency check at 20k thrashed a 4 GB heap. docs/firestore-mirror.md states the rule.
 HEAP_FLOOR_MB = 1024
-HEAP_MB_PER_1000_CUSTOMERS = 32
+HEAP_MB_PER_1000_CUSTOMERS = 160
 HEAP_ENV = "CRM_FIRESTORE_EMULATOR_HEAP_MB"
 # where the emulator that owns a host logs, for errors raised in this process (firestore/lost.py)
 LOG_FILES: dict[str, Path] = {}
 
 
 def heap_for(customers: int) -> int:
-    """The emulator's JVM heap in MB for a store of `customers`: 32 MB per 1,000 customers
-    (100k: 3.25 GB) rounded up to 256 MB, never below a 1 GB floor (up to 32k customers).
+    """The emulator's JVM heap in MB for a store of `customers`: 160 MB per 1,000 customers
+    (100k: 15.6 GB) rounded up to 256 MB, never below a 1 GB floor (up to 6.4k customers).
+    The mirror holds each customer's orders, activities and notes too (~15 documents per
+    generated customer): a 1 GB heap spent 1,300 s of 1,350 s in full GCs at 10k customers
+    (bench_scale, 2026-12-02; the old 32 MB per 1,000 predates the history subcollections).
     CRM_FIRESTORE_EMULATOR_HEAP_MB overrides it (a machine with less memory, or a store much
     richer than the generator's)."""
     override = os.environ.get(HEAP_ENV)
