@@ -1,0 +1,191 @@
+"""Issue 16 item 5, the rest of `recompute_bucketed`: the Klaviyo profile sync as buckets pushes
+what one unbucketed sync pushes (and nothing when nothing changed, and nothing at all while the
+sync is off), and a bucketed run moves the change log's horizons to where the log stood before
+its first bucket: the next incremental run skips what it recomputed, not what changed during it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import orjson
+import pytest
+import sqlalchemy as sa
+from google.cloud import firestore
+
+from crm_pipeline.activation.client import KlaviyoWriter
+from crm_pipeline.activation.payloads import profile_rows
+from crm_pipeline.activation.sync import sync_klaviyo
+from crm_pipeline.changes.buckets import all_buckets, change_log_position
+from crm_pipeline.changes.log import METRICS, read_window
+from crm_pipeline.changes.refresh import (
+    refresh_metrics,
+    refresh_mirror,
+    refresh_segment_assignments,
+)
+from crm_pipeline.definitions import build_definitions
+from crm_pipeline.defs.firestore_mirror.checks import MODE_TAG
+from crm_pipeline.defs.pipeline.bucketed import AS_OF_TAG, POSITION_TAG, SYNC_OFF, bucketed_job
+from crm_pipeline.defs.resources import resources
+from crm_pipeline.sandbox.generate import generate_store
+from crm_pipeline.sandbox.server import SandboxServer
+from crm_pipeline_tests.activation import helpers
+from crm_pipeline_tests.contracts.recording_proxy import Exchange, RecordingProxy
+from crm_pipeline_tests.fixtures.firestore import TEST_PROJECT
+from crm_pipeline_tests.fixtures.postgres import truncate_all
+
+BUCKETS = 3
+# one moment for every recompute here, so the unbucketed and bucketed payloads can agree
+AS_OF = datetime.now(UTC).replace(microsecond=0)
+KLAVIYO_STATE = ("klaviyo_profile_state", "klaviyo_list_members", "klaviyo_lists")
+
+
+@pytest.fixture(scope="module")
+def refreshed(
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: sa.Engine,
+    database_url: str,
+    firestore_emulator: str,
+) -> Iterator[tuple[RecordingProxy, pytest.MonkeyPatch]]:
+    """One `full_refresh` of a small store with the Klaviyo sync off, its traffic recorded."""
+    store = tmp_path_factory.mktemp("kbuckets") / "store"
+    generate_store(store, customers=120, seed=16)
+    truncate_all(engine)
+    with (
+        SandboxServer(store, klaviyo_rate_limits=False, shopify_plan="plus") as sandbox,
+        RecordingProxy(sandbox.url) as proxy,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        env.setenv("SHOPIFY_API_URL", sandbox.url)
+        env.setenv("KLAVIYO_API_URL", proxy.url)
+        env.delenv("KLAVIYO_SYNC_ENABLED", raising=False)
+        full = build_definitions().resolve_job_def("full_refresh")
+        assert full.execute_in_process(tags={MODE_TAG: "run"}).success
+        yield proxy, env
+
+
+def run_bucketed(instance: dg.DagsterInstance, **tags: str) -> dg.ExecuteInProcessResult:
+    result = bucketed_job(BUCKETS).execute_in_process(
+        resources=resources(), instance=instance, tags={AS_OF_TAG: AS_OF.isoformat(), **tags}
+    )
+    assert result.success
+    return result
+
+
+def pushed_profiles(exchanges: list[Exchange]) -> dict[str, dict[str, Any]]:
+    """Profile resources sent in bulk import jobs, by email (else phone), last one wins."""
+    out: dict[str, dict[str, Any]] = {}
+    for ex in exchanges:
+        if ex.method == "POST" and ex.path.startswith("/api/profile-bulk-import-jobs"):
+            for resource in orjson.loads(ex.request_body)["data"]["attributes"]["profiles"]["data"]:
+                attrs = resource["attributes"]
+                out[attrs.get("email") or attrs.get("phone_number") or resource["id"]] = resource
+    return out
+
+
+def import_jobs(exchanges: list[Exchange]) -> int:
+    return sum(
+        1 for ex in exchanges if ex.method == "POST" and ex.path == "/api/profile-bulk-import-jobs"
+    )
+
+
+def klaviyo_state(engine: sa.Engine) -> dict[str, set[tuple[Any, ...]]]:
+    queries = {
+        "profiles": "SELECT customer_id::text, klaviyo_profile_id, payload_hash, failed_hash "
+        "FROM klaviyo_profile_state",
+        "members": "SELECT segment_name, klaviyo_profile_id, customer_id::text "
+        "FROM klaviyo_list_members",
+        "triggers": "SELECT unique_id, status FROM klaviyo_trigger_events",
+    }
+    with engine.connect() as conn:
+        return {k: set(conn.execute(sa.text(q)).tuples().all()) for k, q in queries.items()}
+
+
+def logged(instance: dg.DagsterInstance, run_id: str, text: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id) if text in (e.user_message or "")]
+
+
+def test_bucketed_klaviyo_sync_pushes_what_one_sync_pushes(
+    refreshed: tuple[RecordingProxy, pytest.MonkeyPatch], engine: sa.Engine
+) -> None:
+    proxy, env = refreshed
+    with engine.connect() as conn:  # the buckets split the identifiable customers
+        everyone = [r.customer_id for r in profile_rows(conn)]
+        pieces = [[r.customer_id for r in profile_rows(conn, bucket=b)] for b in all_buckets(3)]
+    assert sorted(sum(pieces, [])) == sorted(everyone) and all(pieces)
+
+    instance = dg.DagsterInstance.ephemeral()
+    # sync off: the Klaviyo steps write nothing and say so (and the metrics are as of AS_OF)
+    start = len(proxy.exchanges)
+    off = run_bucketed(instance)
+    assert helpers.writes(proxy.exchanges[start:]) == []
+    assert klaviyo_state(engine)["profiles"] == set()
+    assert len(logged(instance, off.run_id, SYNC_OFF)) == BUCKETS + 1
+
+    env.setenv("KLAVIYO_SYNC_ENABLED", "1")
+    start = len(proxy.exchanges)
+    sync_klaviyo(engine, KlaviyoWriter(helpers.client(proxy.url)), "unbucketed")
+    unbucketed = proxy.exchanges[start:]
+    expected = pushed_profiles(unbucketed), klaviyo_state(engine)
+    assert len(expected[0]) == len(everyone) and expected[1]["members"]
+
+    with engine.begin() as conn:  # Klaviyo keeps the profiles; the CRM forgets it pushed them
+        for table in (*KLAVIYO_STATE, "klaviyo_trigger_events"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 -- constant names
+    start = len(proxy.exchanges)
+    run_bucketed(instance)
+    bucketed = proxy.exchanges[start:]
+    assert pushed_profiles(bucketed) == expected[0]
+    assert klaviyo_state(engine) == expected[1]
+    # each bucket pushed its own profiles; the step after the buckets found them unchanged
+    assert import_jobs(bucketed) == BUCKETS and import_jobs(unbucketed) == 1
+    assert helpers.nonconforming(bucketed) == {}
+
+    start = len(proxy.exchanges)
+    run_bucketed(instance)  # nothing changed: nothing is written
+    assert helpers.writes(proxy.exchanges[start:]) == []
+    env.delenv("KLAVIYO_SYNC_ENABLED")
+
+
+def _touch(engine: sa.Engine, note: str) -> str:
+    """A live customer's notes change (a change the log records); returns its id."""
+    with engine.begin() as conn:
+        return str(
+            conn.execute(
+                sa.text(
+                    "UPDATE customers SET notes = :note WHERE id = (SELECT id FROM customers "
+                    "WHERE deleted_at IS NULL AND merged_into IS NULL ORDER BY md5(id::text) "
+                    "OFFSET :n LIMIT 1) RETURNING id::text"
+                ),
+                {"note": note, "n": len(note)},
+            ).scalar_one()
+        )
+
+
+def test_a_bucketed_run_advances_the_horizons_to_where_it_started(
+    refreshed: tuple[RecordingProxy, pytest.MonkeyPatch], engine: sa.Engine
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    before = _touch(engine, "changed before")
+    with engine.connect() as conn:
+        assert before in read_window(conn, METRICS).customer_ids
+    result = run_bucketed(instance)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and int(run.tags[POSITION_TAG]) > 0
+    # the next incremental run has nothing to do for what the buckets recomputed
+    assert refresh_metrics(engine).window.customer_ids == []
+    assert refresh_segment_assignments(engine).window.customer_ids == []
+    client = firestore.Client(project=TEST_PROJECT)
+    assert refresh_mirror(engine, client).window.customer_ids == []
+
+    # a change after the position was read (while the buckets run) waits for the next run
+    position = change_log_position(engine)
+    during = _touch(engine, "changed during the buckets")
+    result = run_bucketed(instance, **{POSITION_TAG: str(position)})
+    assert logged(instance, result.run_id, f"position {position} already recorded")
+    assert refresh_metrics(engine).window.customer_ids == [during]
+    assert refresh_segment_assignments(engine).window.customer_ids == [during]
+    assert refresh_mirror(engine, client).window.customer_ids == [during]
