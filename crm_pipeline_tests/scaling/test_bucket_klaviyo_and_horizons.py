@@ -28,7 +28,13 @@ from crm_pipeline.changes.refresh import (
 )
 from crm_pipeline.definitions import build_definitions
 from crm_pipeline.defs.firestore_mirror.checks import MODE_TAG
-from crm_pipeline.defs.pipeline.bucketed import AS_OF_TAG, POSITION_TAG, SYNC_OFF, bucketed_job
+from crm_pipeline.defs.pipeline.bucketed import (
+    AS_OF_TAG,
+    POSITION_TAG,
+    SYNC_OFF,
+    bucketed_job,
+    recorded_position,
+)
 from crm_pipeline.defs.resources import resources
 from crm_pipeline.sandbox.generate import generate_store
 from crm_pipeline.sandbox.server import SandboxServer
@@ -189,3 +195,18 @@ def test_a_bucketed_run_advances_the_horizons_to_where_it_started(
     assert refresh_metrics(engine).window.customer_ids == [during]
     assert refresh_segment_assignments(engine).window.customer_ids == [during]
     assert refresh_mirror(engine, client).window.customer_ids == [during]
+
+
+def test_the_horizons_move_only_after_every_mirror_and_by_the_first_runs_position() -> None:
+    job = bucketed_job(BUCKETS)
+    upstream = job.graph.dependency_structure.input_to_upstream_outputs_for_node
+    waits_for = {o.node_name for outs in upstream("advance_change_log").values() for o in outs}
+    assert waits_for == {f"mirror_bucket_{i}" for i in range(BUCKETS)}
+    starts_after = {o.node_name for outs in upstream("metrics_bucket_0").values() for o in outs}
+    assert starts_after == {"record_change_log_position"}
+    # a re-execution from failure skips the recording step: the parent run's position holds
+    instance = dg.DagsterInstance.ephemeral()
+    first = instance.create_run_for_job(job, tags={POSITION_TAG: "4242"})
+    again = instance.create_run_for_job(job, parent_run_id=first.run_id, root_run_id=first.run_id)
+    assert recorded_position(instance, again.run_id) == 4242
+    assert recorded_position(instance, instance.create_run_for_job(job).run_id) is None
