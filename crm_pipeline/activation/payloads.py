@@ -47,6 +47,7 @@ def properties_sql(customer: str, metrics: str, segments: str) -> str:
 
 # The profile resource is built and hashed here, so an unchanged customer costs no Python work:
 # one identifier (email, else phone, else the Klaviyo id), then the CRM properties.
+# `{bucket_filter}` (braces doubled in the f-string) is where a bucket's condition goes.
 _CUSTOMERS_SQL = f"""
 SELECT c.id::text AS customer_id, c.email, c.phone_normalized, c.created_at, g.segments,
        k.external_id AS klaviyo_id, coalesce(k.suppressed, false) AS suppressed,
@@ -81,13 +82,15 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (SELECT r.resource::text AS resource) rt
 WHERE {LIVE_CONDITION} AND c.id > CAST(:after AS uuid)
   AND (c.email IS NOT NULL OR c.phone_normalized IS NOT NULL OR k.external_id IS NOT NULL)
-  {{bucket}}
+  {{bucket_filter}}
 ORDER BY c.id
 LIMIT :limit
 """
-CUSTOMERS_SQL = sa.text(_CUSTOMERS_SQL.replace("{bucket}", ""))
+CUSTOMERS_SQL = sa.text(_CUSTOMERS_SQL.replace("{bucket_filter}", ""))
 # one customer-hash bucket of them (recompute_bucketed's klaviyo_bucket_i)
-BUCKET_CUSTOMERS_SQL = sa.text(_CUSTOMERS_SQL.replace("{bucket}", "AND " + in_bucket_sql("c.id")))
+BUCKET_CUSTOMERS_SQL = sa.text(
+    _CUSTOMERS_SQL.replace("{bucket_filter}", "AND " + in_bucket_sql("c.id"))
+)
 
 
 @dataclass(frozen=True)
