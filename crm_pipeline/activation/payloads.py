@@ -17,6 +17,7 @@ from typing import Any, cast
 import orjson
 import sqlalchemy as sa
 
+from crm_pipeline.changes.buckets import Bucket, in_bucket_sql
 from crm_pipeline.firestore.documents import LIVE_CONDITION
 
 # customers read per round trip; the sync holds only the changed ones
@@ -46,8 +47,8 @@ def properties_sql(customer: str, metrics: str, segments: str) -> str:
 
 # The profile resource is built and hashed here, so an unchanged customer costs no Python work:
 # one identifier (email, else phone, else the Klaviyo id), then the CRM properties.
-CUSTOMERS_SQL = sa.text(
-    f"""
+# `{bucket_filter}` (braces doubled in the f-string) is where a bucket's condition goes.
+_CUSTOMERS_SQL = f"""
 SELECT c.id::text AS customer_id, c.email, c.phone_normalized, c.created_at, g.segments,
        k.external_id AS klaviyo_id, coalesce(k.suppressed, false) AS suppressed,
        st.payload_hash AS pushed_hash, st.failed_hash, st.klaviyo_profile_id,
@@ -81,9 +82,14 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (SELECT r.resource::text AS resource) rt
 WHERE {LIVE_CONDITION} AND c.id > CAST(:after AS uuid)
   AND (c.email IS NOT NULL OR c.phone_normalized IS NOT NULL OR k.external_id IS NOT NULL)
+  {{bucket_filter}}
 ORDER BY c.id
 LIMIT :limit
 """
+CUSTOMERS_SQL = sa.text(_CUSTOMERS_SQL.replace("{bucket_filter}", ""))
+# one customer-hash bucket of them (recompute_bucketed's klaviyo_bucket_i)
+BUCKET_CUSTOMERS_SQL = sa.text(
+    _CUSTOMERS_SQL.replace("{bucket_filter}", "AND " + in_bucket_sql("c.id"))
 )
 
 
@@ -123,11 +129,16 @@ class ProfileRow:
         return "id:" + str(self.klaviyo_profile_id)
 
 
-def profile_rows(conn: sa.Connection, batch: int = READ_BATCH) -> Iterator[ProfileRow]:
-    """Every live customer Klaviyo can identify, in id order, batch by batch."""
+def profile_rows(
+    conn: sa.Connection, batch: int = READ_BATCH, bucket: Bucket | None = None
+) -> Iterator[ProfileRow]:
+    """Every live customer Klaviyo can identify (of `bucket` only, if given), in id order,
+    batch by batch."""
+    sql = CUSTOMERS_SQL if bucket is None else BUCKET_CUSTOMERS_SQL
+    params: dict[str, Any] = {} if bucket is None else dict(bucket.params)
     after = "00000000-0000-0000-0000-000000000000"
     while True:
-        rows = conn.execute(CUSTOMERS_SQL, {"after": after, "limit": batch}).all()
+        rows = conn.execute(sql, {**params, "after": after, "limit": batch}).all()
         for row in rows:
             yield ProfileRow(
                 customer_id=row.customer_id,

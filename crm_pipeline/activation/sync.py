@@ -18,8 +18,9 @@ import sqlalchemy as sa
 
 from crm_pipeline.activation import settings, state
 from crm_pipeline.activation.client import KlaviyoWriter
-from crm_pipeline.activation.payloads import ProfileRow
+from crm_pipeline.activation.payloads import ProfileRow, profile_rows
 from crm_pipeline.activation.plan import ActivationPlan, build_plan
+from crm_pipeline.changes.buckets import Bucket
 from crm_pipeline.sources.errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,21 @@ def sync_klaviyo(
     if writer is None:
         return plan, None
     return plan, ActivationSync(engine, writer, run_id, **options).apply(plan)
+
+
+def push_bucket_profiles(
+    engine: sa.Engine, writer: KlaviyoWriter, run_id: str, bucket: Bucket
+) -> SyncResult:
+    """Push the changed profiles of one customer-hash bucket (recompute_bucketed).
+
+    Only profiles: list memberships and trigger events are built from everyone, so they stay
+    with one `sync_klaviyo` after every bucket, which then finds these profiles unchanged."""
+    with engine.connect() as conn:
+        changed = [row for row in profile_rows(conn, bucket=bucket) if row.changed]
+    plan = ActivationPlan(segments=[], profiles=changed, rows={r.customer_id: r for r in changed})
+    result = SyncResult()
+    ActivationSync(engine, writer, run_id).push_profiles(plan, result)
+    return result
 
 
 def trigger_event(trigger: Any) -> dict[str, Any]:

@@ -5,8 +5,8 @@ PostgreSQL, and needing no column or migration. Each piece recomputes the metric
 segments and Firestore documents of its bucket's customers exactly as the unbucketed full run
 would: scores come from the stored model fit (fitted on every buyer) and the segment percentiles
 still come from everyone, so the union of the buckets equals one full run (docs/scaling.md).
-The pieces leave the change log's horizons alone: the next incremental run may recompute a
-customer the buckets already did, which is idempotent.
+Once every bucket succeeded, the change log's consumers move to where the log stood before the
+first bucket (`change_log_position`, `advance_covered`), as a full run moves them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,24 @@ from google.cloud import firestore
 
 from crm_pipeline.analytics.metrics import compute_metrics
 from crm_pipeline.analytics.segments import INACTIVE_AFTER_DAYS, refresh_segments
+from crm_pipeline.changes.log import (
+    CORE_CONSUMERS,
+    ChangeWindow,
+    advance,
+    horizon,
+    lock_consumer,
+    prune,
+    safe_horizon,
+)
 from crm_pipeline.firestore.mirror import MirrorSettings, MirrorSummary, sync_mirror
 
 # hashtext is a signed int4: shifting by 2^31 makes the modulus non-negative
 _IN_BUCKET = "mod(hashtext({column}::text)::bigint + 2147483648, :count) = :index"
+
+
+def in_bucket_sql(column: str) -> str:
+    """The SQL condition `column` (a customer id) is in bucket :index of :count."""
+    return _IN_BUCKET.format(column=column)
 
 
 @dataclass(frozen=True)
@@ -100,3 +114,33 @@ def mirror_bucket(
     with engine.connect() as conn:
         ids = bucket_customers(conn, bucket)
     return sync_mirror(engine, client, settings, run_id=run_id, customer_ids=ids)
+
+
+def change_log_position(engine: sa.Engine) -> int:
+    """Where the change log stands before the first bucket starts: every change below it was
+    committed by then, so the buckets' recompute includes it."""
+    with engine.connect() as conn:
+        return safe_horizon(conn)
+
+
+def advance_covered(
+    engine: sa.Engine, position: int, consumers: tuple[str, ...] = CORE_CONSUMERS
+) -> int:
+    """Move `consumers` to `position` (read by `change_log_position` before the buckets
+    started), once every bucket succeeded: the next incremental run skips what the buckets
+    recomputed and still sees what changed during them. Never moves a horizon back (a
+    concurrent incremental run may be further). Returns the changes pruned."""
+    with engine.begin() as conn:
+        customers = int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM customers "
+                    "WHERE deleted_at IS NULL AND merged_into IS NULL"
+                )
+            ).scalar_one()
+        )
+        for consumer in consumers:  # in refresh order, as incremental runs lock them
+            lock_consumer(conn, consumer)
+            start = horizon(conn, consumer)
+            advance(conn, ChangeWindow(consumer, start, max(start, position), []), customers)
+        return prune(conn)

@@ -6,14 +6,19 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crm_pipeline.analytics.segments import refresh_segments
+from crm_pipeline.changes.buckets import advance_covered
 from crm_pipeline.changes.log import (
+    CORE_CONSUMERS,
     METRICS,
     MIRROR,
     SEGMENTS,
     ChangeWindow,
     advance,
+    horizon,
     prune,
     read_window,
     safe_horizon,
@@ -83,3 +88,32 @@ def test_rows_are_pruned_once_every_stage_passed_them(clean_db: sa.Engine) -> No
         assert prune(conn) == 0  # the mirror has not run yet
         advance(conn, ChangeWindow(MIRROR, 0, horizon, []))
         assert prune(conn) == 1
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    # clean_db empties the database once; each example sets every horizon it reads
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    # consumer horizons around the position, in pipeline order (metrics >= segments >= mirror)
+    offsets=st.lists(st.integers(-50, 50), min_size=3, max_size=3).map(
+        lambda xs: sorted(xs, reverse=True)
+    ),
+    back=st.integers(0, 20),
+)
+def test_a_bucketed_run_moves_each_horizon_to_its_position_never_back(
+    clean_db: sa.Engine, offsets: list[int], back: int
+) -> None:
+    with clean_db.begin() as conn:
+        position = safe_horizon(conn) - back  # read before the buckets; time went on since
+        conn.execute(sa.text("DELETE FROM change_consumers"))
+        for consumer, offset in zip(CORE_CONSUMERS, offsets, strict=True):
+            advance(conn, ChangeWindow(consumer, 0, max(0, position + offset), []))
+        before = {c: horizon(conn, c) for c in CORE_CONSUMERS}
+    advance_covered(clean_db, position)
+    with clean_db.connect() as conn:
+        after = [horizon(conn, c) for c in CORE_CONSUMERS]
+    assert after == [max(before[c], position) for c in CORE_CONSUMERS]
+    assert after == sorted(after, reverse=True)  # each stage still reads up to the one before
