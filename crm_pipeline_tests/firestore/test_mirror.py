@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -369,13 +368,20 @@ def test_a_crashed_first_sync_resumes_without_rewriting_committed_batches(
     assert check_mirror_consistency(seeded, firestore_client).ok
 
 
-@pytest.fixture
-def stopped_emulator(tmp_path: Path) -> str:
-    """The host of an emulator that ran on a free port and was stopped."""
-    emulator = FirestoreEmulator(tmp_path / "lost")
-    with emulator as host:
+@pytest.fixture(scope="module")
+def lost_emulator(tmp_path_factory: pytest.TempPathFactory) -> FirestoreEmulator:
+    """An emulator that ran on a free port and was stopped: started once for the module (a
+    start costs a JVM's boot), since the tests only talk to the dead port and read its log."""
+    emulator = FirestoreEmulator(tmp_path_factory.mktemp("lost"))
+    with emulator:
         pass
-    return host
+    return emulator
+
+
+@pytest.fixture
+def stopped_emulator(lost_emulator: FirestoreEmulator) -> str:
+    """The host of the stopped emulator."""
+    return lost_emulator.host
 
 
 def _client_for(host: str) -> firestore.Client:
@@ -383,13 +389,14 @@ def _client_for(host: str) -> firestore.Client:
 
 
 def test_sync_against_a_stopped_emulator_names_it_and_its_log(
-    seeded: sa.Engine, stopped_emulator: str, tmp_path: Path
+    seeded: sa.Engine, stopped_emulator: str, lost_emulator: FirestoreEmulator
 ) -> None:
     with pytest.raises(FirestoreEmulatorLost) as info:
         sync_mirror(seeded, _client_for(stopped_emulator), FAST)
     message = str(info.value)
     assert stopped_emulator in message
-    assert str(tmp_path / "lost" / "firestore-emulator.log") in message
+    assert lost_emulator.log_file.name == "firestore-emulator.log"
+    assert str(lost_emulator.log_file) in message
     assert "heap_for" in message
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.cloud import firestore
 from google.cloud.firestore_v1.types.firestore import BatchWriteResponse
 from google.rpc import code_pb2
@@ -33,6 +34,17 @@ FailWrite = Callable[[str, int], bool]
 MAX_BATCH_WRITES = 500  # Firestore's limit per commit / BatchWrite request
 # A data error: retrying the same write cannot succeed.
 _PERMANENT_CODES = frozenset({code_pb2.INVALID_ARGUMENT})
+# The client library's own retry of BatchWrite (same codes and backoff). Its 60 s budget ignores
+# the per-call timeout, so the writer bounds it by its `timeout` (60 s by default: unchanged);
+# a shorter timeout then names a dead emulator after that long, not after a minute.
+_BATCH_WRITE_RETRY = gretry.Retry(
+    initial=0.1,
+    maximum=60.0,
+    multiplier=1.3,
+    predicate=gretry.if_exception_type(
+        gexc.Aborted, gexc.ResourceExhausted, gexc.ServiceUnavailable
+    ),
+)
 
 
 @dataclass
@@ -198,7 +210,10 @@ class FirestoreWriter:
             # The public BulkWriter/WriteBatch re-encode every value through proto-plus (the cost
             # encoding.py avoids); only the private gapic client and metadata take our protobufs.
             response = self.client._firestore_api.batch_write(
-                request=request, metadata=self.client._rpc_metadata, timeout=self.timeout
+                request=request,
+                metadata=self.client._rpc_metadata,
+                timeout=self.timeout,
+                retry=_BATCH_WRITE_RETRY.with_timeout(self.timeout),
             )
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             ensure_emulator(self.client, exc)  # a dead emulator fails the sync, not each write
