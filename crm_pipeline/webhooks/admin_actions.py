@@ -10,6 +10,7 @@ apply as for any source.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,14 +118,29 @@ def _action(ctx: ApplyContext) -> Any:
         raise PermanentError(f"invalid admin action: {exc}") from exc
 
 
+def _as_uuid(value: str) -> str | None:
+    """The canonical text of a uuid, or None for anything else (no customer has that id)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
 def resolve_customer(conn: sa.Connection, ref: AboutCustomer) -> str:
     """The live CRM customer an action is about, following merges (customer_id, admin_id, ...)."""
     customer_id = None
     if ref.customer_id:
-        customer_id = conn.execute(
-            sa.text("SELECT id::text FROM customers WHERE id::text = :id"),
-            {"id": ref.customer_id},
-        ).scalar_one_or_none()
+        # compared as a uuid, so the primary key's index answers (id::text = :id read every
+        # customer per delivery: 10k deliveries took 308 s at 10k customers)
+        wanted = _as_uuid(ref.customer_id)
+        customer_id = (
+            None
+            if wanted is None
+            else conn.execute(
+                sa.text("SELECT id::text FROM customers WHERE id = CAST(:id AS uuid)"),
+                {"id": wanted},
+            ).scalar_one_or_none()
+        )
     elif ref.admin_id or ref.shopify_customer_id:
         source = "manual" if ref.admin_id else "shopify"
         ext = ref.admin_id if source == "manual" else shopify_id(ref.shopify_customer_id)

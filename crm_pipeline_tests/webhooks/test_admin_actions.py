@@ -140,3 +140,16 @@ def test_admin_action_for_unknown_customer_waits(clean_db: sa.Engine) -> None:
     admin(clean_db, "segment.add", 0, admin_id="nobody", segment_name="x", segment_type="bogus")
     report = run(clean_db)
     assert report.retry_scheduled == 1 and report.dead == 1
+
+
+def test_a_customer_id_names_its_customer_in_any_letter_case(clean_db: sa.Engine) -> None:
+    """customer_id is compared as a uuid (the primary key's index), not as text: capitals name
+    the same customer, and a value that is no uuid names nobody (it waits, like an unknown id)."""
+    land(clean_db, "shopify", "customers/create", shopify_customer(21, at(0)), triggered_at=at(0))
+    run(clean_db)
+    cid = str(customer_by_shopify_id(clean_db, 21).id)
+    admin(clean_db, "customer.note", 1, customer_id=cid.upper(), internal_notes="Calls at noon")
+    admin(clean_db, "customer.note", 2, customer_id="not-a-uuid", internal_notes="lost")
+    report = run(clean_db)
+    assert report.outcomes["applied"] == 1 and report.retry_scheduled == 1, report
+    assert customer_by_shopify_id(clean_db, 21).internal_notes == "Calls at noon"
